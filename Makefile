@@ -1,0 +1,38 @@
+# Two commands do everything on a fresh machine:
+#   make repro   create .venv if missing, install the pinned packages, run `dvc repro`
+#   make test    same set-up, then the whole test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# torch 2.13.0 comes from the machine's local CPU wheel; any other spec pulls CUDA builds.
+WHEELS := $(wildcard /opt/wheels)
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check $(if $(WHEELS),--find-links $(WHEELS))
+export PATH := $(abspath $(BIN)):$(PATH)
+export RAY_USAGE_STATS_ENABLED := 0
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: install repro test clean-runs help
+
+help:
+	@echo "make repro   set up .venv and run the whole DVC pipeline (dvc repro)"
+	@echo "make test    set up .venv and run the test suite"
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) -c constraints.txt torch==2.13.0
+	$(PIP) -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+repro: $(STAMP)
+	$(BIN)/dvc config core.analytics false
+	$(BIN)/dvc repro
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+clean-runs:
+	rm -rf .ray_storage

@@ -1,0 +1,236 @@
+"""Typed, strict view of params.yaml.
+
+Every section is a pydantic model with ``extra="forbid"``: an unknown key, a
+wrong type or an out-of-range value raises :class:`ConfigError` naming the
+dotted key path and what is allowed. This module imports neither torch nor
+Ray, so a bad params.yaml is rejected in well under two seconds, before any
+heavy machinery starts.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from genflow.errors import ConfigError
+from genflow.models.specs import ModelSpec
+
+MIXTURES = ("ring8", "grid25")
+NUM_CLASSES = {"digits": 10, "ring8": 0, "grid25": 0}
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class DigitsData(Strict):
+    """scikit-learn's bundled 8x8 handwritten digits (1797 images, 10 classes)."""
+
+    source: Literal["digits"]
+    seed: int = 0
+    val_fraction: float = Field(0.1, ge=0.0, lt=0.5)
+    test_fraction: float = Field(0.2, gt=0.0, lt=0.5)
+
+
+class MixtureData(Strict):
+    """PacGAN's 2-D Gaussian mixtures: ring of 8 (radius 2) or 5x5 grid at {-4..4}^2."""
+
+    source: Literal["ring8", "grid25"]
+    seed: int = 0
+    n_samples: int = Field(25_000, ge=100, le=10_000_000)
+    std: float = Field(0.05, gt=0.0, le=1.0)
+    val_fraction: float = Field(0.1, ge=0.0, lt=0.5)
+    test_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+
+
+DataSpec = Annotated[Union[DigitsData, MixtureData], Field(discriminator="source")]
+
+
+class FeatureNetSpec(Strict):
+    """The classifier whose penultimate layer is the feature space for FID."""
+
+    epochs: int = Field(30, ge=1, le=10_000)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(1e-3, gt=0.0, le=1.0)
+    width: int = Field(32, ge=4, le=1024)
+    seed: int = 0
+
+
+class RaySpec(Strict):
+    """How the train stage runs on Ray Train (num_workers 0 = in-process, no Ray)."""
+
+    num_workers: int = Field(1, ge=0, le=4096)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0.0)
+    threads_per_worker: int = Field(1, ge=1, le=256)
+    address: str | None = None
+    storage_path: str = ".ray_storage"
+    max_failures: int = Field(0, ge=0, le=100)
+
+
+class EvaluateSpec(Strict):
+    n_samples: int = Field(2500, ge=10, le=1_000_000)
+    n_real: int = Field(2500, ge=10, le=1_000_000)
+    reference_split: Literal["train", "val", "test"] = "test"
+    seed: int = 0
+    grid_size: int = Field(8, ge=1, le=32)
+
+
+class Params(Strict):
+    data: dict[Annotated[str, Field(pattern=NAME_PATTERN)], DataSpec]
+    featurenet: FeatureNetSpec = FeatureNetSpec()
+    ray: RaySpec = RaySpec()
+    evaluate: EvaluateSpec = EvaluateSpec()
+    models: dict[Annotated[str, Field(pattern=NAME_PATTERN)], ModelSpec]
+
+    @model_validator(mode="after")
+    def _models_use_known_data(self) -> "Params":
+        for name, spec in self.models.items():
+            if spec.dataset not in self.data:
+                raise ValueError(
+                    f"models.{name}.dataset: unknown dataset {spec.dataset!r}; "
+                    f"allowed: {sorted(self.data)} (the keys of 'data')")
+            data = self.data[spec.dataset]
+            is_points = data.source in MIXTURES
+            if is_points and spec.arch != "mlp":
+                raise ValueError(f"models.{name}.arch: dataset {spec.dataset!r} holds 2-D points; "
+                                 f"only arch 'mlp' fits it (got {spec.arch!r})")
+            n_classes = NUM_CLASSES[data.source]
+            if spec.c_dim not in (0, n_classes):
+                raise ValueError(f"models.{name}.c_dim: a conditional model needs c_dim equal to the "
+                                 f"{n_classes} classes of dataset {spec.dataset!r} (or 0 = unconditional); "
+                                 f"got {spec.c_dim}")
+        return self
+
+
+def _clean_loc(loc: tuple) -> str:
+    # A discriminated union puts its tag after the entry name
+    # (models.<name>.<tag>.lr): drop it so the path matches params.yaml.
+    parts = list(loc)
+    if len(parts) > 2 and parts[0] in ("data", "models") and parts[2] in _UNION_TAGS:
+        del parts[2]
+    return ".".join(str(p) for p in parts)
+
+
+def _format_error(err: dict[str, Any], model_fields: dict[str, list[str]]) -> str:
+    path = _clean_loc(err["loc"])
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        parent = path.rsplit(".", 1)[0] if "." in path else ""
+        allowed = model_fields.get(parent)
+        hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+        return f"{path}: unknown key{hint}"
+    if kind == "missing":
+        return f"{path}: required key is missing"
+    if kind == "union_tag_invalid":
+        return f"{path}: {err['msg']}"
+    if kind == "value_error":  # our own cross-field checks already name their keys
+        msg = err["msg"].removeprefix("Value error, ")
+        return f"{path}: {msg}" if path else msg
+    return f"{path}: {err['msg']} (got {err.get('input')!r})"
+
+
+_UNION_TAGS: set[str] = set()
+
+
+def _allowed_keys(params: dict[str, Any]) -> dict[str, list[str]]:
+    """Map each section's dotted path to the keys its schema accepts."""
+    from genflow.models.specs import SPEC_BY_MODEL
+
+    allowed = {"": list(Params.model_fields)}
+    for section in ("featurenet", "ray", "evaluate"):
+        allowed[section] = list(Params.model_fields[section].annotation.model_fields)
+    for name, entry in (params.get("data") or {}).items():
+        cls = {"digits": DigitsData, "ring8": MixtureData, "grid25": MixtureData}.get(
+            (entry or {}).get("source") if isinstance(entry, dict) else None)
+        if cls:
+            allowed[f"data.{name}"] = list(cls.model_fields)
+    for name, entry in (params.get("models") or {}).items():
+        cls = SPEC_BY_MODEL.get(entry.get("model") if isinstance(entry, dict) else None)
+        if cls:
+            allowed[f"models.{name}"] = list(cls.model_fields)
+            allowed[f"models.{name}.train"] = list(cls.model_fields["train"].annotation.model_fields)
+    return allowed
+
+
+def validate(raw: Any, source: str = "params.yaml") -> Params:
+    """Validate a parsed params mapping; raise ConfigError listing every problem."""
+    from genflow.models.specs import SPEC_BY_MODEL
+
+    _UNION_TAGS.update(SPEC_BY_MODEL, ["digits", *MIXTURES])
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        allowed = _allowed_keys(raw)
+        lines = [_format_error(e, allowed) for e in exc.errors()]
+        raise ConfigError(f"{source} is invalid:\n  " + "\n  ".join(lines)) from None
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 floats: PyYAML reads '1e-4' as a string, DVC (ruamel) as a float."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?$|^[-+]?\d+[eE][-+]?\d+$"
+               r"|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
+    list("-+0123456789."))
+
+
+def _int_or_float(loader: yaml.SafeLoader, node: yaml.Node) -> int | float:
+    text = loader.construct_scalar(node)
+    if re.fullmatch(r"[-+]?\d+", text):
+        return int(text)
+    return float(text.replace(".inf", "inf").replace(".Inf", "inf").replace(".nan", "nan"))
+
+
+_Loader.add_constructor("tag:yaml.org,2002:float", _int_or_float)
+
+
+def read_yaml(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: file not found")
+    try:
+        return yaml.load(path.read_text(), Loader=_Loader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a nested mapping."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected KEY.PATH=VALUE")
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        node[parts[-1]] = yaml.load(value, Loader=_Loader)
+    return raw
+
+
+def load(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
+    raw = read_yaml(path)
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+    return validate(raw, source=str(path))
+
+
+def fingerprint(obj: Any) -> str:
+    """Stable short hash of a config section (used to name resumable Ray runs)."""
+    if isinstance(obj, BaseModel):
+        obj = obj.model_dump(mode="json")
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]

@@ -1,0 +1,18 @@
+"""The prepare step: a ``data.<name>`` params entry -> data/prepared/<name>/."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from genflow.data.shards import write_prepared
+from genflow.data.sources import load_source
+
+
+def prepare(spec, out: str | Path, log=print) -> dict[str, Any]:
+    raw = load_source(spec)
+    log(f"[prepare] {spec.source}: {len(raw.x)} examples of shape {tuple(raw.x.shape[1:])}")
+    manifest = write_prepared(raw, out, source=spec.model_dump(mode="json"), val_fraction=spec.val_fraction,
+                              test_fraction=spec.test_fraction, seed=spec.seed)
+    counts = ", ".join(f"{k} {v['rows']}" for k, v in manifest["splits"].items())
+    log(f"[prepare] wrote {out}: {counts}")
+    return manifest

@@ -1,0 +1,123 @@
+"""Prepared datasets: seeded splits written as Parquet shards plus a manifest.
+
+Layout of ``data/prepared/<name>/``::
+
+    train-00000.parquet ...   one row per example
+    val-00000.parquet ...
+    test-00000.parquet ...
+    manifest.json             schema, counts, sha256 of every shard, source
+
+Images are stored as ``fixed_size_binary(H*W*C)`` (uint8, HWC order) so a
+whole column maps to one numpy array without per-row copies; 2-D points as
+``fixed_size_list<float32>[D]``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from genflow.data.sources import RawData
+from genflow.errors import DataError
+from genflow.io import atomic_dir, code_revision, sha256_file, write_json
+
+SPLITS = ("train", "val", "test")
+SHARD_BYTES = 64 << 20
+FORMAT_VERSION = 1
+
+
+def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
+    """A seeded permutation cut into train / val / test (sorted within each split)."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_test = int(round(n * test_fraction))
+    n_val = int(round(n * val_fraction))
+    parts = {"test": order[:n_test], "val": order[n_test:n_test + n_val], "train": order[n_test + n_val:]}
+    return {name: np.sort(idx) for name, idx in parts.items()}
+
+
+def to_table(raw: RawData, rows: np.ndarray) -> pa.Table:
+    x = np.ascontiguousarray(raw.x[rows])
+    columns: dict[str, pa.Array] = {}
+    if raw.kind == "image":
+        width = int(np.prod(x.shape[1:]))
+        columns["image"] = pa.FixedSizeBinaryArray.from_buffers(
+            pa.binary(width), len(x), [None, pa.py_buffer(x.tobytes())])
+    else:
+        flat = pa.array(x.reshape(-1), type=pa.float32())
+        columns["x"] = pa.FixedSizeListArray.from_arrays(flat, x.shape[1])
+    if raw.labels is not None:
+        columns["label"] = pa.array(raw.labels[rows], type=pa.int16())
+    if raw.components is not None:
+        columns["component"] = pa.array(raw.components[rows], type=pa.int16())
+    return pa.table(columns)
+
+
+def _write_split(table: pa.Table, out: Path, split: str) -> list[dict[str, Any]]:
+    row_bytes = max(1, table.nbytes // max(1, table.num_rows))
+    rows_per_shard = max(1, SHARD_BYTES // row_bytes)
+    shards = []
+    for index, start in enumerate(range(0, max(table.num_rows, 1), rows_per_shard)):
+        piece = table.slice(start, rows_per_shard)
+        name = f"{split}-{index:05d}.parquet"
+        pq.write_table(piece, out / name, compression="zstd")
+        shards.append({"file": name, "rows": piece.num_rows, "sha256": sha256_file(out / name)})
+    return shards
+
+
+def write_prepared(raw: RawData, out: str | Path, *, source: dict[str, Any], val_fraction: float,
+                   test_fraction: float, seed: int) -> dict[str, Any]:
+    """Split ``raw``, write the shards and manifest into ``out`` atomically; return the manifest."""
+    splits = split_indices(len(raw.x), val_fraction, test_fraction, seed)
+    with atomic_dir(out) as tmp:
+        manifest: dict[str, Any] = {
+            "format_version": FORMAT_VERSION,
+            "kind": raw.kind,
+            "shape": list(raw.x.shape[1:]),
+            "num_classes": raw.num_classes,
+            "source": source,
+            "code_revision": code_revision(),
+            "splits": {},
+        }
+        if raw.centers is not None:
+            manifest["mixture"] = {"centers": raw.centers.tolist(), "std": raw.std}
+        for split, rows in splits.items():
+            table = to_table(raw, rows)
+            manifest["schema"] = table.schema.to_string(show_schema_metadata=False)
+            manifest["splits"][split] = {"rows": int(len(rows)), "shards": _write_split(table, tmp, split)}
+        write_json(tmp / "manifest.json", manifest)
+    return manifest
+
+
+def read_manifest(root: str | Path) -> dict[str, Any]:
+    path = Path(root) / "manifest.json"
+    if not path.exists():
+        raise DataError(f"{path}: no manifest; run the prepare stage first (dvc repro prepare)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: manifest is not valid JSON ({exc})") from None
+
+
+def manifest_hash(root: str | Path) -> str:
+    return sha256_file(Path(root) / "manifest.json")
+
+
+def read_split(root: str | Path, split: str, verify: bool = True) -> pa.Table:
+    """Read one split's shards (checking their sha256 against the manifest)."""
+    root = Path(root)
+    manifest = read_manifest(root)
+    if split not in manifest["splits"]:
+        raise DataError(f"{root}: no split {split!r}; available: {sorted(manifest['splits'])}")
+    tables = []
+    for shard in manifest["splits"][split]["shards"]:
+        path = root / shard["file"]
+        if not path.exists():
+            raise DataError(f"{path}: shard listed in the manifest is missing")
+        if verify and sha256_file(path) != shard["sha256"]:
+            raise DataError(f"{path}: sha256 does not match the manifest (corrupt or modified shard)")
+        tables.append(pq.read_table(path))
+    return pa.concat_tables(tables) if len(tables) > 1 else tables[0]

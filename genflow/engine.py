@@ -1,0 +1,145 @@
+"""The one training engine: runs any registered model through its phases.
+
+Plain PyTorch, no Ray import. Under ``torch.distributed`` (Ray Train, torchrun)
+each network is wrapped in its own DDP; in-process it runs unwrapped. What to
+do with logs and checkpoints is left to a :class:`Reporter`, so the same loop
+serves the in-process mode, Ray Train workers and the tests.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Any, Protocol
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from genflow.checkpoint import rng_state, set_rng_state
+from genflow.data.loader import BatchPlan, Split
+from genflow.errors import DivergenceError
+from genflow.models.base import GenerativeModel, StepContext
+
+
+class Reporter(Protocol):
+    def on_log(self, step: int, row: dict[str, float]) -> None: ...
+
+    def on_checkpoint(self, step: int, state: dict[str, Any] | None, log: list[dict[str, Any]], final: bool) -> None:
+        """Called on every rank at the same steps (Ray's report is a barrier); ``state`` only on rank 0."""
+
+
+class PrintReporter:
+    """Progress lines on stdout; keeps no checkpoints (tests, quick runs)."""
+
+    def __init__(self, name: str = "train", every: int = 1):
+        self.name, self.every, self.checkpoints = name, every, []
+
+    def on_log(self, step: int, row: dict[str, float]) -> None:
+        shown = " ".join(f"{k}={v:.4g}" for k, v in row.items() if k not in ("step", "epoch"))
+        print(f"[{self.name}] step {step} {shown}", flush=True)
+
+    def on_checkpoint(self, step, state, log, final) -> None:
+        if state is not None:
+            self.checkpoints.append((step, state))
+
+
+def distributed() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _wrap(net: nn.Module, device: torch.device) -> nn.Module:
+    # broadcast_buffers=False: BatchNorm statistics change between the forward passes of one
+    # phase (real, then fake); each rank keeps its own, as DCGAN-style training expects.
+    # (torch 2.13 suggests forward_sync_buffers, which still syncs at every init; keep this.)
+    device_ids = [device.index] if device.type == "cuda" else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return nn.parallel.DistributedDataParallel(net, device_ids=device_ids, broadcast_buffers=False)
+
+
+class Engine:
+    """Holds the optimizers and wrappers of one model and steps it through its phases."""
+
+    def __init__(self, model: GenerativeModel, *, train, seed: int, device: torch.device | None = None):
+        self.model, self.train, self.seed = model, train, seed
+        self.device = device or torch.device("cpu")
+        self.rank, self.world_size = distributed()
+        self.phases = model.phases()
+        self.wrappers = {name: _wrap(getattr(model, name), self.device) if self.world_size > 1
+                         else getattr(model, name) for name in model.network_names}
+        self.optimizers = [torch.optim.Adam(self._owned_params(p.owns), lr=p.lr, betas=(train.beta1, train.beta2))
+                           for p in self.phases]
+        self.batches_per_step = max(p.repeats for p in self.phases)
+        self.step = 0
+        self.log: list[dict[str, Any]] = []
+
+    def _owned_params(self, owns: tuple[str, ...]) -> list[nn.Parameter]:
+        return [p for name in owns for p in getattr(self.model, name).parameters()]
+
+    def _freeze_all_but(self, owns: tuple[str, ...]) -> None:
+        for name in self.model.network_names:
+            getattr(self.model, name).requires_grad_(name in owns)
+        self.model.set_active({name: self.wrappers[name] for name in owns})
+
+    # -- state -----------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizers": [o.state_dict() for o in self.optimizers],
+                "step": self.step, "rng": rng_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        for opt, opt_state in zip(self.optimizers, state["optimizers"]):
+            opt.load_state_dict(opt_state)
+        self.step = int(state["step"])
+        set_rng_state(state["rng"])
+
+    # -- one step --------------------------------------------------------------
+    def train_step(self, data: Split, plan: BatchPlan) -> dict[str, torch.Tensor]:
+        self.model.train()
+        batches = [data.batch(plan.indices(self.step * self.batches_per_step + r))
+                   for r in range(self.batches_per_step)]
+        batches = [(x.to(self.device), None if c is None else c.to(self.device)) for x, c in batches]
+        logs: dict[str, torch.Tensor] = {}
+        for index, (phase, opt) in enumerate(zip(self.phases, self.optimizers)):
+            self._freeze_all_but(phase.owns)
+            for repeat in range(phase.repeats):
+                ctx = StepContext(step=self.step, seed=self.seed, phase=index, repeat=repeat,
+                                  rank=self.rank, world_size=self.world_size)
+                loss, phase_logs = phase.loss(batches[repeat], ctx)
+                if not torch.isfinite(loss):
+                    raise DivergenceError(self.step, f"phase {phase.name} loss is {loss.item()}")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            logs.update(phase_logs)
+        self.model.set_active({})
+        self.model.update_ema()
+        self.step += 1
+        return logs
+
+    def fit(self, data: Split, reporter: Reporter) -> list[dict[str, Any]]:
+        """Train from ``self.step`` to ``train.steps``; report logs and checkpoints."""
+        t = self.train
+        plan = BatchPlan(len(data), t.batch_size, self.seed, self.rank, self.world_size)
+        started, first_step = time.perf_counter(), self.step
+        while self.step < t.steps:
+            logs = self.train_step(data, plan)
+            if self.step % t.log_every == 0 or self.step == t.steps:
+                row = {"step": self.step, "epoch": plan.epoch_of(self.step - 1),
+                       **{k: round(float(v), 6) for k, v in logs.items()}}
+                self._check_weights()
+                self.log.append(row)
+                # the rate goes to the progress line only: the log must be reproducible
+                rate = (self.step - first_step) / max(time.perf_counter() - started, 1e-9)
+                reporter.on_log(self.step, {**row, "steps/s": rate})
+            if self.step % t.checkpoint_every == 0 or self.step == t.steps:
+                state = self.state_dict() if self.rank == 0 else None
+                reporter.on_checkpoint(self.step, state, list(self.log), final=self.step == t.steps)
+        return self.log
+
+    def _check_weights(self) -> None:
+        for name, p in self.model.named_parameters():
+            if not torch.isfinite(p).all():
+                raise DivergenceError(self.step, f"parameter {name} is not finite")

@@ -1,0 +1,110 @@
+"""Ray Train (V2 API) integration: the only place the training path imports Ray.
+
+One ``TorchTrainer`` per model. Its run name is ``<model>-<params fingerprint>``
+and its ``storage_path`` lies outside DVC outputs, so rerunning the stage after
+an interruption resumes from Ray's latest checkpoint (V2 resumes when the same
+``RunConfig(name, storage_path)`` is reused), while changed hyperparameters
+start a fresh run instead of resuming a stale one.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+import torch
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from genflow import checkpoint
+from genflow.engine import PrintReporter
+from genflow.training import checkpoint_meta, finish, run_worker
+
+# Ray must not wait on a phone-home connection that this network refuses.
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+class RayReporter(PrintReporter):
+    """Rank 0 prints progress and hands checkpoints to Ray; every rank reports equally often."""
+
+    def __init__(self, name: str, meta: dict[str, Any]):
+        super().__init__(name)
+        self.rank = ray.train.get_context().get_world_rank()
+        self.meta = meta
+
+    def on_log(self, step, row) -> None:
+        if self.rank == 0:
+            super().on_log(step, row)
+
+    def on_checkpoint(self, step, state, log, final) -> None:
+        metrics = {"step": step, **{k: v for k, v in (log[-1] if log else {}).items() if k != "step"}}
+        if state is None:  # ray.train.report is a barrier: other ranks report without a checkpoint
+            ray.train.report(metrics, checkpoint=None)
+            return
+        with tempfile.TemporaryDirectory(prefix="genflow-ckpt-") as tmp:
+            checkpoint.save(tmp, state, log, self.meta)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    context = ray.train.get_context()
+    device = None
+    if config.get("use_gpu"):
+        device = torch.device("cuda", context.get_local_rank())
+        torch.cuda.set_device(device)
+    reporter = RayReporter(config["name"], checkpoint_meta(config))
+    resume = ray.train.get_checkpoint()
+    if resume is None:
+        run_worker(config, reporter, device=device)
+        return
+    with resume.as_directory() as directory:
+        local = Path(tempfile.mkdtemp(prefix="genflow-resume-"))
+        shutil.copytree(directory, local, dirs_exist_ok=True)
+    try:
+        run_worker(config, reporter, resume_dir=local, device=device)
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+
+
+def init_ray(ray_spec) -> None:
+    """Connect to ``ray.address`` / RAY_ADDRESS, or start a local instance sized for the run."""
+    if ray.is_initialized():
+        return
+    address = ray_spec.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return
+    cpus = max(os.cpu_count() or 1, int(ray_spec.num_workers * ray_spec.cpus_per_worker) + 1)
+    ray.init(num_cpus=cpus, object_store_memory=256 << 20, include_dashboard=True, log_to_driver=True)
+
+
+def storage_path(ray_spec) -> str:
+    path = ray_spec.storage_path
+    return path if "://" in path else str(Path(path).resolve())
+
+
+def train_with_ray(config: dict[str, Any], out: str | Path, ray_spec) -> None:
+    """Fit one model with a TorchTrainer and copy its final checkpoint into ``out``."""
+    init_ray(ray_spec)
+    run_name = f"{config['name']}-{config['fingerprint']}"
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={**config, "use_gpu": ray_spec.use_gpu},
+        scaling_config=ScalingConfig(num_workers=ray_spec.num_workers, use_gpu=ray_spec.use_gpu,
+                                     resources_per_worker={"CPU": ray_spec.cpus_per_worker}),
+        run_config=RunConfig(name=run_name, storage_path=storage_path(ray_spec),
+                             failure_config=FailureConfig(max_failures=ray_spec.max_failures,
+                                                          controller_failure_limit=3),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"Ray run {run_name} finished without a checkpoint")
+    with result.checkpoint.as_directory() as directory:
+        finish(directory, out, config)
+    if "://" not in ray_spec.storage_path:  # the artifact is in DVC now; drop the resume state
+        shutil.rmtree(Path(storage_path(ray_spec)) / run_name, ignore_errors=True)

@@ -1,0 +1,125 @@
+"""What every model offers the engine: networks, phases, sampling.
+
+A model is an ``nn.Module`` holding named networks (``G``, ``D``, ``E``...).
+Training is a list of :class:`Phase` objects; the engine runs each phase with
+only the parameters it owns requiring grad, through its own optimizer. Inside
+a phase a model reaches its networks through :meth:`GenerativeModel.net`,
+which returns the DDP wrapper for the networks the phase owns and the plain
+module for the others (their parameters are frozen for this phase, so DDP
+must not wait for their gradients).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+Batch = tuple[torch.Tensor, "torch.Tensor | None"]
+
+
+@dataclass
+class StepContext:
+    """Where in training a phase runs; the source of all its randomness.
+
+    Noise is drawn for the *global* batch from a generator seeded by
+    (seed, step, phase, repeat) and each rank keeps its slice, so results do
+    not depend on the number of workers and resuming needs only the step.
+    """
+
+    step: int
+    seed: int
+    phase: int = 0
+    repeat: int = 0
+    rank: int = 0
+    world_size: int = 1
+    _streams: int = field(default=0, repr=False)
+
+    def _generator(self) -> torch.Generator:
+        self._streams += 1
+        key = (((self.seed * 1_000_003 + self.step) * 101 + self.phase) * 101 + self.repeat) * 101 + self._streams
+        return torch.Generator().manual_seed(key % (2 ** 63))
+
+    def _local(self, draw: Callable[[int, torch.Generator], torch.Tensor], n: int) -> torch.Tensor:
+        full = draw(n * self.world_size, self._generator())
+        return full[self.rank * n:(self.rank + 1) * n]
+
+    def randn(self, n: int, *shape: int) -> torch.Tensor:
+        return self._local(lambda m, g: torch.randn(m, *shape, generator=g), n)
+
+    def rand(self, n: int, *shape: int) -> torch.Tensor:
+        return self._local(lambda m, g: torch.rand(m, *shape, generator=g), n)
+
+
+@dataclass
+class Phase:
+    """One optimisation step of some networks on one loss (e.g. D, G, or VAE)."""
+
+    name: str
+    owns: tuple[str, ...]
+    loss: Callable[[Batch, StepContext], tuple[torch.Tensor, dict[str, float]]]
+    lr: float
+    repeats: int = 1
+
+
+class GenerativeModel(nn.Module):
+    """Base class: subclasses set ``network_names`` and implement phases/decode."""
+
+    network_names: tuple[str, ...] = ()
+    ema_names: tuple[str, ...] = ("G",)
+
+    def __init__(self, spec, data_shape: tuple[int, ...], num_classes: int):
+        super().__init__()
+        self.spec = spec
+        self.data_shape = tuple(data_shape)
+        self.num_classes = num_classes
+        self.is_image = len(self.data_shape) == 3
+        self._active: dict[str, nn.Module] = {}
+
+    # -- networks -------------------------------------------------------
+    def net(self, name: str) -> nn.Module:
+        wrapper = self._active.get(name)
+        return wrapper if wrapper is not None else getattr(self, name)
+
+    def set_active(self, wrappers: dict[str, nn.Module]) -> None:
+        self._active = wrappers
+
+    def enable_ema(self, decay: float) -> None:
+        self.ema_decay = decay
+        for name in self.ema_names if decay > 0 else ():
+            ema = copy.deepcopy(getattr(self, name)).eval().requires_grad_(False)
+            setattr(self, f"{name}_ema", ema)
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        for name in self.ema_names:
+            ema = getattr(self, f"{name}_ema", None)
+            if ema is None:
+                continue
+            for p_ema, p in zip(ema.parameters(), getattr(self, name).parameters()):
+                p_ema.lerp_(p, 1.0 - self.ema_decay)
+            for b_ema, b in zip(ema.buffers(), getattr(self, name).buffers()):
+                b_ema.copy_(b)
+
+    def eval_net(self, name: str) -> nn.Module:
+        """The network used for evaluation and export: its EMA when there is one."""
+        ema = getattr(self, f"{name}_ema", None)
+        return ema if ema is not None else getattr(self, name)
+
+    # -- what subclasses provide -----------------------------------------
+    def phases(self) -> list[Phase]:
+        raise NotImplementedError
+
+    def decoder(self) -> nn.Module:
+        """A module (z, c) -> samples in data space, for evaluation and export."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def sample(self, n: int, c: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        z = torch.randn(n, self.spec.z_dim, generator=generator)
+        if self.spec.c_dim and c is None:
+            c = torch.randint(self.spec.c_dim, (n,), generator=generator)
+        dec = self.decoder().eval()
+        return dec(z, c if self.spec.c_dim else None)

@@ -1,0 +1,130 @@
+"""GANs: the loss family, R1 / gradient penalty, spectral norm, PacGAN, minibatch std,
+class-conditional G with a projection discriminator (c_dim = 0: unconditional)."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genflow.models.base import Batch, GenerativeModel, Phase, StepContext
+from genflow.models.blocks import ConvGenerator, ConvTrunk, MLPGenerator, MLPTrunk, maybe_sn
+from genflow.models.registry import register
+
+
+class Discriminator(nn.Module):
+    """Trunk -> score; PacGAN packs ``pac`` consecutive samples into one input;
+    with c_dim > 0 a projection term <embed(c), features> is added (Miyato & Koyama 2018)."""
+
+    def __init__(self, *, arch: str, data_shape: tuple[int, ...], c_dim: int, width: int, depth: int,
+                 pac: int, sn: bool, mbstd: bool):
+        super().__init__()
+        self.pac, self.data_shape = pac, data_shape
+        if arch == "conv":
+            channels, resolution, _ = data_shape
+            self.trunk = ConvTrunk(in_channels=channels * pac, resolution=resolution, width=width, sn=sn, mbstd=mbstd)
+        else:
+            self.trunk = MLPTrunk(in_dim=math.prod(data_shape) * pac, width=width, depth=depth, sn=sn, mbstd=mbstd)
+        self.head = maybe_sn(nn.Linear(self.trunk.out_dim, 1), sn)
+        self.proj = maybe_sn(nn.Embedding(c_dim, self.trunk.out_dim), sn) if c_dim else None
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        n = x.shape[0] // self.pac
+        if len(self.data_shape) == 3:
+            x = x.reshape(n, self.pac * self.data_shape[0], *self.data_shape[1:])
+        else:
+            x = x.reshape(n, -1)
+        h = self.trunk(x)
+        score = self.head(h).squeeze(1)
+        if self.proj is not None:
+            emb = self.proj(c).reshape(n, self.pac, -1).sum(dim=1)
+            score = score + (emb * h).sum(dim=1)
+        return score
+
+
+def d_loss(kind: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    if kind in ("ns", "minimax"):
+        return F.softplus(-real).mean() + F.softplus(fake).mean()
+    if kind == "lsgan":
+        return 0.5 * ((real - 1).square().mean() + fake.square().mean())
+    if kind == "hinge":
+        return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+    if kind == "wgan-gp":
+        return fake.mean() - real.mean()
+    raise ValueError(f"unknown GAN loss {kind!r}")
+
+
+def g_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:
+    if kind == "ns":
+        return F.softplus(-fake).mean()
+    if kind == "minimax":  # minimise log(1 - D(G(z))): saturates early, kept for comparison
+        return -F.softplus(fake).mean()
+    if kind == "lsgan":
+        return 0.5 * (fake - 1).square().mean()
+    return -fake.mean()  # hinge and WGAN
+
+
+def input_gradient_sq(D: nn.Module, x: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+    """Per-sample ||dD/dx||^2, with a graph so the penalty can be back-propagated.
+
+    Computed on this process's batch only: under DDP the penalty's parameter
+    gradients are per process and are averaged with the rest by DDP."""
+    x = x.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(D(x, c).sum(), x, create_graph=True)
+    return grad.flatten(1).square().sum(dim=1)
+
+
+@register("gan")
+class GAN(GenerativeModel):
+    network_names = ("G", "D")
+
+    def __init__(self, spec, data_shape, num_classes):
+        super().__init__(spec, data_shape, num_classes)
+        s = spec
+        if s.arch == "conv":
+            self.G = ConvGenerator(z_dim=s.z_dim, c_dim=s.c_dim, out_shape=data_shape, width=s.width)
+        else:
+            self.G = MLPGenerator(z_dim=s.z_dim, c_dim=s.c_dim, out_shape=data_shape, width=s.width,
+                                  depth=s.depth, out_act="tanh" if self.is_image else None)
+        self.D = Discriminator(arch=s.arch, data_shape=data_shape, c_dim=s.c_dim, width=s.width, depth=s.depth,
+                               pac=s.pac, sn=s.spectral_norm, mbstd=s.mbstd)
+
+    def phases(self) -> list[Phase]:
+        t = self.spec.train
+        return [Phase("D", ("D",), self.d_phase, t.lr_d, repeats=t.n_critic),
+                Phase("G", ("G",), self.g_phase, t.lr_g)]
+
+    def _fake(self, n: int, c: torch.Tensor | None, ctx: StepContext) -> torch.Tensor:
+        return self.net("G")(ctx.randn(n, self.spec.z_dim), c if self.spec.c_dim else None)
+
+    def d_phase(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:
+        x, c = batch
+        c = c if self.spec.c_dim else None
+        with torch.no_grad():
+            fake = self._fake(x.shape[0], c, ctx)
+        D = self.net("D")
+        real_score, fake_score = D(x, c), D(fake, c)
+        loss = d_loss(self.spec.loss, real_score, fake_score)
+        logs = {"D_loss": loss.detach(), "D_real": real_score.mean().detach(), "D_fake": fake_score.mean().detach()}
+        if self.spec.loss == "wgan-gp" and self.spec.gp_lambda > 0:
+            alpha = ctx.rand(x.shape[0], *([1] * (x.dim() - 1)))
+            mixed = alpha * x + (1 - alpha) * fake
+            gp = (input_gradient_sq(self.D, mixed, c).sqrt() - 1).square().mean()
+            loss = loss + self.spec.gp_lambda * gp
+            logs["gp"] = gp.detach()
+        if self.spec.r1_gamma > 0:
+            r1 = input_gradient_sq(self.D, x, c).mean()
+            loss = loss + 0.5 * self.spec.r1_gamma * r1
+            logs["r1"] = r1.detach()
+        return loss, logs
+
+    def g_phase(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:
+        x, c = batch
+        c = c if self.spec.c_dim else None
+        fake_score = self.net("D")(self._fake(x.shape[0], c, ctx), c)
+        loss = g_loss(self.spec.loss, fake_score)
+        return loss, {"G_loss": loss.detach()}
+
+    def decoder(self) -> nn.Module:
+        return self.eval_net("G")

@@ -1,0 +1,38 @@
+"""Model registry: name -> model class. Adding a model is one file plus ``@register``
+(and its hyperparameter schema in specs.py)."""
+from __future__ import annotations
+
+import importlib
+
+_REGISTRY: dict[str, type] = {}
+_MODULES = ("genflow.models.gan", "genflow.models.vae")
+
+
+def register(name: str):
+    def wrap(cls):
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"model {name!r} registered twice")
+        _REGISTRY[name] = cls
+        cls.registry_name = name
+        return cls
+    return wrap
+
+
+def _load_all() -> None:
+    for module in _MODULES:
+        importlib.import_module(module)
+
+
+def names() -> list[str]:
+    _load_all()
+    return sorted(_REGISTRY)
+
+
+def build(spec, data_shape: tuple[int, ...], num_classes: int):
+    """Instantiate the model ``spec.model`` for data of ``data_shape``."""
+    _load_all()
+    if spec.model not in _REGISTRY:
+        raise KeyError(f"unknown model {spec.model!r}; registered: {', '.join(sorted(_REGISTRY))}")
+    model = _REGISTRY[spec.model](spec, tuple(data_shape), num_classes)
+    model.enable_ema(spec.train.ema_decay)
+    return model

@@ -1,0 +1,83 @@
+"""Hyperparameter schemas of every registered model (torch-free).
+
+They live apart from the networks so that params.yaml is validated before
+torch or Ray is imported. A new model adds its spec here (one class and one
+entry in ``SPEC_BY_MODEL``) and its networks plus ``@register`` in its own file.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+GAN_LOSSES = ("ns", "minimax", "lsgan", "hinge", "wgan-gp")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class TrainSpec(_Strict):
+    """Optimisation settings shared by every model."""
+
+    steps: int = Field(2000, ge=1, le=100_000_000)
+    batch_size: int = Field(64, ge=1, le=65_536)
+    seed: int = Field(0, ge=0)
+    beta1: float = Field(0.5, ge=0.0, lt=1.0)
+    beta2: float = Field(0.999, ge=0.0, lt=1.0)
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0, description="0 turns the EMA of G off")
+    checkpoint_every: int = Field(500, ge=1)
+    log_every: int = Field(50, ge=1)
+
+
+class GanTrain(TrainSpec):
+    lr_g: float = Field(2e-4, gt=0.0, le=1.0)
+    lr_d: float = Field(2e-4, gt=0.0, le=1.0)
+    n_critic: int = Field(1, ge=1, le=100, description="D steps per G step")
+
+
+class VaeTrain(TrainSpec):
+    lr: float = Field(1e-3, gt=0.0, le=1.0)
+    ema_decay: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class _Network(_Strict):
+    """Architecture knobs shared by every model."""
+
+    dataset: str
+    arch: Literal["mlp", "conv"] = "conv"
+    z_dim: int = Field(64, ge=1, le=4096)
+    c_dim: int = Field(0, ge=0, le=100_000, description="number of classes; 0 = unconditional")
+    width: int = Field(64, ge=4, le=4096)
+    depth: int = Field(3, ge=1, le=32, description="hidden layers of an MLP")
+
+
+class GanSpec(_Network):
+    model: Literal["gan"]
+    loss: Literal[GAN_LOSSES] = "ns"
+    gp_lambda: float = Field(10.0, ge=0.0, le=1e4, description="WGAN-GP penalty weight")
+    r1_gamma: float = Field(0.0, ge=0.0, le=1e4, description="R1 penalty weight (0 = off)")
+    spectral_norm: bool = False
+    pac: int = Field(1, ge=1, le=16, description="PacGAN packing: D sees pac samples at once")
+    mbstd: bool = Field(False, description="minibatch standard deviation feature in D")
+    train: GanTrain = GanTrain()
+
+    @model_validator(mode="after")
+    def _batch_divisible_by_pac(self) -> "GanSpec":
+        if self.train.batch_size % self.pac:
+            raise ValueError(f"train.batch_size ({self.train.batch_size}) must be a multiple of pac ({self.pac})")
+        return self
+
+
+class VaeSpec(_Network):
+    model: Literal["vae"]
+    likelihood: Literal["bernoulli", "gaussian"] = "bernoulli"
+    beta: float = Field(1.0, ge=0.0, le=1e3, description="weight of the KL term")
+    kl_warmup_steps: int = Field(0, ge=0, description="KL weight ramps 0 -> beta over these steps")
+    z_dim: int = Field(16, ge=1, le=4096)
+    train: VaeTrain = VaeTrain()
+
+
+SPEC_BY_MODEL: dict[str, type[_Network]] = {"gan": GanSpec, "vae": VaeSpec}
+
+ModelSpec = Annotated[Union[GanSpec, VaeSpec], Field(discriminator="model")]

@@ -1,0 +1,112 @@
+"""Train one model from params: the per-worker function and the in-process runner.
+
+``run_worker`` is what every Ray Train worker runs; it is plain PyTorch and
+takes its reporter and resume state as arguments, so the very same function
+runs in-process (``ray.num_workers: 0``), in tests, and under Ray.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genflow import checkpoint
+from genflow.config import Params, fingerprint
+from genflow.data.loader import load_split
+from genflow.data.shards import manifest_hash, read_manifest
+from genflow.engine import Engine, PrintReporter, distributed
+from genflow.io import code_revision, write_json
+from genflow.models import registry
+from genflow.models.specs import SPEC_BY_MODEL
+
+
+def worker_config(name: str, params: Params, data_root: str | Path) -> dict[str, Any]:
+    """Everything a worker needs, as plain JSON-able data (it may run on another node)."""
+    spec = params.models[name]
+    data_dir = Path(data_root) / spec.dataset
+    manifest = read_manifest(data_dir)
+    shape = manifest["shape"]
+    data_shape = [shape[2], shape[0], shape[1]] if manifest["kind"] == "image" else shape
+    return {"data_shape": data_shape, "num_classes": manifest["num_classes"], "name": name, "spec": spec.model_dump(mode="json"), "data_dir": str(data_dir.resolve()),
+            "threads": params.ray.threads_per_worker, "code_revision": code_revision(),
+            "data_manifest_sha256": manifest_hash(data_dir), "fingerprint": fingerprint(spec)}
+
+
+def build_engine(config: dict[str, Any], device: torch.device | None = None) -> tuple[Engine, Any]:
+    spec = SPEC_BY_MODEL[config["spec"]["model"]].model_validate(config["spec"])
+    data = load_split(config["data_dir"], "train")
+    torch.manual_seed(spec.train.seed)  # identical initial weights on every rank
+    model = registry.build(spec, data.shape, data.num_classes)
+    if device is not None:
+        model.to(device)
+    return Engine(model, train=spec.train, seed=spec.train.seed, device=device), data
+
+
+def checkpoint_meta(config: dict[str, Any]) -> dict[str, Any]:
+    return {"name": config["name"], "model": config["spec"]["model"], "spec": config["spec"],
+            "code_revision": config["code_revision"], "data_manifest_sha256": config["data_manifest_sha256"],
+            "data_shape": config["data_shape"], "num_classes": config["num_classes"],
+            "world_size": distributed()[1]}
+
+
+def load_trained(model_dir: str | Path):
+    """A trained model (weights-only load, sha256-checked) and its checkpoint metadata."""
+    state, log, meta = checkpoint.load(model_dir)
+    spec = SPEC_BY_MODEL[meta["model"]].model_validate(meta["spec"])
+    model = registry.build(spec, tuple(meta["data_shape"]), meta["num_classes"])
+    model.load_state_dict(state["model"])
+    return model.eval(), meta, log
+
+
+def run_worker(config: dict[str, Any], reporter, resume_dir: str | Path | None = None,
+               device: torch.device | None = None) -> list[dict[str, Any]]:
+    """Train (or resume) one model on this process; report through ``reporter``."""
+    torch.set_num_threads(config["threads"])
+    engine, data = build_engine(config, device)
+    if resume_dir is not None:
+        state, log, _ = checkpoint.load(resume_dir)
+        engine.load_state_dict(state)
+        engine.log = log
+        print(f"[{config['name']}] resumed from checkpoint at step {engine.step}", flush=True)
+    return engine.fit(data, reporter)
+
+
+class DirectoryReporter(PrintReporter):
+    """In-process reporter: writes each checkpoint to one directory (atomically per file)."""
+
+    def __init__(self, name: str, directory: Path, meta: dict[str, Any]):
+        super().__init__(name)
+        self.directory, self.meta = directory, meta
+
+    def on_checkpoint(self, step, state, log, final) -> None:
+        if state is not None:
+            checkpoint.save(self.directory, state, log, self.meta)
+
+
+def finish(checkpoint_dir: str | Path, out: str | Path, config: dict[str, Any]) -> None:
+    """Copy a final checkpoint into the stage output, with the resolved params beside it."""
+    out = Path(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
+    try:
+        for item in (checkpoint.STATE_FILE, checkpoint.LOG_FILE, checkpoint.META_FILE):
+            shutil.copy2(Path(checkpoint_dir) / item, tmp / item)
+        write_json(tmp / "resolved_params.json", {"name": config["name"], **config["spec"]})
+        if out.exists():
+            shutil.rmtree(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(tmp), out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def train_in_process(config: dict[str, Any], out: str | Path, work_dir: str | Path) -> None:
+    """``num_workers: 0``: no Ray; resumable from ``work_dir`` like a Ray run."""
+    work = Path(work_dir) / f"{config['name']}-{config['fingerprint']}"
+    resume = work if (work / checkpoint.META_FILE).exists() else None
+    reporter = DirectoryReporter(config["name"], work, checkpoint_meta(config))
+    run_worker(config, reporter, resume_dir=resume)
+    finish(work, out, config)
+    shutil.rmtree(work, ignore_errors=True)
