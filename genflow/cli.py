@@ -87,7 +87,8 @@ def cmd_report(args) -> None:
     params = _params(args)
     from genflow.report import build_report
 
-    text = build_report(params.models, args.metrics_root, args.samples_root, args.out)
+    text = build_report(params.models, args.metrics_root, args.samples_root, args.out,
+                        Path(args.models_root) / "featurenet")
     print(f"[report] wrote {Path(args.out) / 'comparison.md'} ({len(params.models)} models)")
     if args.verbose:
         print(text)

@@ -27,8 +27,20 @@ def _cell(metrics: dict[str, Any], key: str, floor_key: str | None) -> str:
     return value
 
 
+def feature_space_lines(models: dict[str, Any], featurenet_root: Path) -> list[str]:
+    lines = ["## Feature spaces", "", "| dataset | kind | test accuracy | weights sha256 |", "|---|---|---|---|"]
+    for dataset in sorted({spec.dataset for spec in models.values()}):
+        path = featurenet_root / dataset / "featurenet.json"
+        if not path.exists():
+            continue
+        meta = json.loads(path.read_text())
+        accuracy = f"{meta['test_accuracy']:.4f}" if "test_accuracy" in meta else "–"
+        lines.append(f"| {dataset} | {meta['kind']} | {accuracy} | {meta.get('sha256', '–')[:16]} |")
+    return lines + [""]
+
+
 def build_report(models: dict[str, Any], metrics_dir: str | Path, samples_dir: str | Path,
-                 out_dir: str | Path) -> str:
+                 out_dir: str | Path, featurenet_root: str | Path = "models/featurenet") -> str:
     """Write ``out_dir/comparison.md`` from ``metrics_dir/<model>.json``; return its text."""
     metrics_dir, samples_dir, out_dir = Path(metrics_dir), Path(samples_dir), Path(out_dir)
     rows, protocol = [], None
@@ -57,7 +69,8 @@ def build_report(models: dict[str, Any], metrics_dir: str | Path, samples_dir: s
         cells += [_cell(m, key, floor) for key, floor, _, _ in used]
         cells.append(f"[png]({(rel / f'{name}.png').as_posix()})")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "## Samples", ""]
+    lines += [""] + feature_space_lines(models, Path(featurenet_root))
+    lines += ["## Samples", ""]
     lines += [f"### {name}\n\n![{name}]({(rel / f'{name}.png').as_posix()})\n" for name, _, _ in rows]
     text = "\n".join(lines) + "\n"
     write_text(out_dir / "comparison.md", text)
