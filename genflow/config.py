@@ -22,7 +22,8 @@ from genflow.models.specs import ModelSpec
 
 MIXTURES = ("ring8", "grid25")
 NUM_CLASSES = {"digits": 10, "ring8": 0, "grid25": 0}
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+# no '.': dvc.yaml addresses params as models.<name>, and a dot would read as nesting
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
 
 
 class Strict(BaseModel):
@@ -65,10 +66,11 @@ class FeatureNetSpec(Strict):
 class RaySpec(Strict):
     """How the train stage runs on Ray Train (num_workers 0 = in-process, no Ray)."""
 
-    num_workers: int = Field(1, ge=0, le=4096)
-    use_gpu: bool = False
+    # required: dvc.yaml tracks these keys, so params.yaml must spell them out
+    num_workers: int = Field(ge=0, le=4096)
+    use_gpu: bool
     cpus_per_worker: float = Field(1.0, gt=0.0)
-    threads_per_worker: int = Field(1, ge=1, le=256)
+    threads_per_worker: int = Field(ge=1, le=256)
     address: str | None = None
     storage_path: str = ".ray_storage"
     max_failures: int = Field(0, ge=0, le=100)
@@ -84,9 +86,10 @@ class EvaluateSpec(Strict):
 
 class Params(Strict):
     data: dict[Annotated[str, Field(pattern=NAME_PATTERN)], DataSpec]
-    featurenet: FeatureNetSpec = FeatureNetSpec()
-    ray: RaySpec = RaySpec()
-    evaluate: EvaluateSpec = EvaluateSpec()
+    # sections without defaults: dvc.yaml lists them as params, so they must exist in the file
+    featurenet: FeatureNetSpec
+    ray: RaySpec
+    evaluate: EvaluateSpec
     models: dict[Annotated[str, Field(pattern=NAME_PATTERN)], ModelSpec]
 
     @model_validator(mode="after")
@@ -101,6 +104,10 @@ class Params(Strict):
             if is_points and spec.arch != "mlp":
                 raise ValueError(f"models.{name}.arch: dataset {spec.dataset!r} holds 2-D points; "
                                  f"only arch 'mlp' fits it (got {spec.arch!r})")
+            pac = getattr(spec, "pac", 1)
+            if spec.train.batch_size % pac:
+                raise ValueError(f"models.{name}.train.batch_size: must be a multiple of pac ({pac}) "
+                                 f"so that D sees whole packs; got {spec.train.batch_size}")
             n_classes = NUM_CLASSES[data.source]
             if spec.c_dim not in (0, n_classes):
                 raise ValueError(f"models.{name}.c_dim: a conditional model needs c_dim equal to the "
@@ -139,6 +146,16 @@ def _format_error(err: dict[str, Any], model_fields: dict[str, list[str]]) -> st
 _UNION_TAGS: set[str] = set()
 
 
+def _entries(params: dict[str, Any], section: str) -> list[tuple[str, Any]]:
+    value = params.get(section)
+    return list(value.items()) if isinstance(value, dict) else []
+
+
+def _tag(entry: Any, key: str) -> str | None:
+    tag = entry.get(key) if isinstance(entry, dict) else None
+    return tag if isinstance(tag, str) else None
+
+
 def _allowed_keys(params: dict[str, Any]) -> dict[str, list[str]]:
     """Map each section's dotted path to the keys its schema accepts."""
     from genflow.models.specs import SPEC_BY_MODEL
@@ -146,13 +163,12 @@ def _allowed_keys(params: dict[str, Any]) -> dict[str, list[str]]:
     allowed = {"": list(Params.model_fields)}
     for section in ("featurenet", "ray", "evaluate"):
         allowed[section] = list(Params.model_fields[section].annotation.model_fields)
-    for name, entry in (params.get("data") or {}).items():
-        cls = {"digits": DigitsData, "ring8": MixtureData, "grid25": MixtureData}.get(
-            (entry or {}).get("source") if isinstance(entry, dict) else None)
+    for name, entry in _entries(params, "data"):
+        cls = {"digits": DigitsData, "ring8": MixtureData, "grid25": MixtureData}.get(_tag(entry, "source"))
         if cls:
             allowed[f"data.{name}"] = list(cls.model_fields)
-    for name, entry in (params.get("models") or {}).items():
-        cls = SPEC_BY_MODEL.get(entry.get("model") if isinstance(entry, dict) else None)
+    for name, entry in _entries(params, "models"):
+        cls = SPEC_BY_MODEL.get(_tag(entry, "model"))
         if cls:
             allowed[f"models.{name}"] = list(cls.model_fields)
             allowed[f"models.{name}.train"] = list(cls.model_fields["train"].annotation.model_fields)
@@ -189,7 +205,8 @@ def _int_or_float(loader: yaml.SafeLoader, node: yaml.Node) -> int | float:
     text = loader.construct_scalar(node)
     if re.fullmatch(r"[-+]?\d+", text):
         return int(text)
-    return float(text.replace(".inf", "inf").replace(".Inf", "inf").replace(".nan", "nan"))
+    special = {".inf": "inf", "+.inf": "inf", "-.inf": "-inf", ".nan": "nan"}
+    return float(special.get(text.lower(), text))
 
 
 _Loader.add_constructor("tag:yaml.org,2002:float", _int_or_float)
@@ -217,7 +234,10 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {part!r} is not a section")
-        node[parts[-1]] = yaml.load(value, Loader=_Loader)
+        try:
+            node[parts[-1]] = yaml.load(value, Loader=_Loader)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
     return raw
 
 

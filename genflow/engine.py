@@ -7,6 +7,8 @@ serves the in-process mode, Ray Train workers and the tests.
 """
 from __future__ import annotations
 
+import copy
+import sys
 import time
 import warnings
 from typing import Any, Protocol
@@ -29,18 +31,20 @@ class Reporter(Protocol):
 
 
 class PrintReporter:
-    """Progress lines on stdout; keeps no checkpoints (tests, quick runs)."""
+    """Progress lines on stdout; keeps an in-memory copy of each checkpoint (tests, quick runs)."""
 
     def __init__(self, name: str = "train", every: int = 1):
         self.name, self.every, self.checkpoints = name, every, []
 
     def on_log(self, step: int, row: dict[str, float]) -> None:
         shown = " ".join(f"{k}={v:.4g}" for k, v in row.items() if k not in ("step", "epoch"))
-        print(f"[{self.name}] step {step} {shown}", flush=True)
+        # sys.stdout, not print: Ray Train V2 patches print() into a logger that echoes twice
+        sys.stdout.write(f"[{self.name}] step {step} {shown}\n")
+        sys.stdout.flush()
 
     def on_checkpoint(self, step, state, log, final) -> None:
-        if state is not None:
-            self.checkpoints.append((step, state))
+        if state is not None:  # a snapshot: state_dict() tensors alias the live weights
+            self.checkpoints.append((step, copy.deepcopy(state)))
 
 
 def distributed() -> tuple[int, int]:

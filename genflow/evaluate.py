@@ -37,12 +37,17 @@ def generate(model, n: int, seed: int, batch: int = 1024) -> tuple[torch.Tensor,
 
 
 @torch.no_grad()
-def vae_metrics(model, x: torch.Tensor, c: torch.Tensor | None, seed: int) -> dict[str, float]:
-    gen = torch.Generator().manual_seed(seed)
-    elbo = torch.cat([model.elbo(x[i:i + 512], None if c is None else c[i:i + 512], gen)
-                      for i in range(0, len(x), 512)])
-    recon = model.reconstruct(x, c)
-    return {"elbo": float(elbo.mean()), "recon_mse": float((recon - x).square().flatten(1).sum(1).mean())}
+def encoder_metrics(model, x: torch.Tensor, c: torch.Tensor | None, seed: int) -> dict[str, float]:
+    """ELBO (models with a likelihood) and reconstruction error (models with an encoder)."""
+    metrics = {}
+    if hasattr(model, "elbo"):
+        gen = torch.Generator().manual_seed(seed)
+        elbo = torch.cat([model.elbo(x[i:i + 512], None if c is None else c[i:i + 512], gen)
+                          for i in range(0, len(x), 512)])
+        metrics["elbo"] = float(elbo.mean())
+    if hasattr(model, "reconstruct"):
+        metrics["recon_mse"] = float((model.reconstruct(x, c) - x).square().flatten(1).sum(1).mean())
+    return metrics
 
 
 def evaluate_model(model_dir: str | Path, data_dir: str | Path, featurenet_dir: str | Path, spec,
@@ -64,9 +69,9 @@ def evaluate_model(model_dir: str | Path, data_dir: str | Path, featurenet_dir: 
         mix = manifest["mixture"]
         metrics.update(mixture_modes(fake, mix["centers"], mix["std"]))
         metrics.update({f"{k}_floor": v for k, v in mixture_modes(real, mix["centers"], mix["std"]).items()})
-    if meta["model"] == "vae":
-        metrics.update(vae_metrics(model, real, real_c, spec.seed))
-    metrics = {k: round(float(v), 6) for k, v in metrics.items()}
+    metrics.update(encoder_metrics(model, real, real_c, spec.seed))
+    # JSON has no inf/nan: a metric that is undefined (e.g. reverse KL with no good sample) is null
+    metrics = {k: round(float(v), 6) if np.isfinite(v) else None for k, v in metrics.items()}
     metrics["protocol"] = {
         "feature_space": features.id, "feature_kind": features.meta["kind"],
         "n_generated": len(fake), "n_real": len(real), "n_floor": len(floor),

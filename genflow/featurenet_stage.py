@@ -6,12 +6,13 @@ from pathlib import Path
 from genflow import featurenet
 from genflow.data.loader import load_split
 from genflow.data.shards import manifest_hash, read_manifest
-from genflow.io import code_revision
 
 
 def build_feature_space(data_dir: Path, spec, out: Path, log=print) -> dict:
     manifest = read_manifest(data_dir)
-    meta = {"data_manifest_sha256": manifest_hash(data_dir), "code_revision": code_revision()}
+    # no code revision here: identical weights must hash identically across commits, or every
+    # commit would invalidate all evaluations downstream; the weights' sha256 is the identity
+    meta = {"data_manifest_sha256": manifest_hash(data_dir)}
     if manifest["kind"] != "image":
         meta["kind"] = "identity"
         featurenet.save(out, None, meta)

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from genflow.errors import DataError
 from genflow.io import write_text
 
 # (metric, floor key, label, better) in the order the table shows them
@@ -21,6 +22,8 @@ COLUMNS = [
 def _cell(metrics: dict[str, Any], key: str, floor_key: str | None) -> str:
     if key not in metrics:
         return "–"
+    if metrics[key] is None:
+        return "undefined"
     value = f"{metrics[key]:.4g}"
     if floor_key and floor_key in metrics:
         value += f" ({metrics[floor_key]:.4g})"
@@ -47,7 +50,7 @@ def build_report(models: dict[str, Any], metrics_dir: str | Path, samples_dir: s
     for name, spec in models.items():
         path = metrics_dir / f"{name}.json"
         if not path.exists():
-            raise FileNotFoundError(f"{path}: missing; run the evaluate stage for model {name!r}")
+            raise DataError(f"{path}: missing; run the evaluate stage for model {name!r}")
         m = json.loads(path.read_text())
         protocol = protocol or m.get("protocol")
         rows.append((name, spec, m))

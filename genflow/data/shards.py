@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from genflow.data.sources import RawData
 from genflow.errors import DataError
-from genflow.io import atomic_dir, code_revision, sha256_file, write_json
+from genflow.io import atomic_dir, sha256_file, write_json
 
 SPLITS = ("train", "val", "test")
 SHARD_BYTES = 64 << 20
@@ -79,7 +79,6 @@ def write_prepared(raw: RawData, out: str | Path, *, source: dict[str, Any], val
             "shape": list(raw.x.shape[1:]),
             "num_classes": raw.num_classes,
             "source": source,
-            "code_revision": code_revision(),
             "splits": {},
         }
         if raw.centers is not None:

@@ -29,13 +29,18 @@ class Discriminator(nn.Module):
         self.head = maybe_sn(nn.Linear(self.trunk.out_dim, 1), sn)
         self.proj = maybe_sn(nn.Embedding(c_dim, self.trunk.out_dim), sn) if c_dim else None
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Trunk features of (packed) inputs: the learned similarity space of VAE-GAN."""
         n = x.shape[0] // self.pac
         if len(self.data_shape) == 3:
             x = x.reshape(n, self.pac * self.data_shape[0], *self.data_shape[1:])
         else:
             x = x.reshape(n, -1)
-        h = self.trunk(x)
+        return self.trunk(x)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        n = x.shape[0] // self.pac
+        h = self.features(x)
         score = self.head(h).squeeze(1)
         if self.proj is not None:
             emb = self.proj(c).reshape(n, self.pac, -1).sum(dim=1)

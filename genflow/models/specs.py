@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 GAN_LOSSES = ("ns", "minimax", "lsgan", "hinge", "wgan-gp")
 
@@ -62,12 +62,6 @@ class GanSpec(_Network):
     mbstd: bool = Field(False, description="minibatch standard deviation feature in D")
     train: GanTrain = GanTrain()
 
-    @model_validator(mode="after")
-    def _batch_divisible_by_pac(self) -> "GanSpec":
-        if self.train.batch_size % self.pac:
-            raise ValueError(f"train.batch_size ({self.train.batch_size}) must be a multiple of pac ({self.pac})")
-        return self
-
 
 class VaeSpec(_Network):
     model: Literal["vae"]
@@ -78,6 +72,16 @@ class VaeSpec(_Network):
     train: VaeTrain = VaeTrain()
 
 
-SPEC_BY_MODEL: dict[str, type[_Network]] = {"gan": GanSpec, "vae": VaeSpec}
+class VaeGanSpec(_Network):
+    model: Literal["vaegan"]
+    beta: float = Field(1.0, ge=0.0, le=1e3, description="weight of the KL term (encoder loss)")
+    gamma: float = Field(1e-2, ge=0.0, le=1e3, description="weight of the feature-space reconstruction "
+                                                           "error against the GAN loss in the decoder update")
+    spectral_norm: bool = False
+    z_dim: int = Field(16, ge=1, le=4096)
+    train: GanTrain = GanTrain()
 
-ModelSpec = Annotated[Union[GanSpec, VaeSpec], Field(discriminator="model")]
+
+SPEC_BY_MODEL: dict[str, type[_Network]] = {"gan": GanSpec, "vae": VaeSpec, "vaegan": VaeGanSpec}
+
+ModelSpec = Annotated[Union[GanSpec, VaeSpec, VaeGanSpec], Field(discriminator="model")]

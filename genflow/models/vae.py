@@ -36,13 +36,15 @@ class Decoder(nn.Module):
     """z (+ c) -> parameters of p(x | z, c): Bernoulli logits, or a Gaussian mean with
     one learned scale (the σ-VAE of Rybkin et al. 2021, so β keeps its meaning)."""
 
-    def __init__(self, *, arch: str, data_shape: tuple[int, ...], c_dim: int, z_dim: int, width: int, depth: int):
+    def __init__(self, *, arch: str, data_shape: tuple[int, ...], c_dim: int, z_dim: int, width: int, depth: int,
+                 gaussian: bool):
         super().__init__()
         if arch == "conv":
             self.body = ConvGenerator(z_dim=z_dim, c_dim=c_dim, out_shape=data_shape, width=width, out_act=None)
         else:
             self.body = MLPGenerator(z_dim=z_dim, c_dim=c_dim, out_shape=data_shape, width=width, depth=depth)
-        self.log_sigma = nn.Parameter(torch.zeros(()))
+        # only a Gaussian decoder has a scale: an unused parameter would stall DDP's reducer
+        self.log_sigma = nn.Parameter(torch.zeros(())) if gaussian else None
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         return self.body(z, c)
@@ -70,7 +72,7 @@ class VAE(GenerativeModel):
         super().__init__(spec, data_shape, num_classes)
         kw = dict(arch=spec.arch, data_shape=tuple(data_shape), c_dim=spec.c_dim, z_dim=spec.z_dim,
                   width=spec.width, depth=spec.depth)
-        self.E, self.G = Encoder(**kw), Decoder(**kw)
+        self.E, self.G = Encoder(**kw), Decoder(**kw, gaussian=spec.likelihood == "gaussian")
 
     def phases(self) -> list[Phase]:
         return [Phase("VAE", ("E", "G"), self.vae_phase, self.spec.train.lr)]

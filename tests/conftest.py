@@ -1,0 +1,104 @@
+"""Shared fixtures: tiny params, prepared data, trained tiny models, one Ray session."""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import pytest
+
+# Must be set before Ray is imported anywhere (no phone-home on this network).
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+from genflow import config  # noqa: E402  (torch-free)
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = REPO / ".venv" / "bin" / "python"
+
+_TRAIN = {"steps": 20, "batch_size": 32, "log_every": 5, "checkpoint_every": 10}
+
+TINY_PARAMS: dict = {
+    "data": {
+        "digits": {"source": "digits", "seed": 0, "val_fraction": 0.1, "test_fraction": 0.2},
+        "ring8": {"source": "ring8", "seed": 0, "n_samples": 2000, "std": 0.05},
+    },
+    "featurenet": {"epochs": 1, "batch_size": 128, "lr": 1e-3, "width": 4, "seed": 0},
+    "ray": {"num_workers": 0, "use_gpu": False, "cpus_per_worker": 1.0, "threads_per_worker": 1,
+            "storage_path": ".ray_storage", "max_failures": 0},
+    "evaluate": {"n_samples": 200, "n_real": 200, "reference_split": "test", "seed": 0, "grid_size": 4},
+    "models": {
+        "gan_digits": {"model": "gan", "dataset": "digits", "arch": "conv", "loss": "ns", "z_dim": 8, "width": 8,
+                       "train": {**_TRAIN, "lr_g": 2e-4, "lr_d": 2e-4, "ema_decay": 0.9}},
+        "vae_digits": {"model": "vae", "dataset": "digits", "arch": "conv", "likelihood": "bernoulli",
+                       "z_dim": 4, "width": 8, "train": {**_TRAIN, "lr": 1e-3}},
+        "gan_ring8": {"model": "gan", "dataset": "ring8", "arch": "mlp", "loss": "ns", "pac": 2, "z_dim": 2,
+                      "width": 16, "depth": 2,
+                      "train": {**_TRAIN, "lr_g": 5e-4, "lr_d": 5e-4, "ema_decay": 0.0}},
+    },
+}
+MODEL_NAMES = tuple(TINY_PARAMS["models"])
+
+
+def tiny_params_dict() -> dict:
+    """A fresh deep copy of the tiny params mapping (safe to mutate)."""
+    return copy.deepcopy(TINY_PARAMS)
+
+
+def quiet(*_args, **_kwargs) -> None:
+    """A ``log=`` callable that prints nothing."""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """One intra-op thread, like genflow's workers (ray.threads_per_worker: 1). On this 2-vCPU
+    machine two OpenMP threads make tiny conv steps ~50x slower (0.8 s instead of 0.01 s)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@pytest.fixture
+def params_dict() -> dict:
+    return tiny_params_dict()
+
+
+@pytest.fixture
+def params(params_dict) -> config.Params:
+    return config.validate(params_dict)
+
+
+@pytest.fixture(scope="session")
+def prepared_dir(tmp_path_factory) -> Path:
+    """data/prepared/<dataset> for the tiny datasets (real Parquet shards + manifest)."""
+    from genflow.data.prepare import prepare
+
+    root = tmp_path_factory.mktemp("prepared")
+    for name, spec in config.validate(tiny_params_dict()).data.items():
+        prepare(spec, root / name, log=quiet)
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained_dir(prepared_dir, tmp_path_factory) -> Path:
+    """models/<name> for every tiny model, trained in-process (no Ray)."""
+    from genflow.training import train_in_process, worker_config
+
+    root = tmp_path_factory.mktemp("trained")
+    params = config.validate(tiny_params_dict())
+    for name in params.models:
+        train_in_process(worker_config(name, params, prepared_dir), root / "models" / name, root / "work")
+    return root / "models"
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for the whole session (Ray start-up costs seconds)."""
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, object_store_memory=128 << 20, include_dashboard=True)
+    yield ray
+    if started:
+        ray.shutdown()

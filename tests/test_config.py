@@ -1,0 +1,253 @@
+"""params.yaml validation: every mistake is a ConfigError naming its dotted key path."""
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from conftest import PYTHON, REPO, tiny_params_dict
+from genflow import config
+from genflow.errors import ConfigError
+
+
+def _set(raw: dict, dotted: str, value) -> dict:
+    node = raw
+    *parents, last = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+    return raw
+
+
+def test_tiny_params_are_valid(params):
+    assert set(params.models) == {"gan_digits", "vae_digits", "gan_ring8"}
+    assert params.models["gan_ring8"].pac == 2
+    assert params.models["vae_digits"].train.lr == pytest.approx(1e-3)
+    assert params.data["ring8"].n_samples == 2000
+
+
+def test_repo_params_yaml_is_valid():
+    raw = config.read_yaml(REPO / "params.yaml")
+    params = config.load(REPO / "params.yaml")
+    assert set(params.models) == set(raw["models"]) and params.models
+    assert set(params.data) == set(raw["data"])
+    for name, spec in params.models.items():
+        assert spec.dataset in params.data
+        for key, value in raw["models"][name]["train"].items():
+            assert getattr(spec.train, key) == value  # what DVC reads is what genflow trains with
+
+
+BAD_VALUES = [
+    # (dotted path to set, value, dotted path the message must name)
+    ("bogus", 1, "bogus"),
+    ("ray.bogus", 1, "ray.bogus"),
+    ("data.ring8.bogus", 1, "data.ring8.bogus"),
+    ("models.gan_digits.bogus", 1, "models.gan_digits.bogus"),
+    ("models.gan_digits.train.bogus", 1, "models.gan_digits.train.bogus"),
+    ("models.vae_digits.train.lr_g", 1e-3, "models.vae_digits.train.lr_g"),  # a GAN key on a VAE
+    ("models.gan_digits.train.steps", "ten", "models.gan_digits.train.steps"),
+    ("models.gan_digits.train.steps", 1.5, "models.gan_digits.train.steps"),
+    ("models.gan_digits.train.lr_g", -1, "models.gan_digits.train.lr_g"),
+    ("models.vae_digits.train.lr", -0.001, "models.vae_digits.train.lr"),
+    ("models.gan_digits.loss", "l1", "models.gan_digits.loss"),
+    ("models.gan_digits.dataset", "mnist", "models.gan_digits.dataset"),
+    ("models.gan_ring8.arch", "conv", "models.gan_ring8.arch"),
+    ("models.gan_digits.c_dim", 3, "models.gan_digits.c_dim"),
+    ("ray.num_workers", -1, "ray.num_workers"),
+    ("evaluate.reference_split", "holdout", "evaluate.reference_split"),
+]
+
+
+@pytest.mark.parametrize("key,value,path", BAD_VALUES, ids=[f"{k}={v!r}" for k, v, _ in BAD_VALUES])
+def test_invalid_value_names_key_path(key, value, path):
+    raw = _set(tiny_params_dict(), key, value)
+    with pytest.raises(ConfigError) as info:
+        config.validate(raw)
+    assert re.search(rf"(^|\s){re.escape(path)}:", str(info.value)), str(info.value)
+
+
+def test_unknown_key_lists_allowed_keys():
+    raw = _set(tiny_params_dict(), "models.gan_digits.train.stepz", 10)
+    with pytest.raises(ConfigError, match=r"models\.gan_digits\.train\.stepz: unknown key; allowed keys: .*\bsteps\b"):
+        config.validate(raw)
+
+
+def test_unknown_model_family():
+    raw = _set(tiny_params_dict(), "models.gan_digits.model", "flow")
+    with pytest.raises(ConfigError) as info:
+        config.validate(raw)
+    message = str(info.value)
+    assert "models.gan_digits:" in message and "'flow'" in message and "'gan'" in message and "'vae'" in message
+
+
+def test_every_error_is_reported_at_once():
+    raw = tiny_params_dict()
+    _set(raw, "models.gan_digits.train.lr_g", -1)
+    _set(raw, "models.vae_digits.train.lr", -0.001)
+    with pytest.raises(ConfigError) as info:
+        config.validate(raw)
+    assert "models.gan_digits.train.lr_g:" in str(info.value)
+    assert "models.vae_digits.train.lr:" in str(info.value)
+
+
+def test_batch_size_not_multiple_of_pac_is_rejected():
+    raw = _set(tiny_params_dict(), "models.gan_ring8.train.batch_size", 33)
+    with pytest.raises(ConfigError) as info:
+        config.validate(raw)
+    message = str(info.value)
+    assert "models.gan_ring8" in message and "train.batch_size" in message and "pac" in message
+
+
+def test_pac_error_names_full_dotted_path():
+    raw = _set(tiny_params_dict(), "models.gan_ring8.train.batch_size", 33)
+    with pytest.raises(ConfigError, match=r"models\.gan_ring8\.train\.batch_size"):
+        config.validate(raw)
+
+
+@pytest.mark.parametrize("raw", [
+    {"data": {"ring8": {"source": "ring8"}}, "models": [{"m": {"model": "gan"}}]},
+    {"data": [{"source": "ring8"}], "models": {}},
+    {"data": {"ring8": {"source": "ring8"}}, "models": {"m": {"model": ["gan"], "dataset": "ring8"}}},
+], ids=["models-is-a-list", "data-is-a-list", "model-is-a-list"])
+def test_wrong_container_type_is_config_error(raw):
+    try:
+        config.validate(raw)
+    except ConfigError:
+        return
+    except Exception as exc:  # noqa: BLE001
+        raise AssertionError(f"{type(exc).__name__}: {exc}") from None
+    raise RuntimeError("validate accepted an invalid params mapping")
+
+
+def test_top_level_must_be_a_mapping():
+    with pytest.raises(ConfigError, match="mapping"):
+        config.validate(["not", "a", "mapping"])
+
+
+def test_read_yaml_parses_exponent_floats(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("a: 1e-4\nb: 2E3\nc: -1.5e+2\nd: 3\ne: .inf\nf: 0.5\n")
+    data = config.read_yaml(path)
+    assert data == {"a": 1e-4, "b": 2000.0, "c": -150.0, "d": 3, "e": float("inf"), "f": 0.5}
+    assert isinstance(data["a"], float) and isinstance(data["b"], float) and isinstance(data["d"], int)
+    # plain PyYAML would read '1e-4' as a string: the loader is what makes lr: 1e-4 valid
+    assert yaml.safe_load("a: 1e-4")["a"] == "1e-4"
+
+
+def test_yaml_exponent_lr_validates(tmp_path):
+    raw = tiny_params_dict()
+    raw["models"]["gan_digits"]["train"]["lr_g"] = "PLACEHOLDER"
+    text = yaml.safe_dump(raw).replace("PLACEHOLDER", "1e-4")
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    assert config.load(path).models["gan_digits"].train.lr_g == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize("text", [".NaN", ".INF"])
+def test_yaml_special_floats(tmp_path, text):
+    path = tmp_path / "p.yaml"
+    path.write_text(f"x: {text}\n")
+    try:
+        value = config.read_yaml(path)["x"]
+    except ValueError as exc:
+        raise AssertionError(f"ValueError: {exc}") from None
+    assert value != value or value == float("inf")
+
+
+def test_read_yaml_errors(tmp_path):
+    with pytest.raises(ConfigError, match="file not found"):
+        config.read_yaml(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        config.read_yaml(bad)
+
+
+def test_apply_overrides():
+    raw = tiny_params_dict()
+    config.apply_overrides(raw, ["models.gan_digits.train.steps=7", "models.gan_digits.train.lr_g=1e-3",
+                                 "ray.address=null"])
+    params = config.validate(raw)
+    assert params.models["gan_digits"].train.steps == 7
+    assert params.models["gan_digits"].train.lr_g == pytest.approx(1e-3)
+    assert params.ray.address is None
+
+
+@pytest.mark.parametrize("override", ["models.gan_digits.train.steps", "=5", "models.gan_digits.train.steps.x=1"])
+def test_apply_overrides_rejects_bad_strings(override):
+    with pytest.raises(ConfigError, match="override"):
+        config.apply_overrides(tiny_params_dict(), [override])
+
+
+def test_apply_overrides_bad_yaml_value():
+    try:
+        config.apply_overrides(tiny_params_dict(), ["models.gan_digits.train.steps=["])
+    except ConfigError:
+        return
+    except Exception as exc:  # noqa: BLE001
+        raise AssertionError(f"{type(exc).__name__}: {exc}") from None
+    raise RuntimeError("an unparsable override value was accepted")
+
+
+def test_fingerprint_is_stable_and_sensitive(params):
+    spec = params.models["gan_digits"]
+    assert config.fingerprint(spec) == config.fingerprint(spec.model_dump(mode="json"))
+    raw = _set(tiny_params_dict(), "models.gan_digits.train.steps", 21)
+    assert config.fingerprint(config.validate(raw).models["gan_digits"]) != config.fingerprint(spec)
+
+
+# -- the stage script rejects bad params fast, before torch or Ray ------------
+
+def _write_params(tmp_path, key: str, value) -> str:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(_set(tiny_params_dict(), key, value)))
+    return str(path)
+
+
+@pytest.mark.parametrize("key,value", [("models.gan_ring8.train.bogus", 1), ("models.gan_ring8.train.lr_g", -1.0)])
+def test_train_stage_rejects_bad_params_fast(tmp_path, key, value):
+    bad = _write_params(tmp_path, key, value)
+    cmd = [str(PYTHON), "stages/train.py", "--model", "gan_ring8", "--params", bad]
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60)
+    elapsed = time.perf_counter() - started
+    assert proc.returncode != 0
+    assert elapsed < 2.0, f"took {elapsed:.2f}s"
+    assert f"{key}:" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    out = proc.stdout + proc.stderr
+    assert "Ray" not in out and "ray.init" not in out  # no Ray start-up lines
+
+    # and neither torch nor ray was imported on the way
+    proc = subprocess.run([str(PYTHON), "-X", "importtime", *cmd[1:]], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode != 0
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "genflow.config" in imported
+    assert not {"torch", "ray"} & imported
+
+
+def test_cli_validate_ok_and_unknown_model(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(tiny_params_dict()))
+    proc = subprocess.run([str(PYTHON), "-m", "genflow.cli", "validate", "--params", str(good)], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "ok (2 datasets, 3 models)" in proc.stdout
+    proc = subprocess.run([str(PYTHON), "stages/train.py", "--model", "nope", "--params", str(good)], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "unknown model 'nope'" in proc.stderr
+
+
+@pytest.mark.parametrize("section,name", [("models", "vae.digits"), ("data", "ring.8")])
+def test_names_that_dvc_cannot_address_are_rejected(section, name):
+    raw = tiny_params_dict()
+    if section == "models":
+        raw["models"][name] = raw["models"].pop("vae_digits")
+    else:
+        raw["data"][name] = raw["data"].pop("ring8")
+        raw["models"]["gan_ring8"]["dataset"] = name
+    with pytest.raises(ConfigError, match=re.escape(name)):
+        config.validate(raw)

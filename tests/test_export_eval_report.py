@@ -1,0 +1,207 @@
+"""Downstream of training: feature spaces, evaluate, TorchScript export, comparison report."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from PIL import Image
+
+from genflow import checkpoint, config, training
+from genflow.data.shards import manifest_hash
+from genflow.errors import DataError
+from genflow.evaluate import evaluate_model
+from genflow.export import CARD_FILE, TORCHSCRIPT_FILE, export_model, fixed_inputs
+from genflow.featurenet import FEATURE_DIM, FeatureSpace
+from genflow.featurenet_stage import build_feature_space
+from genflow.models import registry
+from genflow.report import build_report
+
+from conftest import MODEL_NAMES, quiet, tiny_params_dict
+
+TINY = config.validate(tiny_params_dict())
+
+# torch 2.13 deprecates torch.jit.trace/load, which genflow.export is built on
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def features_dir(prepared_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("featurenet")
+    for name in TINY.data:
+        build_feature_space(prepared_dir / name, TINY.featurenet, root / name, log=quiet)
+    return root
+
+
+@pytest.fixture(scope="module")
+def evaluated(trained_dir, prepared_dir, features_dir, tmp_path_factory):
+    """<root>/metrics/<model>.json and <root>/samples/<model>.png for every tiny model."""
+    root = tmp_path_factory.mktemp("evaluated")
+    for name, spec in TINY.models.items():
+        evaluate_model(trained_dir / name, prepared_dir / spec.dataset, features_dir / spec.dataset, TINY.evaluate,
+                       root / "metrics" / f"{name}.json", root / "samples" / f"{name}.png", log=quiet)
+    return root
+
+
+def test_feature_spaces(features_dir, prepared_dir):
+    digits = json.loads((features_dir / "digits" / "featurenet.json").read_text())
+    assert digits["kind"] == "classifier" and 0.0 <= digits["test_accuracy"] <= 1.0
+    assert digits["data_manifest_sha256"] == manifest_hash(prepared_dir / "digits")
+    space = FeatureSpace(features_dir / "digits")
+    assert space.id == digits["sha256"]
+    feats = space(torch.zeros(5, 1, 8, 8))
+    assert feats.shape == (5, FEATURE_DIM) and feats.dtype == torch.float64
+    ring = FeatureSpace(features_dir / "ring8")
+    assert ring.id == "identity" and not (features_dir / "ring8" / "weights.safetensors").exists()
+    points = torch.randn(4, 2)
+    assert torch.equal(ring(points), points.double())
+
+
+def test_feature_space_weights_are_verified(features_dir, tmp_path):
+    import shutil
+
+    shutil.copytree(features_dir / "digits", tmp_path / "fs")
+    weights = tmp_path / "fs" / "weights.safetensors"
+    blob = bytearray(weights.read_bytes())
+    blob[-1] ^= 0xFF
+    weights.write_bytes(bytes(blob))
+    with pytest.raises(DataError, match="weights.safetensors"):
+        FeatureSpace(tmp_path / "fs")
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_evaluate_writes_metrics_and_picture(name, evaluated, trained_dir, prepared_dir, features_dir):
+    spec = TINY.models[name]
+    metrics = json.loads((evaluated / "metrics" / f"{name}.json").read_text())
+    for key in ("fid", "fid_floor"):
+        assert math.isfinite(metrics[key]) and metrics[key] >= 0
+    protocol = metrics["protocol"]
+    assert protocol["n_generated"] == 200 and protocol["n_real"] == 200 and protocol["n_floor"] == 200
+    assert protocol["reference_split"] == "test" and protocol["seed"] == 0
+    assert protocol["data_manifest_sha256"] == manifest_hash(prepared_dir / spec.dataset)
+    assert protocol["model_state_sha256"] == json.loads((trained_dir / name / "meta.json").read_text())["state_sha256"]
+    assert protocol["feature_space"] == FeatureSpace(features_dir / spec.dataset).id
+    mixture_keys = {"modes", "high_quality", "reverse_kl", "modes_floor", "high_quality_floor", "reverse_kl_floor"}
+    if spec.dataset == "ring8":
+        assert mixture_keys <= set(metrics)
+        assert metrics["modes_floor"] == 8 and metrics["high_quality_floor"] > 0.9  # real data covers the ring
+        assert 0 <= metrics["high_quality"] <= 1 and 0 <= metrics["modes"] <= 8
+    else:
+        assert not mixture_keys & set(metrics)
+    if spec.model == "vae":
+        assert metrics["elbo"] < 0 and metrics["recon_mse"] > 0
+    else:
+        assert "elbo" not in metrics and "recon_mse" not in metrics
+
+    png = evaluated / "samples" / f"{name}.png"
+    with Image.open(png) as image:
+        assert image.format == "PNG" and image.width > 32 and image.height > 32
+        image.load()
+
+
+def test_evaluate_is_deterministic(evaluated, trained_dir, prepared_dir, features_dir, tmp_path):
+    name = "gan_digits"
+    evaluate_model(trained_dir / name, prepared_dir / "digits", features_dir / "digits", TINY.evaluate,
+                   tmp_path / "m.json", tmp_path / "s.png", log=quiet)
+    assert (tmp_path / "m.json").read_text() == (evaluated / "metrics" / f"{name}.json").read_text()
+    assert (tmp_path / "s.png").read_bytes() == (evaluated / "samples" / f"{name}.png").read_bytes()
+
+
+def _reject_constant(name):
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def test_metrics_json_is_strict_json(trained_dir, prepared_dir, features_dir, tmp_path):
+    # a ring8 generator whose every sample is far from every mode: reverse KL is undefined (null)
+    state, log, meta = checkpoint.load(trained_dir / "gan_ring8")
+    last_bias = [k for k in state["model"] if k.startswith("G.") and k.endswith("bias")][-1]
+    state["model"][last_bias] = state["model"][last_bias] + 50.0
+    checkpoint.save(tmp_path / "far", state, log, {k: v for k, v in meta.items() if k != "state_sha256"})
+    metrics = evaluate_model(tmp_path / "far", prepared_dir / "ring8", features_dir / "ring8", TINY.evaluate,
+                             tmp_path / "m.json", tmp_path / "s.png", log=quiet)
+    assert metrics["high_quality"] == 0 and metrics["reverse_kl"] is None
+    json.loads((tmp_path / "m.json").read_text(), parse_constant=_reject_constant)
+
+
+def _check_export(model_dir, out):
+    card = export_model(model_dir, out, log=quiet)
+    assert {p.name for p in out.iterdir()} == {TORCHSCRIPT_FILE, CARD_FILE}
+    assert json.loads((out / CARD_FILE).read_text()) == card
+    model, meta, _ = training.load_trained(model_dir)
+    spec = model.spec
+    scripted = torch.jit.load(str(out / TORCHSCRIPT_FILE))
+    eager = model.decoder().eval()
+    z, c = fixed_inputs(spec.z_dim, spec.c_dim)
+    other_z = torch.randn(5, spec.z_dim, generator=torch.Generator().manual_seed(7))
+    other_c = torch.arange(5) % spec.c_dim if spec.c_dim else torch.zeros(5, dtype=torch.long)
+    with torch.no_grad():
+        for zz, cc in ((z, c), (other_z, other_c)):
+            expected = eager(zz, cc if spec.c_dim else None)
+            got = scripted(zz, cc)
+            assert got.shape == (len(zz), *meta["data_shape"])
+            assert (got - expected).abs().max().item() <= 1e-5
+    assert card["parity"]["torchscript_max_abs_error"] <= card["parity"]["tolerance"] == 1e-5
+    assert card["name"] == meta["name"] and card["model_state_sha256"] == meta["state_sha256"]
+    assert card["inputs"]["z"][1] == spec.z_dim and card["output"]["shape"] == ["N", *meta["data_shape"]]
+    return scripted, spec
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_export_torchscript_matches_eager(name, trained_dir, tmp_path):
+    _check_export(trained_dir / name, tmp_path / "export" / name)
+
+
+def test_export_conditional_generator(prepared_dir, tmp_path):
+    raw = tiny_params_dict()
+    raw["models"] = {"cgan_digits": {**raw["models"]["gan_digits"], "c_dim": 10}}
+    raw["models"]["cgan_digits"]["train"].update(steps=4, log_every=2, checkpoint_every=4)
+    params = config.validate(raw)
+    training.train_in_process(training.worker_config("cgan_digits", params, prepared_dir), tmp_path / "m",
+                              tmp_path / "work")
+    scripted, spec = _check_export(tmp_path / "m", tmp_path / "export")
+    z = torch.randn(10, spec.z_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = scripted(z, torch.zeros(10, dtype=torch.long)), scripted(z, torch.full((10,), 3))
+    assert not torch.equal(a, b)  # the label input survived tracing
+
+
+def test_report_lists_every_model(evaluated, features_dir):
+    out = evaluated / "reports"
+    text = build_report(TINY.models, evaluated / "metrics", evaluated / "samples", out, features_dir)
+    assert (out / "comparison.md").read_text() == text
+    for name in MODEL_NAMES:
+        row = next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
+        assert f"[png](../samples/{name}.png)" in row
+        assert (out / ".." / "samples" / f"{name}.png").exists()
+    for label in ("FID", "modes", "high quality", "reverse KL", "ELBO"):
+        assert label in text
+    accuracy = json.loads((features_dir / "digits" / "featurenet.json").read_text())["test_accuracy"]
+    assert any(line.startswith("| digits | classifier |") and f"{accuracy:.4f}" in line for line in text.splitlines())
+    assert any(line.startswith("| ring8 | identity |") for line in text.splitlines())
+    fid = json.loads((evaluated / "metrics" / "vae_digits.json").read_text())["fid"]
+    assert f"{fid:.4g}" in next(line for line in text.splitlines() if line.startswith("| vae_digits |"))
+
+
+def test_report_missing_metrics(evaluated, features_dir, tmp_path):
+    raw = tiny_params_dict()
+    raw["models"]["not_evaluated"] = raw["models"]["gan_ring8"]
+    with pytest.raises(DataError, match="not_evaluated"):
+        build_report(config.validate(raw).models, evaluated / "metrics", evaluated / "samples", tmp_path,
+                     features_dir)
+    assert not (tmp_path / "comparison.md").exists()
+
+
+@pytest.mark.skipif("vaegan" not in registry.names(), reason="no vaegan model registered")
+def test_vaegan_evaluate_and_export(prepared_dir, features_dir, tmp_path):
+    raw = tiny_params_dict()
+    raw["models"] = {"vaegan_digits": {"model": "vaegan", "dataset": "digits", "arch": "conv", "z_dim": 4,
+                                       "width": 8, "train": {"steps": 4, "batch_size": 32, "log_every": 2,
+                                                             "checkpoint_every": 4}}}
+    params = config.validate(raw)
+    training.train_in_process(training.worker_config("vaegan_digits", params, prepared_dir), tmp_path / "m",
+                              tmp_path / "work")
+    metrics = evaluate_model(tmp_path / "m", prepared_dir / "digits", features_dir / "digits", params.evaluate,
+                             tmp_path / "m.json", tmp_path / "s.png", log=quiet)
+    assert metrics["recon_mse"] > 0 and "elbo" not in metrics and math.isfinite(metrics["fid"])
+    _check_export(tmp_path / "m", tmp_path / "export")

@@ -1,0 +1,168 @@
+"""The real DVC pipeline on a copy of the repository with a tiny params.yaml.
+
+One `dvc repro` builds everything (train stages on Ray Train, 1 worker); then a second
+run must be a no-op, and changing one model's params must rerun only that model's
+stages and the report.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+MODELS = ("gan_ring8", "vae_digits")
+PARAMS = {
+    "data": {
+        "digits": {"source": "digits", "seed": 0, "val_fraction": 0.1, "test_fraction": 0.2},
+        "ring8": {"source": "ring8", "seed": 0, "n_samples": 2000, "std": 0.05},
+    },
+    "featurenet": {"epochs": 1, "batch_size": 128, "lr": 0.001, "width": 4, "seed": 0},
+    # dvc.yaml lists ray.use_gpu / ray.threads_per_worker as stage params: they must be spelled out
+    "ray": {"num_workers": 1, "use_gpu": False, "cpus_per_worker": 1.0, "threads_per_worker": 1,
+            "address": None, "storage_path": "STORAGE", "max_failures": 0},
+    "evaluate": {"n_samples": 200, "n_real": 200, "reference_split": "test", "seed": 0, "grid_size": 4},
+    "models": {
+        "gan_ring8": {"model": "gan", "dataset": "ring8", "arch": "mlp", "loss": "ns", "z_dim": 2, "width": 16,
+                      "depth": 2, "train": {"steps": 10, "batch_size": 32, "lr_g": 0.001, "lr_d": 0.001,
+                                            "ema_decay": 0.0, "log_every": 5, "checkpoint_every": 10}},
+        "vae_digits": {"model": "vae", "dataset": "digits", "arch": "conv", "z_dim": 4, "width": 8,
+                       "train": {"steps": 10, "batch_size": 32, "lr": 0.001, "log_every": 5,
+                                 "checkpoint_every": 10}},
+    },
+}
+
+
+class Pipeline:
+    def __init__(self, root: Path):
+        self.root = root
+        self.repo = root / "repo"
+        self.env = {
+            **os.environ,
+            "PATH": f"{REPO / '.venv' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+            "DVC_NO_ANALYTICS": "1",
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "PYTHONPATH": str(self.repo),  # stages import the copy's genflow, not /work/main's
+            # keep __pycache__ out of the `genflow` dependency (see test_bytecode_does_not_invalidate_pipeline)
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "OMP_NUM_THREADS": "1",
+        }
+        self.env.pop("RAY_ADDRESS", None)
+
+    def run(self, *args: str, timeout: int = 400, env: dict | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(list(args), cwd=self.repo, env=env or self.env, capture_output=True, text=True,
+                              timeout=timeout)
+
+    def dvc(self, *args: str, timeout: int = 400) -> subprocess.CompletedProcess:
+        proc = self.run("dvc", *args, timeout=timeout)
+        proc.output = proc.stdout + proc.stderr
+        return proc
+
+    def write_params(self, params: dict) -> None:
+        (self.repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    p = Pipeline(root)
+    # the repository's files as they are now: tracked plus not-yet-committed (but not ignored) ones,
+    # without the checkout's own dvc.lock and this test suite
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            capture_output=True, text=True, check=True).stdout.split("\0")
+    for rel in sorted(set(filter(None, listed))):
+        if rel == "dvc.lock" or rel.startswith("tests/") or not (REPO / rel).is_file():
+            continue
+        (p.repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, p.repo / rel)
+    assert (p.repo / ".dvc" / "config").exists() and not (p.repo / ".venv").exists()
+    for cmd in (["git", "init", "-q"], ["git", "config", "user.name", "genflow tests"],
+                ["git", "config", "user.email", "tests@example.invalid"]):
+        subprocess.run(cmd, cwd=p.repo, check=True)
+    params = json.loads(json.dumps(PARAMS))
+    params["ray"]["storage_path"] = str(root / "ray_storage")
+    p.params = params
+    p.write_params(params)
+    p.first = p.dvc("repro")
+    return p
+
+
+def test_repro_builds_everything(pipeline):
+    first = pipeline.first
+    assert first.returncode == 0, first.output[-5000:]
+    stages = [f"{s}@{d}" for s in ("prepare", "featurenet") for d in ("digits", "ring8")]
+    stages += [f"{s}@{m}" for s in ("train", "evaluate", "export") for m in MODELS] + ["report"]
+    for stage in stages:
+        assert f"Running stage '{stage}'" in first.output, stage
+    repo = pipeline.repo
+    for model in MODELS:
+        metrics = json.loads((repo / "metrics" / f"{model}.json").read_text())
+        assert {"fid", "fid_floor", "protocol"} <= set(metrics)
+        assert (repo / "samples" / f"{model}.png").stat().st_size > 0
+        assert (repo / "export" / model / "generator.torchscript.pt").exists()
+        assert json.loads((repo / "export" / model / "export.json").read_text())["name"] == model
+        meta = json.loads((repo / "models" / model / "meta.json").read_text())
+        assert meta["step"] == 10 and meta["world_size"] == 1
+    assert "modes" in json.loads((repo / "metrics" / "gan_ring8.json").read_text())
+    assert "elbo" in json.loads((repo / "metrics" / "vae_digits.json").read_text())
+    report = (repo / "reports" / "comparison.md").read_text()
+    assert all(f"| {m} |" in report for m in MODELS)
+    assert (repo / "dvc.lock").exists()
+
+
+def test_second_run_is_a_noop(pipeline):
+    status = pipeline.dvc("status")
+    assert status.returncode == 0 and "Data and pipelines are up to date" in status.output, status.output
+    again = pipeline.dvc("repro")
+    assert again.returncode == 0, again.output[-3000:]
+    assert "Running stage" not in again.output
+
+
+def test_changed_model_params_rerun_only_that_model(pipeline):
+    params = json.loads(json.dumps(pipeline.params))
+    params["models"]["gan_ring8"]["train"]["steps"] = 12
+    pipeline.write_params(params)
+    status = pipeline.dvc("status")
+    assert "train@gan_ring8" in status.output and "train@vae_digits" not in status.output
+    rerun = pipeline.dvc("repro")
+    assert rerun.returncode == 0, rerun.output[-5000:]
+    for stage in ("train@gan_ring8", "evaluate@gan_ring8", "export@gan_ring8", "report"):
+        assert f"Running stage '{stage}'" in rerun.output, stage
+    for stage in ("train@vae_digits", "evaluate@vae_digits", "export@vae_digits", "prepare@ring8",
+                  "featurenet@ring8"):
+        assert f"Running stage '{stage}'" not in rerun.output, stage
+    repo = pipeline.repo
+    assert json.loads((repo / "models" / "gan_ring8" / "meta.json").read_text())["step"] == 12
+    assert "| gan_ring8 | gan | ring8 | 12 |" in (repo / "reports" / "comparison.md").read_text()
+    assert "Data and pipelines are up to date" in pipeline.dvc("status").output
+
+
+def test_metrics_show_lists_both_models(pipeline):
+    shown = pipeline.dvc("metrics", "show")
+    assert shown.returncode == 0, shown.output
+    for model in MODELS:
+        assert f"metrics/{model}.json" in shown.output
+    assert "fid" in shown.output and "elbo" in shown.output
+
+
+def test_bytecode_does_not_invalidate_pipeline(pipeline):
+    if "Data and pipelines are up to date" not in pipeline.dvc("status").output:
+        raise RuntimeError("precondition: the pipeline must be up to date before this test")
+    env = {k: v for k, v in pipeline.env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    try:
+        proc = pipeline.run("python", "-c", "import genflow.cli, genflow.evaluate, genflow.data.loader", env=env)
+        if proc.returncode != 0 or not list((pipeline.repo / "genflow").rglob("*.pyc")):
+            raise RuntimeError(f"precondition: bytecode was not written: {proc.stderr}")
+        status = pipeline.dvc("status")
+        assert "Data and pipelines are up to date" in status.output, status.output
+    finally:
+        for cache in list((pipeline.repo / "genflow").rglob("__pycache__")):
+            shutil.rmtree(cache)
