@@ -54,16 +54,9 @@ def cmd_featurenet(args) -> None:
 def cmd_train(args) -> None:
     params = _params(args)
     _require(params.models, args.model, "model")
-    from genflow.training import train_in_process, worker_config
+    from genflow.training import train_model
 
-    cfg = worker_config(args.model, params, args.data_root)
-    out = Path(args.out or f"models/{args.model}")
-    if params.ray.num_workers == 0:
-        train_in_process(cfg, out, params.ray.storage_path)
-        return
-    from genflow.integrations.ray_train import train_with_ray
-
-    train_with_ray(cfg, out, params.ray)
+    train_model(args.model, params, args.data_root, Path(args.out or f"models/{args.model}"))
 
 
 def cmd_evaluate(args) -> None:

@@ -8,6 +8,7 @@ split, same counts) is written beside every distance so a reader knows what
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from genflow.data.shards import manifest_hash, read_manifest
 from genflow.featurenet import FeatureSpace
 from genflow.io import atomic_path, code_revision, write_json
 from genflow.metrics import frechet_distance, mixture_modes
-from genflow.training import load_trained
+from genflow.training import load_trained, trained_seeds
 from genflow.visualize import save_image_grid, save_points
 
 
@@ -50,38 +51,84 @@ def encoder_metrics(model, x: torch.Tensor, c: torch.Tensor | None, seed: int) -
     return metrics
 
 
+@dataclass
+class Reference:
+    """What every seed of a model is compared with: real rows, their features, the floor."""
+
+    manifest: dict[str, Any]
+    real: torch.Tensor
+    real_c: torch.Tensor | None
+    features: FeatureSpace
+    f_real: torch.Tensor
+    floor: dict[str, Any]
+    n_floor: int
+
+    @classmethod
+    def load(cls, data_dir: Path, featurenet_dir: Path, spec) -> "Reference":
+        manifest = read_manifest(data_dir)
+        real, real_c = first_rows(load_split(data_dir, spec.reference_split), spec.n_real)
+        floor_rows, _ = first_rows(load_split(data_dir, "train"), spec.n_real)
+        features = FeatureSpace(featurenet_dir)
+        f_real = features(real)
+        floor = {"fid_floor": frechet_distance(f_real, features(floor_rows))}
+        if "mixture" in manifest:
+            mix = manifest["mixture"]
+            floor.update({f"{k}_floor": v for k, v in mixture_modes(real, mix["centers"], mix["std"]).items()})
+        return cls(manifest, real, real_c, features, f_real, floor, len(floor_rows))
+
+
+def seed_metrics(model, fake: torch.Tensor, ref: Reference, seed: int) -> dict[str, float]:
+    metrics = {"fid": frechet_distance(ref.f_real, ref.features(fake))}
+    if "mixture" in ref.manifest:
+        mix = ref.manifest["mixture"]
+        metrics.update(mixture_modes(fake, mix["centers"], mix["std"]))
+    metrics.update(encoder_metrics(model, ref.real, ref.real_c, seed))
+    return metrics
+
+
+def _clean(value: float) -> float | None:
+    # JSON has no inf/nan: a metric that is undefined (e.g. reverse KL with no good sample) is null
+    return round(float(value), 6) if value is not None and np.isfinite(value) else None
+
+
+def aggregate(per_seed: dict[str, dict[str, float | None]]) -> dict[str, float | None]:
+    """Mean over seeds, and the sample std when there are several (null if any seed is null)."""
+    out: dict[str, float | None] = {}
+    for key in next(iter(per_seed.values())):
+        values = [m[key] for m in per_seed.values()]
+        defined = None not in values
+        out[key] = _clean(np.mean(values)) if defined else None
+        if len(values) > 1:
+            out[f"{key}_std"] = _clean(np.std(values, ddof=1)) if defined else None
+    return out
+
+
 def evaluate_model(model_dir: str | Path, data_dir: str | Path, featurenet_dir: str | Path, spec,
                    out_json: str | Path, out_png: str | Path, log=print) -> dict[str, Any]:
-    model, meta, _ = load_trained(model_dir)
-    manifest = read_manifest(data_dir)
-    reference = load_split(data_dir, spec.reference_split)
-    train = load_split(data_dir, "train")
-    real, real_c = first_rows(reference, spec.n_real)
-    floor, _ = first_rows(train, spec.n_real)
-    fake, _ = generate(model, spec.n_samples, spec.seed)
-    log(f"[evaluate] {meta['name']}: {len(fake)} generated vs {len(real)} real ({spec.reference_split} split)")
-
-    features = FeatureSpace(featurenet_dir)
-    f_real = features(real)
-    metrics: dict[str, Any] = {"fid": frechet_distance(f_real, features(fake)),
-                               "fid_floor": frechet_distance(f_real, features(floor))}
-    if "mixture" in manifest:
-        mix = manifest["mixture"]
-        metrics.update(mixture_modes(fake, mix["centers"], mix["std"]))
-        metrics.update({f"{k}_floor": v for k, v in mixture_modes(real, mix["centers"], mix["std"]).items()})
-    metrics.update(encoder_metrics(model, real, real_c, spec.seed))
-    # JSON has no inf/nan: a metric that is undefined (e.g. reverse KL with no good sample) is null
-    metrics = {k: round(float(v), 6) if np.isfinite(v) else None for k, v in metrics.items()}
+    """Metrics of every trained seed, their mean (and std), the floors, and the protocol."""
+    ref = Reference.load(Path(data_dir), Path(featurenet_dir), spec)
+    per_seed, states = {}, {}
+    for index, directory in enumerate(trained_seeds(Path(model_dir))):
+        model, meta, _ = load_trained(directory)
+        fake, _ = generate(model, spec.n_samples, spec.seed)
+        per_seed[str(meta["seed"])] = {k: _clean(v) for k, v in seed_metrics(model, fake, ref, spec.seed).items()}
+        states[str(meta["seed"])] = meta["state_sha256"]
+        log(f"[evaluate] {meta['name']} seed {meta['seed']}: {per_seed[str(meta['seed'])]}")
+        if index == 0:
+            picture(fake[: spec.grid_size ** 2] if model.is_image else fake, ref.manifest, out_png, meta["name"])
+    metrics: dict[str, Any] = {**aggregate(per_seed), **{k: _clean(v) for k, v in ref.floor.items()}}
+    metrics["n_seeds"] = len(per_seed)
+    metrics["per_seed"] = per_seed
     metrics["protocol"] = {
-        "feature_space": features.id, "feature_kind": features.meta["kind"],
-        "n_generated": len(fake), "n_real": len(real), "n_floor": len(floor),
-        "reference_split": spec.reference_split, "seed": spec.seed,
-        "data_manifest_sha256": manifest_hash(data_dir), "model_state_sha256": meta["state_sha256"],
+        "feature_space": ref.features.id, "feature_kind": ref.features.meta["kind"],
+        "n_generated": spec.n_samples, "n_real": len(ref.real), "n_floor": ref.n_floor,
+        "reference_split": spec.reference_split, "seed": spec.seed, "seeds": [int(k) for k in per_seed],
+        "data_manifest_sha256": manifest_hash(data_dir), "model_state_sha256": states,
         "model_code_revision": meta["code_revision"], "code_revision": code_revision(),
     }
     write_json(out_json, metrics)
-    picture(fake[: spec.grid_size ** 2] if model.is_image else fake, manifest, out_png, meta["name"])
-    log(f"[evaluate] {meta['name']}: " + ", ".join(f"{k}={v}" for k, v in metrics.items() if k != "protocol"))
+    shown = {k: v for k, v in metrics.items() if k not in ("protocol", "per_seed")}
+    log(f"[evaluate] {meta['name']} ({len(per_seed)} seeds): {shown}")
     return metrics
 
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from genflow.io import atomic_dir, code_revision, write_json
-from genflow.training import load_trained
+from genflow.training import load_trained, trained_seeds
 
 PARITY_TOLERANCE = 1e-5
 TORCHSCRIPT_FILE, CARD_FILE = "generator.torchscript.pt", "export.json"
@@ -42,7 +42,8 @@ def parity(exported: nn.Module, eager: nn.Module, z: torch.Tensor, c: torch.Tens
 
 
 def export_model(model_dir: str | Path, out: str | Path, log=print) -> dict[str, Any]:
-    model, meta, _ = load_trained(model_dir)
+    """Export the first seed's generator (a model's seeds are replicas; the card names the seed)."""
+    model, meta, _ = load_trained(trained_seeds(model_dir)[0])
     spec = model.spec
     eager = ExportedGenerator(model.decoder(), conditional=spec.c_dim > 0).eval()
     z, c = fixed_inputs(spec.z_dim, spec.c_dim)
@@ -56,7 +57,7 @@ def export_model(model_dir: str | Path, out: str | Path, log=print) -> dict[str,
             raise RuntimeError(f"TorchScript export of {meta['name']} differs from eager by {error:.3g} "
                                f"(> {PARITY_TOLERANCE})")
         card = {
-            "name": meta["name"], "model": meta["model"], "spec": meta["spec"],
+            "name": meta["name"], "model": meta["model"], "spec": meta["spec"], "seed": meta["seed"],
             "inputs": {"z": ["N", spec.z_dim, "float32", "standard normal"],
                        "c": ["N", "int64", f"class labels 0..{spec.c_dim - 1}" if spec.c_dim else "ignored"]},
             "output": {"shape": ["N", *meta["data_shape"]], "dtype": "float32",

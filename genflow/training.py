@@ -7,7 +7,6 @@ runs in-process (``ray.num_workers: 0``), in tests, and under Ray.
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,35 +17,55 @@ from genflow.config import Params, fingerprint
 from genflow.data.loader import load_split
 from genflow.data.shards import manifest_hash, read_manifest
 from genflow.engine import Engine, PrintReporter, distributed
-from genflow.io import code_revision, write_json
+from genflow.errors import DataError
+from genflow.io import atomic_dir, code_revision, write_json
 from genflow.models import registry
 from genflow.models.specs import SPEC_BY_MODEL
 
 
-def worker_config(name: str, params: Params, data_root: str | Path) -> dict[str, Any]:
+def seed_dir(model_dir: str | Path, seed: int) -> Path:
+    return Path(model_dir) / f"seed_{seed}"
+
+
+def trained_seeds(model_dir: str | Path) -> list[Path]:
+    """The ``seed_<n>/`` checkpoints of a trained model, in seed order."""
+    dirs = sorted(Path(model_dir).glob("seed_*"), key=lambda d: int(d.name.split("_", 1)[1]))
+    if not dirs:
+        raise DataError(f"{model_dir}: no seed_<n>/ checkpoints; run the train stage first")
+    return dirs
+
+
+def worker_config(name: str, params: Params, data_root: str | Path, seed: int | None = None) -> dict[str, Any]:
     """Everything a worker needs, as plain JSON-able data (it may run on another node)."""
     spec = params.models[name]
+    seed = spec.seeds[0] if seed is None else seed
     data_dir = Path(data_root) / spec.dataset
     manifest = read_manifest(data_dir)
     shape = manifest["shape"]
     data_shape = [shape[2], shape[0], shape[1]] if manifest["kind"] == "image" else shape
     return {"data_shape": data_shape, "num_classes": manifest["num_classes"], "name": name, "spec": spec.model_dump(mode="json"), "data_dir": str(data_dir.resolve()),
             "threads": params.ray.threads_per_worker, "code_revision": code_revision(),
-            "data_manifest_sha256": manifest_hash(data_dir), "fingerprint": fingerprint(spec)}
+            "data_manifest_sha256": manifest_hash(data_dir), "seed": seed,
+            "fingerprint": fingerprint({"spec": spec.model_dump(mode="json"), "seed": seed})}
+
+
+def run_name(config: dict[str, Any]) -> str:
+    """Stable per (model, params, seed): a rerun resumes, a changed config starts afresh."""
+    return f"{config['name']}-s{config['seed']}-{config['fingerprint']}"
 
 
 def build_engine(config: dict[str, Any], device: torch.device | None = None) -> tuple[Engine, Any]:
     spec = SPEC_BY_MODEL[config["spec"]["model"]].model_validate(config["spec"])
     data = load_split(config["data_dir"], "train")
-    torch.manual_seed(spec.train.seed)  # identical initial weights on every rank
+    torch.manual_seed(config["seed"])  # identical initial weights on every rank
     model = registry.build(spec, data.shape, data.num_classes)
     if device is not None:
         model.to(device)
-    return Engine(model, train=spec.train, seed=spec.train.seed, device=device), data
+    return Engine(model, train=spec.train, seed=config["seed"], device=device), data
 
 
 def checkpoint_meta(config: dict[str, Any]) -> dict[str, Any]:
-    return {"name": config["name"], "model": config["spec"]["model"], "spec": config["spec"],
+    return {"name": config["name"], "model": config["spec"]["model"], "spec": config["spec"], "seed": config["seed"],
             "code_revision": config["code_revision"], "data_manifest_sha256": config["data_manifest_sha256"],
             "data_shape": config["data_shape"], "num_classes": config["num_classes"],
             "world_size": distributed()[1]}
@@ -88,25 +107,37 @@ class DirectoryReporter(PrintReporter):
 
 def finish(checkpoint_dir: str | Path, out: str | Path, config: dict[str, Any]) -> None:
     """Copy a final checkpoint into the stage output, with the resolved params beside it."""
-    out = Path(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
-    try:
+    with atomic_dir(out) as tmp:
         for item in (checkpoint.STATE_FILE, checkpoint.LOG_FILE, checkpoint.META_FILE):
-            shutil.copy2(Path(checkpoint_dir) / item, tmp / item)
-        write_json(tmp / "resolved_params.json", {"name": config["name"], **config["spec"]})
-        if out.exists():
-            shutil.rmtree(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(tmp), out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copyfile(Path(checkpoint_dir) / item, tmp / item)
+        write_json(tmp / "resolved_params.json", {"name": config["name"], "seed": config["seed"], **config["spec"]})
 
 
 def train_in_process(config: dict[str, Any], out: str | Path, work_dir: str | Path) -> None:
     """``num_workers: 0``: no Ray; resumable from ``work_dir`` like a Ray run."""
-    work = Path(work_dir) / f"{config['name']}-{config['fingerprint']}"
+    work = Path(work_dir) / run_name(config)
     resume = work if (work / checkpoint.META_FILE).exists() else None
     reporter = DirectoryReporter(config["name"], work, checkpoint_meta(config))
     run_worker(config, reporter, resume_dir=resume)
     finish(work, out, config)
-    shutil.rmtree(work, ignore_errors=True)
+
+
+def train_model(name: str, params: Params, data_root: str | Path, out: str | Path) -> None:
+    """Train every seed of model ``name`` into ``out/seed_<s>/`` (swapped in atomically).
+
+    The resume state of each run stays in ``ray.storage_path`` until every seed is
+    done, so a stage killed anywhere resumes where it stopped when rerun."""
+    if params.ray.num_workers == 0:
+        def runner(config, out, ray_spec):
+            train_in_process(config, out, ray_spec.storage_path)
+    else:
+        from genflow.integrations.ray_train import train_with_ray as runner
+    spec = params.models[name]
+    configs = [worker_config(name, params, data_root, seed) for seed in spec.seeds]
+    with atomic_dir(out) as tmp:
+        for index, config in enumerate(configs, 1):
+            print(f"[{name}] seed {config['seed']} ({index}/{len(configs)})", flush=True)
+            runner(config, seed_dir(tmp, config["seed"]), params.ray)
+    if "://" not in params.ray.storage_path:  # the artifacts are in DVC now; drop the resume state
+        for config in configs:
+            shutil.rmtree(Path(params.ray.storage_path) / run_name(config), ignore_errors=True)

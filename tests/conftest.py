@@ -80,13 +80,15 @@ def prepared_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_dir(prepared_dir, tmp_path_factory) -> Path:
-    """models/<name> for every tiny model, trained in-process (no Ray)."""
-    from genflow.training import train_in_process, worker_config
+    """models/<name>/seed_0 for every tiny model, trained in-process (no Ray) by train_model."""
+    from genflow.training import train_model
 
     root = tmp_path_factory.mktemp("trained")
-    params = config.validate(tiny_params_dict())
+    raw = tiny_params_dict()
+    raw["ray"]["storage_path"] = str(root / "work")
+    params = config.validate(raw)
     for name in params.models:
-        train_in_process(worker_config(name, params, prepared_dir), root / "models" / name, root / "work")
+        train_model(name, params, prepared_dir, root / "models" / name)
     return root / "models"
 
 

@@ -51,13 +51,13 @@ def tiny():
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_train_in_process_outputs(name, trained_dir, tiny):
-    out = trained_dir / name
+    out = trained_dir / name / "seed_0"
     assert {p.name for p in out.iterdir()} == {"state.pt", "meta.json", "train_log.csv", "resolved_params.json"}
     meta = json.loads((out / "meta.json").read_text())
     assert meta["name"] == name and meta["step"] == 20 and meta["world_size"] == 1
     assert meta["state_sha256"] == sha256_file(out / "state.pt")
     resolved = json.loads((out / "resolved_params.json").read_text())
-    assert resolved == {"name": name, **tiny.models[name].model_dump(mode="json")}
+    assert resolved == {"name": name, "seed": 0, **tiny.models[name].model_dump(mode="json")}
     with open(out / "train_log.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [int(r["step"]) for r in rows] == [5, 10, 15, 20]
@@ -75,7 +75,7 @@ def test_train_in_process_outputs(name, trained_dir, tiny):
 
 def test_checkpoint_detects_corruption(trained_dir, tmp_path):
     ckpt = tmp_path / "ckpt"
-    shutil.copytree(trained_dir / "gan_ring8", ckpt)
+    shutil.copytree(trained_dir / "gan_ring8" / "seed_0", ckpt)
     blob = bytearray((ckpt / "state.pt").read_bytes())
     blob[len(blob) // 2] ^= 0x01
     (ckpt / "state.pt").write_bytes(bytes(blob))
@@ -84,7 +84,7 @@ def test_checkpoint_detects_corruption(trained_dir, tmp_path):
     with pytest.raises(DataError, match=r"state\.pt"):
         training.load_trained(ckpt)
 
-    shutil.copy2(trained_dir / "gan_ring8" / "state.pt", ckpt / "state.pt")
+    shutil.copy2(trained_dir / "gan_ring8" / "seed_0" / "state.pt", ckpt / "state.pt")
     checkpoint.load(ckpt)  # restored: loads again
     (ckpt / "state.pt").write_bytes((ckpt / "state.pt").read_bytes()[:1000])  # truncated
     with pytest.raises(DataError, match="sha256"):
@@ -132,7 +132,10 @@ def test_resume_is_bit_identical(name, tiny, prepared_dir, tmp_path):
 def test_train_in_process_resumes_after_interruption(tiny, prepared_dir, trained_dir, tmp_path, monkeypatch,
                                                      capsys):
     name = "gan_digits"  # conv + BatchNorm + EMA: the most state to get right
-    cfg = training.worker_config(name, tiny, prepared_dir)
+    raw = tiny_params_dict()
+    raw["ray"]["storage_path"] = str(tmp_path / "work")
+    params = config.validate(raw)
+    cfg = training.worker_config(name, params, prepared_dir)
     original = training.DirectoryReporter.on_checkpoint
 
     def dies_after_first_checkpoint(self, step, state, log, final):
@@ -142,22 +145,23 @@ def test_train_in_process_resumes_after_interruption(tiny, prepared_dir, trained
 
     monkeypatch.setattr(training.DirectoryReporter, "on_checkpoint", dies_after_first_checkpoint)
     with pytest.raises(Interrupted):
-        training.train_in_process(cfg, tmp_path / "out", tmp_path / "work")
-    work = tmp_path / "work" / f"{name}-{cfg['fingerprint']}"
+        training.train_model(name, params, prepared_dir, tmp_path / "model")
+    work = tmp_path / "work" / training.run_name(cfg)
     assert json.loads((work / "meta.json").read_text())["step"] == 10
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "model").exists()
 
     monkeypatch.setattr(training.DirectoryReporter, "on_checkpoint", original)
     capsys.readouterr()
-    training.train_in_process(cfg, tmp_path / "out", tmp_path / "work")
+    training.train_model(name, params, prepared_dir, tmp_path / "model")
     assert "resumed from checkpoint at step 10" in capsys.readouterr().out
     assert not work.exists()
+    out = tmp_path / "model" / "seed_0"
 
-    resumed, _, _ = checkpoint.load(tmp_path / "out")
-    straight, _, _ = checkpoint.load(trained_dir / name)
+    resumed, _, _ = checkpoint.load(out)
+    straight, _, _ = checkpoint.load(trained_dir / name / "seed_0")
     assert resumed["step"] == straight["step"] == 20
     _assert_same_state(straight["model"], resumed["model"])
-    assert (tmp_path / "out" / "train_log.csv").read_text() == (trained_dir / name / "train_log.csv").read_text()
+    assert (out / "train_log.csv").read_text() == (trained_dir / name / "seed_0" / "train_log.csv").read_text()
 
 
 def test_changed_params_do_not_resume_stale_run(tiny, prepared_dir, tmp_path):

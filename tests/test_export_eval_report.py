@@ -80,7 +80,7 @@ def test_evaluate_writes_metrics_and_picture(name, evaluated, trained_dir, prepa
     assert protocol["n_generated"] == 200 and protocol["n_real"] == 200 and protocol["n_floor"] == 200
     assert protocol["reference_split"] == "test" and protocol["seed"] == 0
     assert protocol["data_manifest_sha256"] == manifest_hash(prepared_dir / spec.dataset)
-    assert protocol["model_state_sha256"] == json.loads((trained_dir / name / "meta.json").read_text())["state_sha256"]
+    assert protocol["model_state_sha256"] == {"0": json.loads((trained_dir / name / "seed_0" / "meta.json").read_text())["state_sha256"]}
     assert protocol["feature_space"] == FeatureSpace(features_dir / spec.dataset).id
     mixture_keys = {"modes", "high_quality", "reverse_kl", "modes_floor", "high_quality_floor", "reverse_kl_floor"}
     if spec.dataset == "ring8":
@@ -114,10 +114,10 @@ def _reject_constant(name):
 
 def test_metrics_json_is_strict_json(trained_dir, prepared_dir, features_dir, tmp_path):
     # a ring8 generator whose every sample is far from every mode: reverse KL is undefined (null)
-    state, log, meta = checkpoint.load(trained_dir / "gan_ring8")
+    state, log, meta = checkpoint.load(trained_dir / "gan_ring8" / "seed_0")
     last_bias = [k for k in state["model"] if k.startswith("G.") and k.endswith("bias")][-1]
     state["model"][last_bias] = state["model"][last_bias] + 50.0
-    checkpoint.save(tmp_path / "far", state, log, {k: v for k, v in meta.items() if k != "state_sha256"})
+    checkpoint.save(tmp_path / "far" / "seed_0", state, log, {k: v for k, v in meta.items() if k != "state_sha256"})
     metrics = evaluate_model(tmp_path / "far", prepared_dir / "ring8", features_dir / "ring8", TINY.evaluate,
                              tmp_path / "m.json", tmp_path / "s.png", log=quiet)
     assert metrics["high_quality"] == 0 and metrics["reverse_kl"] is None
@@ -128,8 +128,9 @@ def _check_export(model_dir, out):
     card = export_model(model_dir, out, log=quiet)
     assert {p.name for p in out.iterdir()} == {TORCHSCRIPT_FILE, CARD_FILE}
     assert json.loads((out / CARD_FILE).read_text()) == card
-    model, meta, _ = training.load_trained(model_dir)
+    model, meta, _ = training.load_trained(model_dir / "seed_0")  # export takes the first seed
     spec = model.spec
+    assert card["seed"] == meta["seed"] == 0
     scripted = torch.jit.load(str(out / TORCHSCRIPT_FILE))
     eager = model.decoder().eval()
     z, c = fixed_inputs(spec.z_dim, spec.c_dim)
@@ -157,7 +158,7 @@ def test_export_conditional_generator(prepared_dir, tmp_path):
     raw["models"] = {"cgan_digits": {**raw["models"]["gan_digits"], "c_dim": 10}}
     raw["models"]["cgan_digits"]["train"].update(steps=4, log_every=2, checkpoint_every=4)
     params = config.validate(raw)
-    training.train_in_process(training.worker_config("cgan_digits", params, prepared_dir), tmp_path / "m",
+    training.train_in_process(training.worker_config("cgan_digits", params, prepared_dir), tmp_path / "m" / "seed_0",
                               tmp_path / "work")
     scripted, spec = _check_export(tmp_path / "m", tmp_path / "export")
     z = torch.randn(10, spec.z_dim, generator=torch.Generator().manual_seed(0))
@@ -199,9 +200,26 @@ def test_vaegan_evaluate_and_export(prepared_dir, features_dir, tmp_path):
                                        "width": 8, "train": {"steps": 4, "batch_size": 32, "log_every": 2,
                                                              "checkpoint_every": 4}}}
     params = config.validate(raw)
-    training.train_in_process(training.worker_config("vaegan_digits", params, prepared_dir), tmp_path / "m",
+    training.train_in_process(training.worker_config("vaegan_digits", params, prepared_dir), tmp_path / "m" / "seed_0",
                               tmp_path / "work")
     metrics = evaluate_model(tmp_path / "m", prepared_dir / "digits", features_dir / "digits", params.evaluate,
                              tmp_path / "m.json", tmp_path / "s.png", log=quiet)
     assert metrics["recon_mse"] > 0 and "elbo" not in metrics and math.isfinite(metrics["fid"])
     _check_export(tmp_path / "m", tmp_path / "export")
+
+
+def test_several_seeds_are_trained_and_aggregated(prepared_dir, features_dir, tmp_path):
+    raw = tiny_params_dict()
+    raw["models"] = {"gan_ring8": {**raw["models"]["gan_ring8"], "seeds": [3, 1]}}
+    raw["ray"]["storage_path"] = str(tmp_path / "work")
+    params = config.validate(raw)
+    training.train_model("gan_ring8", params, prepared_dir, tmp_path / "m")
+    assert [d.name for d in training.trained_seeds(tmp_path / "m")] == ["seed_1", "seed_3"]
+    metrics = evaluate_model(tmp_path / "m", prepared_dir / "ring8", features_dir / "ring8", params.evaluate,
+                             tmp_path / "m.json", tmp_path / "s.png", log=quiet)
+    per_seed = metrics["per_seed"]
+    assert set(per_seed) == {"1", "3"} and metrics["n_seeds"] == 2
+    assert per_seed["1"]["fid"] != per_seed["3"]["fid"]  # different seeds, different generators
+    assert metrics["fid"] == pytest.approx((per_seed["1"]["fid"] + per_seed["3"]["fid"]) / 2, abs=1e-5)
+    assert metrics["fid_std"] == pytest.approx(abs(per_seed["1"]["fid"] - per_seed["3"]["fid"]) / 2 ** 0.5, abs=1e-5)
+    assert metrics["protocol"]["seeds"] == [1, 3] and set(metrics["protocol"]["model_state_sha256"]) == {"1", "3"}

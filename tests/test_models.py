@@ -56,7 +56,7 @@ BATCH = 16
 
 def make_spec(family: str, overrides: dict, seed: int = 0):
     overrides = dict(overrides)
-    train = {"batch_size": BATCH, "seed": seed, "steps": 3, **overrides.pop("train", {})}
+    train = {"batch_size": BATCH, "steps": 3, **overrides.pop("train", {})}
     raw = {**tiny_params_dict(), "models": {"m": {"model": family, **overrides, "train": train}}}
     return config.validate(raw).models["m"]
 

@@ -109,7 +109,7 @@ def test_repro_builds_everything(pipeline):
         assert (repo / "samples" / f"{model}.png").stat().st_size > 0
         assert (repo / "export" / model / "generator.torchscript.pt").exists()
         assert json.loads((repo / "export" / model / "export.json").read_text())["name"] == model
-        meta = json.loads((repo / "models" / model / "meta.json").read_text())
+        meta = json.loads((repo / "models" / model / "seed_0" / "meta.json").read_text())
         assert meta["step"] == 10 and meta["world_size"] == 1
     assert "modes" in json.loads((repo / "metrics" / "gan_ring8.json").read_text())
     assert "elbo" in json.loads((repo / "metrics" / "vae_digits.json").read_text())
@@ -140,7 +140,7 @@ def test_changed_model_params_rerun_only_that_model(pipeline):
                   "featurenet@ring8"):
         assert f"Running stage '{stage}'" not in rerun.output, stage
     repo = pipeline.repo
-    assert json.loads((repo / "models" / "gan_ring8" / "meta.json").read_text())["step"] == 12
+    assert json.loads((repo / "models" / "gan_ring8" / "seed_0" / "meta.json").read_text())["step"] == 12
     assert "| gan_ring8 | gan | ring8 | 12 |" in (repo / "reports" / "comparison.md").read_text()
     assert "Data and pipelines are up to date" in pipeline.dvc("status").output
 

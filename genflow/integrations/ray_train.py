@@ -22,7 +22,7 @@ from ray.train.torch import TorchTrainer
 
 from genflow import checkpoint
 from genflow.engine import PrintReporter
-from genflow.training import checkpoint_meta, finish, run_worker
+from genflow.training import checkpoint_meta, finish, run_name, run_worker
 
 # Ray must not wait on a phone-home connection that this network refuses.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -90,21 +90,19 @@ def storage_path(ray_spec) -> str:
 def train_with_ray(config: dict[str, Any], out: str | Path, ray_spec) -> None:
     """Fit one model with a TorchTrainer and copy its final checkpoint into ``out``."""
     init_ray(ray_spec)
-    run_name = f"{config['name']}-{config['fingerprint']}"
+    name = run_name(config)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={**config, "use_gpu": ray_spec.use_gpu},
         scaling_config=ScalingConfig(num_workers=ray_spec.num_workers, use_gpu=ray_spec.use_gpu,
                                      resources_per_worker={"CPU": ray_spec.cpus_per_worker}),
-        run_config=RunConfig(name=run_name, storage_path=storage_path(ray_spec),
+        run_config=RunConfig(name=name, storage_path=storage_path(ray_spec),
                              failure_config=FailureConfig(max_failures=ray_spec.max_failures,
                                                           controller_failure_limit=3),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
     )
     result = trainer.fit()
     if result.checkpoint is None:
-        raise RuntimeError(f"Ray run {run_name} finished without a checkpoint")
+        raise RuntimeError(f"Ray run {name} finished without a checkpoint")
     with result.checkpoint.as_directory() as directory:
         finish(directory, out, config)
-    if "://" not in ray_spec.storage_path:  # the artifact is in DVC now; drop the resume state
-        shutil.rmtree(Path(storage_path(ray_spec)) / run_name, ignore_errors=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 GAN_LOSSES = ("ns", "minimax", "lsgan", "hinge", "wgan-gp")
 
@@ -22,7 +22,6 @@ class TrainSpec(_Strict):
 
     steps: int = Field(2000, ge=1, le=100_000_000)
     batch_size: int = Field(64, ge=1, le=65_536)
-    seed: int = Field(0, ge=0)
     beta1: float = Field(0.5, ge=0.0, lt=1.0)
     beta2: float = Field(0.999, ge=0.0, lt=1.0)
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0, description="0 turns the EMA of G off")
@@ -50,6 +49,15 @@ class _Network(_Strict):
     c_dim: int = Field(0, ge=0, le=100_000, description="number of classes; 0 = unconditional")
     width: int = Field(64, ge=4, le=4096)
     depth: int = Field(3, ge=1, le=32, description="hidden layers of an MLP")
+    seeds: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] = Field(
+        [0], min_length=1, max_length=1000, description="one training run per seed (init, data order, noise)")
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be distinct, got {seeds}")
+        return seeds
 
 
 class GanSpec(_Network):
