@@ -29,7 +29,7 @@ install: $(STAMP)
 
 repro: $(STAMP)
 	$(BIN)/dvc config core.analytics false
-	$(BIN)/dvc repro
+	infra/local/with-ray.sh $(BIN)/dvc repro
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -30,6 +30,15 @@ def cmd_models(args) -> None:
     print("\n".join(registry.names()))
 
 
+def cmd_describe(args) -> None:
+    from genflow.models.specs import SPEC_BY_MODEL, describe
+
+    families = [args.family] if args.family else sorted(SPEC_BY_MODEL)
+    for family in families:
+        _require(SPEC_BY_MODEL, family, "model family")
+        print(describe(SPEC_BY_MODEL[family]))
+
+
 def cmd_validate(args) -> None:
     params = _params(args)
     print(f"{args.params}: ok ({len(params.data)} datasets, {len(params.models)} models)")
@@ -104,6 +113,8 @@ def parser() -> argparse.ArgumentParser:
         return cmd
 
     add("models", cmd_models, "print the registered model names, one per line")
+    c = add("describe", cmd_describe, "list a model family's hyperparameters with their defaults and ranges")
+    c.add_argument("family", nargs="?", help="gan, vae, vaegan... (default: all)")
     add("validate", cmd_validate, "check params.yaml and exit")
     c = add("prepare", cmd_prepare, "build data/prepared/<dataset> (Parquet shards + manifest)")
     c.add_argument("--dataset", required=True)

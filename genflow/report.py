@@ -25,6 +25,8 @@ def _cell(metrics: dict[str, Any], key: str, floor_key: str | None) -> str:
     if metrics[key] is None:
         return "undefined"
     value = f"{metrics[key]:.4g}"
+    if metrics.get(f"{key}_std") is not None:
+        value += f" ± {metrics[f'{key}_std']:.2g}"
     if floor_key and floor_key in metrics:
         value += f" ({metrics[floor_key]:.4g})"
     return value
@@ -62,13 +64,14 @@ def build_report(models: dict[str, Any], metrics_dir: str | Path, samples_dir: s
                   f"`{protocol['reference_split']}` split, evaluation seed {protocol['seed']}. "
                   "FID is measured in each dataset's feature space (a classifier trained on its training "
                   "split; the 2-D mixtures use the points themselves). Values in parentheses are the "
-                  "real-vs-real floor (training split vs reference split, same counts).", ""]
-    header = ["model", "family", "dataset", "steps"] + [label for _, _, label, _ in used] + ["samples"]
+                  "real-vs-real floor (training split vs reference split, same counts). With several seeds a "
+                  "value is the mean over seeds ± their standard deviation.", ""]
+    header = ["model", "family", "dataset", "steps", "seeds"] + [label for _, _, label, _ in used] + ["samples"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     rel = Path("..") / samples_dir.name
     for name, spec, m in rows:
         cells = [name, spec.model + ("" if not getattr(spec, "c_dim", 0) else " (cond.)"), spec.dataset,
-                 str(spec.train.steps)]
+                 str(spec.train.steps), str(m.get("n_seeds", 1))]
         cells += [_cell(m, key, floor) for key, floor, _, _ in used]
         cells.append(f"[png]({(rel / f'{name}.png').as_posix()})")
         lines.append("| " + " | ".join(cells) + " |")

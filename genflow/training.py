@@ -127,17 +127,18 @@ def train_model(name: str, params: Params, data_root: str | Path, out: str | Pat
 
     The resume state of each run stays in ``ray.storage_path`` until every seed is
     done, so a stage killed anywhere resumes where it stopped when rerun."""
-    if params.ray.num_workers == 0:
-        def runner(config, out, ray_spec):
-            train_in_process(config, out, ray_spec.storage_path)
-    else:
-        from genflow.integrations.ray_train import train_with_ray as runner
     spec = params.models[name]
     configs = [worker_config(name, params, data_root, seed) for seed in spec.seeds]
     with atomic_dir(out) as tmp:
-        for index, config in enumerate(configs, 1):
-            print(f"[{name}] seed {config['seed']} ({index}/{len(configs)})", flush=True)
-            runner(config, seed_dir(tmp, config["seed"]), params.ray)
+        jobs = [(config, seed_dir(tmp, config["seed"])) for config in configs]
+        print(f"[{name}] training seeds {spec.seeds}", flush=True)
+        if params.ray.num_workers == 0:
+            for config, directory in jobs:
+                train_in_process(config, directory, params.ray.storage_path)
+        else:
+            from genflow.integrations.ray_train import train_seeds_with_ray
+
+            train_seeds_with_ray(jobs, params.ray)
     if "://" not in params.ray.storage_path:  # the artifacts are in DVC now; drop the resume state
         for config in configs:
             shutil.rmtree(Path(params.ray.storage_path) / run_name(config), ignore_errors=True)

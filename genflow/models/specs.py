@@ -93,3 +93,32 @@ class VaeGanSpec(_Network):
 SPEC_BY_MODEL: dict[str, type[_Network]] = {"gan": GanSpec, "vae": VaeSpec, "vaegan": VaeGanSpec}
 
 ModelSpec = Annotated[Union[GanSpec, VaeSpec, VaeGanSpec], Field(discriminator="model")]
+
+
+def _constraints(info) -> str:
+    parts = []
+    for item in info.metadata:
+        for attr, sign in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            if getattr(item, attr, None) is not None:
+                parts.append(f"{sign} {getattr(item, attr)}")
+    return ", ".join(parts)
+
+
+def describe(spec_cls: type[BaseModel], prefix: str = "") -> str:
+    """Human-readable list of a spec's keys: default, allowed values, meaning."""
+    lines = [] if prefix else [f"{spec_cls.model_fields['model'].annotation.__args__[0]}:"]
+    for name, info in spec_cls.model_fields.items():
+        if name == "model":
+            continue
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            lines.append(describe(annotation, prefix=f"{prefix}{name}."))
+            continue
+        default = "required" if info.is_required() else repr(info.default)
+        allowed = getattr(annotation, "__args__", None) if "Literal" in str(annotation) else None
+        rule = f"one of {', '.join(map(str, allowed))}" if allowed else _constraints(info)
+        text = f"  {prefix}{name} = {default}"
+        text += f"  [{rule}]" if rule else ""
+        text += f"  {info.description}" if info.description else ""
+        lines.append(text)
+    return "\n".join(lines)
