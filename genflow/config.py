@@ -18,10 +18,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from genflow.errors import ConfigError
-from genflow.models.specs import ModelSpec
+from genflow.models.specs import SPEC_BY_MODEL, ModelSpec
 
 MIXTURES = ("ring8", "grid25")
 NUM_CLASSES = {"digits": 10, "ring8": 0, "grid25": 0}
+# discriminator values of the data / model unions (they appear in pydantic's error locations)
+_UNION_TAGS = {*SPEC_BY_MODEL, "digits", *MIXTURES}
 # no '.': dvc.yaml addresses params as models.<name>, and a dot would read as nesting
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
 
@@ -143,7 +145,6 @@ def _format_error(err: dict[str, Any], model_fields: dict[str, list[str]]) -> st
     return f"{path}: {err['msg']} (got {err.get('input')!r})"
 
 
-_UNION_TAGS: set[str] = set()
 
 
 def _entries(params: dict[str, Any], section: str) -> list[tuple[str, Any]]:
@@ -158,8 +159,6 @@ def _tag(entry: Any, key: str) -> str | None:
 
 def _allowed_keys(params: dict[str, Any]) -> dict[str, list[str]]:
     """Map each section's dotted path to the keys its schema accepts."""
-    from genflow.models.specs import SPEC_BY_MODEL
-
     allowed = {"": list(Params.model_fields)}
     for section in ("featurenet", "ray", "evaluate"):
         allowed[section] = list(Params.model_fields[section].annotation.model_fields)
@@ -177,9 +176,6 @@ def _allowed_keys(params: dict[str, Any]) -> dict[str, list[str]]:
 
 def validate(raw: Any, source: str = "params.yaml") -> Params:
     """Validate a parsed params mapping; raise ConfigError listing every problem."""
-    from genflow.models.specs import SPEC_BY_MODEL
-
-    _UNION_TAGS.update(SPEC_BY_MODEL, ["digits", *MIXTURES])
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
     try:

@@ -54,7 +54,9 @@ class MinibatchStd(nn.Module):
         while n % g:
             g -= 1
         y = h.reshape(g, -1, *h.shape[1:])
-        std = (y.var(dim=0, unbiased=False) + 1e-8).sqrt()
+        # written out: torch.var over the leading dim takes a slow CPU path (~30x slower here)
+        var = (y - y.mean(dim=0)).square().mean(dim=0)
+        std = (var + 1e-8).sqrt()
         std = std.flatten(1).mean(dim=1)  # one value per group member position
         std = std.repeat(g).reshape(n, 1, *([1] * (h.dim() - 2)))
         return torch.cat([h, std.expand(n, 1, *h.shape[2:])], dim=1)
