@@ -166,3 +166,15 @@ def test_bytecode_does_not_invalidate_pipeline(pipeline):
     finally:
         for cache in list((pipeline.repo / "genflow").rglob("__pycache__")):
             shutil.rmtree(cache)
+
+
+def test_dvc_exp_run_sets_a_train_param(pipeline):
+    for cmd in (["git", "add", "-A"], ["git", "commit", "-qm", "pipeline under test"]):
+        assert pipeline.run(*cmd).returncode == 0
+    exp = pipeline.dvc("exp", "run", "-S", "models.gan_ring8.train.steps=14")
+    assert exp.returncode == 0, exp.output[-5000:]
+    assert "Running stage 'train@gan_ring8'" in exp.output and "Running stage 'train@vae_digits'" not in exp.output
+    repo = pipeline.repo
+    assert json.loads((repo / "models" / "gan_ring8" / "seed_0" / "meta.json").read_text())["step"] == 14
+    shown = pipeline.dvc("exp", "show", "--csv")
+    assert shown.returncode == 0 and "14" in shown.output, shown.output
