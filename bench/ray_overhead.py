@@ -66,7 +66,8 @@ def main() -> None:
                                "'/tmp/genflow-bench-model','--set','models.gan_ring8.train.steps=1'],check=True,"
                                "capture_output=True)\n"
                                "    ts.append(round(time.perf_counter()-t,2))\n"
-                               "print(ts)"], cwd=ROOT, check=True, capture_output=True, text=True)
+                               "print(ts)"], cwd=ROOT, check=True, capture_output=True, text=True,
+                              env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
     results["train_stage_1_step_s"]["attached_to_local_head"] = json.loads(attached.stdout.strip().splitlines()[-1])
     results["date"] = time.strftime("%Y-%m-%d")
     results["machine"] = f"{os.cpu_count()} cores"

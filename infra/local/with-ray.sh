@@ -12,6 +12,7 @@ if [ "$#" -eq 0 ] || [ "$1" = "--help" ] || [ "$1" = "-h" ]; then
   sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0
 fi
 if [ -n "${RAY_ADDRESS:-}" ]; then exec "$@"; fi  # a cluster is already given: use it
+command -v ray >/dev/null || { echo "with-ray.sh: no 'ray' on PATH (activate .venv or run via make)" >&2; exit 2; }
 
 port=${GENFLOW_RAY_PORT:-$((20000 + RANDOM % 20000))}
 cpus=${GENFLOW_RAY_CPUS:-$(nproc)}
