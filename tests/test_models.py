@@ -34,6 +34,7 @@ VARIANTS: dict[str, list[tuple[str, dict]]] = {
         ("conv-digits-cond-sn-r1-pac2-mbstd-hinge",
          {**DIGITS, "c_dim": 10, "spectral_norm": True, "r1_gamma": 0.5, "pac": 2, "mbstd": True, "loss": "hinge"}),
         ("conv-digits-wgan-gp-mbstd", {**DIGITS, "loss": "wgan-gp", "mbstd": True}),
+        ("conv-digits-resblocks-sn", {**DIGITS, "resblocks": True, "spectral_norm": True}),
     ],
     "vae": [
         ("conv-digits", {**DIGITS}),
@@ -41,11 +42,13 @@ VARIANTS: dict[str, list[tuple[str, dict]]] = {
         ("conv-digits-gaussian-warmup", {**DIGITS, "likelihood": "gaussian", "kl_warmup_steps": 5, "beta": 0.5}),
         ("mlp-digits", {**DIGITS_MLP}),
         ("mlp-ring8-gaussian", {**RING, "likelihood": "gaussian"}),
+        ("conv-digits-resblocks", {**DIGITS, "resblocks": True}),
     ],
     "vaegan": [
         ("conv-digits", {**DIGITS}),
         ("conv-digits-cond-sn", {**DIGITS, "c_dim": 10, "spectral_norm": True}),
         ("mlp-ring8", {**RING, "gamma": 0.5, "beta": 0.5}),
+        ("conv-digits-resblocks", {**DIGITS, "resblocks": True}),
     ],
 }
 CASES = [pytest.param(family, overrides, id=f"{family}-{vid}")
@@ -163,3 +166,20 @@ def test_same_seed_same_weights(family, overrides, splits):
     for key in a:
         assert torch.equal(a[key], b[key]), key
     assert any(not torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())
+
+
+@pytest.mark.parametrize("family", registry.names())
+@pytest.mark.parametrize("shape", [(3, 32, 32), (1, 64, 64), (4, 16, 16)])
+@pytest.mark.parametrize("resblocks", [False, True])
+def test_conv_models_fit_larger_images(family, shape, resblocks):
+    """Conv G/D/E for power-of-two sizes up to 64 px and any channel count (no dataset needed)."""
+    spec = make_spec(family, {**DIGITS, "width": 4, "z_dim": 3, "resblocks": resblocks})
+    torch.manual_seed(0)
+    model = registry.build(spec, shape, 10)
+    x = torch.rand(4, *shape) * 2 - 1
+    assert model.sample(4).shape == (4, *shape)
+    if hasattr(model, "D"):
+        assert model.D(x).shape == (4,)
+    if hasattr(model, "E"):
+        mu, logvar = model.E(x)
+        assert mu.shape == logvar.shape == (4, 3)

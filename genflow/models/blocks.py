@@ -85,11 +85,31 @@ class MLPGenerator(nn.Module):
         return x.reshape(-1, *self.out_shape)
 
 
+class ResBlock(nn.Module):
+    """x + f(x) with two 3x3 convs at constant width (for the deeper 32/64 px models).
+
+    ``norm`` (BatchNorm) in generators; discriminators use none, optionally spectral norm."""
+
+    def __init__(self, channels: int, *, norm: bool, act: nn.Module, sn: bool = False):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for _ in range(2):
+            layers.append(maybe_sn(nn.Conv2d(channels, channels, 3, 1, 1, bias=not norm), sn))
+            if norm:
+                layers.append(nn.BatchNorm2d(channels))
+            layers.append(act)
+        self.body = nn.Sequential(*layers[:-1])  # no activation after the sum's last conv
+        self.act = act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(x + self.body(x))
+
+
 class ConvGenerator(nn.Module):
-    """DCGAN generator: z (+ c) -> 4x4 -> [ConvTranspose, BN, ReLU] x levels -> image."""
+    """DCGAN generator: z (+ c) -> 4x4 -> [ConvTranspose, BN, ReLU (+ ResBlock)] x levels -> image."""
 
     def __init__(self, *, z_dim: int, c_dim: int, out_shape: tuple[int, int, int], width: int,
-                 out_act: str | None = "tanh"):
+                 out_act: str | None = "tanh", resblocks: bool = False):
         super().__init__()
         channels, resolution, _ = out_shape
         levels = conv_levels(resolution)
@@ -101,6 +121,8 @@ class ConvGenerator(nn.Module):
         for i in range(levels):
             out_ch = max(width, ch // 2) if i < levels - 1 else width
             layers += [nn.ConvTranspose2d(ch, out_ch, 4, 2, 1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU()]
+            if resblocks:
+                layers.append(ResBlock(out_ch, norm=True, act=nn.ReLU()))
             ch = out_ch
         layers.append(nn.Conv2d(ch, channels, 3, 1, 1))
         if out_act == "tanh":
@@ -113,14 +135,17 @@ class ConvGenerator(nn.Module):
 
 
 class ConvTrunk(nn.Module):
-    """Image -> features: [Conv 4x4 stride 2, LeakyReLU] x levels down to 4x4, flattened."""
+    """Image -> features: [(ResBlock,) Conv 4x4 stride 2, LeakyReLU] x levels down to 4x4, flattened."""
 
-    def __init__(self, *, in_channels: int, resolution: int, width: int, sn: bool = False, mbstd: bool = False):
+    def __init__(self, *, in_channels: int, resolution: int, width: int, sn: bool = False, mbstd: bool = False,
+                 resblocks: bool = False):
         super().__init__()
         levels = conv_levels(resolution)
         layers: list[nn.Module] = [maybe_sn(nn.Conv2d(in_channels, width, 3, 1, 1), sn), nn.LeakyReLU(0.2)]
         ch = width
         for _ in range(levels):
+            if resblocks:
+                layers.append(ResBlock(ch, norm=False, act=nn.LeakyReLU(0.2), sn=sn))
             layers += [maybe_sn(nn.Conv2d(ch, ch * 2, 4, 2, 1), sn), nn.LeakyReLU(0.2)]
             ch *= 2
         if mbstd:

@@ -18,12 +18,13 @@ class Discriminator(nn.Module):
     with c_dim > 0 a projection term <embed(c), features> is added (Miyato & Koyama 2018)."""
 
     def __init__(self, *, arch: str, data_shape: tuple[int, ...], c_dim: int, width: int, depth: int,
-                 pac: int, sn: bool, mbstd: bool):
+                 pac: int, sn: bool, mbstd: bool, resblocks: bool = False):
         super().__init__()
         self.pac, self.data_shape = pac, data_shape
         if arch == "conv":
             channels, resolution, _ = data_shape
-            self.trunk = ConvTrunk(in_channels=channels * pac, resolution=resolution, width=width, sn=sn, mbstd=mbstd)
+            self.trunk = ConvTrunk(in_channels=channels * pac, resolution=resolution, width=width, sn=sn,
+                                   mbstd=mbstd, resblocks=resblocks)
         else:
             self.trunk = MLPTrunk(in_dim=math.prod(data_shape) * pac, width=width, depth=depth, sn=sn, mbstd=mbstd)
         self.head = maybe_sn(nn.Linear(self.trunk.out_dim, 1), sn)
@@ -88,12 +89,13 @@ class GAN(GenerativeModel):
         super().__init__(spec, data_shape, num_classes)
         s = spec
         if s.arch == "conv":
-            self.G = ConvGenerator(z_dim=s.z_dim, c_dim=s.c_dim, out_shape=data_shape, width=s.width)
+            self.G = ConvGenerator(z_dim=s.z_dim, c_dim=s.c_dim, out_shape=data_shape, width=s.width,
+                                   resblocks=s.resblocks)
         else:
             self.G = MLPGenerator(z_dim=s.z_dim, c_dim=s.c_dim, out_shape=data_shape, width=s.width,
                                   depth=s.depth, out_act="tanh" if self.is_image else None)
         self.D = Discriminator(arch=s.arch, data_shape=data_shape, c_dim=s.c_dim, width=s.width, depth=s.depth,
-                               pac=s.pac, sn=s.spectral_norm, mbstd=s.mbstd)
+                               pac=s.pac, sn=s.spectral_norm, mbstd=s.mbstd, resblocks=s.resblocks)
 
     def phases(self) -> list[Phase]:
         t = self.spec.train

@@ -49,6 +49,7 @@ class _Network(_Strict):
     c_dim: int = Field(0, ge=0, le=100_000, description="number of classes; 0 = unconditional")
     width: int = Field(64, ge=4, le=4096)
     depth: int = Field(3, ge=1, le=32, description="hidden layers of an MLP")
+    resblocks: bool = Field(False, description="conv arch: a residual block at every resolution (32/64 px)")
     seeds: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] = Field(
         [0], min_length=1, max_length=1000, description="one training run per seed (init, data order, noise)")
 

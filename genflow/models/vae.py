@@ -18,10 +18,12 @@ LOG_2PI = math.log(2 * math.pi)
 class Encoder(nn.Module):
     """x (+ one-hot c) -> (mu, logvar) of q(z | x, c)."""
 
-    def __init__(self, *, arch: str, data_shape: tuple[int, ...], c_dim: int, z_dim: int, width: int, depth: int):
+    def __init__(self, *, arch: str, data_shape: tuple[int, ...], c_dim: int, z_dim: int, width: int, depth: int,
+                 resblocks: bool = False):
         super().__init__()
         if arch == "conv":
-            self.trunk = ConvTrunk(in_channels=data_shape[0], resolution=data_shape[1], width=width)
+            self.trunk = ConvTrunk(in_channels=data_shape[0], resolution=data_shape[1], width=width,
+                                   resblocks=resblocks)
         else:
             self.trunk = MLPTrunk(in_dim=math.prod(data_shape), width=width, depth=depth)
         self.embed = LabelEmbedding(c_dim)
@@ -37,10 +39,11 @@ class Decoder(nn.Module):
     one learned scale (the σ-VAE of Rybkin et al. 2021, so β keeps its meaning)."""
 
     def __init__(self, *, arch: str, data_shape: tuple[int, ...], c_dim: int, z_dim: int, width: int, depth: int,
-                 gaussian: bool):
+                 gaussian: bool, resblocks: bool = False):
         super().__init__()
         if arch == "conv":
-            self.body = ConvGenerator(z_dim=z_dim, c_dim=c_dim, out_shape=data_shape, width=width, out_act=None)
+            self.body = ConvGenerator(z_dim=z_dim, c_dim=c_dim, out_shape=data_shape, width=width, out_act=None,
+                                      resblocks=resblocks)
         else:
             self.body = MLPGenerator(z_dim=z_dim, c_dim=c_dim, out_shape=data_shape, width=width, depth=depth)
         # only a Gaussian decoder has a scale: an unused parameter would stall DDP's reducer
@@ -71,7 +74,7 @@ class VAE(GenerativeModel):
     def __init__(self, spec, data_shape, num_classes):
         super().__init__(spec, data_shape, num_classes)
         kw = dict(arch=spec.arch, data_shape=tuple(data_shape), c_dim=spec.c_dim, z_dim=spec.z_dim,
-                  width=spec.width, depth=spec.depth)
+                  width=spec.width, depth=spec.depth, resblocks=spec.resblocks)
         self.E, self.G = Encoder(**kw), Decoder(**kw, gaussian=spec.likelihood == "gaussian")
 
     def phases(self) -> list[Phase]:

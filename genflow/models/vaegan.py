@@ -27,14 +27,15 @@ class VAEGAN(GenerativeModel):
         super().__init__(spec, data_shape, num_classes)
         s = spec
         self.E = Encoder(arch=s.arch, data_shape=tuple(data_shape), c_dim=s.c_dim, z_dim=s.z_dim,
-                         width=s.width, depth=s.depth)
+                         width=s.width, depth=s.depth, resblocks=s.resblocks)
         if s.arch == "conv":
-            self.G = ConvGenerator(z_dim=s.z_dim, c_dim=s.c_dim, out_shape=data_shape, width=s.width)
+            self.G = ConvGenerator(z_dim=s.z_dim, c_dim=s.c_dim, out_shape=data_shape, width=s.width,
+                                   resblocks=s.resblocks)
         else:
             self.G = MLPGenerator(z_dim=s.z_dim, c_dim=s.c_dim, out_shape=data_shape, width=s.width,
                                   depth=s.depth, out_act="tanh" if self.is_image else None)
         self.D = Discriminator(arch=s.arch, data_shape=data_shape, c_dim=s.c_dim, width=s.width, depth=s.depth,
-                               pac=1, sn=s.spectral_norm, mbstd=False)
+                               pac=1, sn=s.spectral_norm, mbstd=False, resblocks=s.resblocks)
 
     def phases(self) -> list[Phase]:
         t = self.spec.train
