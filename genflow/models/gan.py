@@ -49,6 +49,14 @@ class Discriminator(nn.Module):
         return score
 
 
+def generator(s, data_shape: tuple[int, ...]) -> nn.Module:
+    """The GAN generator of spec ``s``: samples in data space (images in [-1, 1] via tanh)."""
+    if s.arch == "conv":
+        return ConvGenerator(z_dim=s.z_dim, c_dim=s.c_dim, out_shape=data_shape, width=s.width, resblocks=s.resblocks)
+    return MLPGenerator(z_dim=s.z_dim, c_dim=s.c_dim, out_shape=data_shape, width=s.width, depth=s.depth,
+                        out_act="tanh" if len(data_shape) == 3 else None)
+
+
 def d_loss(kind: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     if kind in ("ns", "minimax"):
         return F.softplus(-real).mean() + F.softplus(fake).mean()
@@ -88,12 +96,7 @@ class GAN(GenerativeModel):
     def __init__(self, spec, data_shape, num_classes):
         super().__init__(spec, data_shape, num_classes)
         s = spec
-        if s.arch == "conv":
-            self.G = ConvGenerator(z_dim=s.z_dim, c_dim=s.c_dim, out_shape=data_shape, width=s.width,
-                                   resblocks=s.resblocks)
-        else:
-            self.G = MLPGenerator(z_dim=s.z_dim, c_dim=s.c_dim, out_shape=data_shape, width=s.width,
-                                  depth=s.depth, out_act="tanh" if self.is_image else None)
+        self.G = generator(s, data_shape)
         self.D = Discriminator(arch=s.arch, data_shape=data_shape, c_dim=s.c_dim, width=s.width, depth=s.depth,
                                pac=s.pac, sn=s.spectral_norm, mbstd=s.mbstd, resblocks=s.resblocks)
 

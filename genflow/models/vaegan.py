@@ -13,8 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genflow.models.base import Batch, GenerativeModel, Phase, StepContext
-from genflow.models.blocks import ConvGenerator, MLPGenerator
-from genflow.models.gan import Discriminator
+from genflow.models.gan import Discriminator, generator
 from genflow.models.registry import register
 from genflow.models.vae import VAE, Encoder
 
@@ -28,12 +27,7 @@ class VAEGAN(GenerativeModel):
         s = spec
         self.E = Encoder(arch=s.arch, data_shape=tuple(data_shape), c_dim=s.c_dim, z_dim=s.z_dim,
                          width=s.width, depth=s.depth, resblocks=s.resblocks)
-        if s.arch == "conv":
-            self.G = ConvGenerator(z_dim=s.z_dim, c_dim=s.c_dim, out_shape=data_shape, width=s.width,
-                                   resblocks=s.resblocks)
-        else:
-            self.G = MLPGenerator(z_dim=s.z_dim, c_dim=s.c_dim, out_shape=data_shape, width=s.width,
-                                  depth=s.depth, out_act="tanh" if self.is_image else None)
+        self.G = generator(s, data_shape)
         self.D = Discriminator(arch=s.arch, data_shape=data_shape, c_dim=s.c_dim, width=s.width, depth=s.depth,
                                pac=1, sn=s.spectral_norm, mbstd=False, resblocks=s.resblocks)
 
@@ -83,11 +77,7 @@ class VAEGAN(GenerativeModel):
         loss = self.spec.gamma * self._feature_error(x, recon).mean() + adversarial
         return loss, {"G_loss": loss.detach()}
 
-    @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
-        c = c if self.spec.c_dim else None
-        mu, _ = self.E(x, c)
-        return self.decoder()(mu, c)
+    reconstruct = VAE.reconstruct  # decode the posterior mean: the same for both families
 
     def decoder(self) -> nn.Module:
         return self.eval_net("G")
