@@ -28,7 +28,6 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 repro: $(STAMP)
-	$(BIN)/dvc config core.analytics false
 	infra/local/with-ray.sh $(BIN)/dvc repro
 
 test: $(STAMP)
