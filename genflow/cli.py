@@ -18,9 +18,9 @@ def _params(args) -> config.Params:
     return config.load(args.params, args.set)
 
 
-def _require(mapping: dict, key: str, what: str):
+def _require(mapping: dict, key: str, what: str, where: str = "params.yaml defines"):
     if key not in mapping:
-        raise GenflowError(f"unknown {what} {key!r}; params.yaml defines: {', '.join(sorted(mapping)) or 'none'}")
+        raise GenflowError(f"unknown {what} {key!r}; {where}: {', '.join(sorted(mapping)) or 'none'}")
     return mapping[key]
 
 
@@ -31,11 +31,19 @@ def cmd_models(args) -> None:
 
 
 def cmd_describe(args) -> None:
+    from genflow.data.specs import DATA_SPECS, SPEC_BY_SOURCE
     from genflow.models.specs import SPEC_BY_MODEL, describe
 
-    families = [args.family] if args.family else sorted(SPEC_BY_MODEL)
+    if args.name in SPEC_BY_SOURCE:
+        print(describe(SPEC_BY_SOURCE[args.name], tag="source"))
+        return
+    if args.name == "data":
+        print("\n\n".join(describe(cls, tag="source") for cls in DATA_SPECS))
+        return
+    families = [args.name] if args.name else sorted(SPEC_BY_MODEL)
     for family in families:
-        _require(SPEC_BY_MODEL, family, "model family")
+        _require({**SPEC_BY_MODEL, **SPEC_BY_SOURCE, "data": None}, family, "model family or data source",
+                 "known")
         print(describe(SPEC_BY_MODEL[family]))
 
 
@@ -113,8 +121,9 @@ def parser() -> argparse.ArgumentParser:
         return cmd
 
     add("models", cmd_models, "print the registered model names, one per line")
-    c = add("describe", cmd_describe, "list a model family's hyperparameters with their defaults and ranges")
-    c.add_argument("family", nargs="?", help="gan, vae, vaegan... (default: all)")
+    c = add("describe", cmd_describe, "list the keys of a model family or data source, with defaults and ranges")
+    c.add_argument("name", nargs="?", help="a model family (gan, vae, vaegan...; default: all families), "
+                   "a data source (idx, sprites...), or 'data' for every source")
     add("validate", cmd_validate, "check params.yaml and exit")
     c = add("prepare", cmd_prepare, "build data/prepared/<dataset> (Parquet shards + manifest)")
     c.add_argument("--dataset", required=True)

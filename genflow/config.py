@@ -12,47 +12,23 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from genflow.data.specs import MIXTURES, SPEC_BY_SOURCE, DataSpec, num_classes
 from genflow.errors import ConfigError
 from genflow.models.specs import SPEC_BY_MODEL, ModelSpec
 
-MIXTURES = ("ring8", "grid25")
-NUM_CLASSES = {"digits": 10, "ring8": 0, "grid25": 0}
 # discriminator values of the data / model unions (they appear in pydantic's error locations)
-_UNION_TAGS = {*SPEC_BY_MODEL, "digits", *MIXTURES}
+_UNION_TAGS = {*SPEC_BY_MODEL, *SPEC_BY_SOURCE}
 # no '.': dvc.yaml addresses params as models.<name>, and a dot would read as nesting
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class DigitsData(Strict):
-    """scikit-learn's bundled 8x8 handwritten digits (1797 images, 10 classes)."""
-
-    source: Literal["digits"]
-    seed: int = 0
-    val_fraction: float = Field(0.1, ge=0.0, lt=0.5)
-    test_fraction: float = Field(0.2, gt=0.0, lt=0.5)
-
-
-class MixtureData(Strict):
-    """PacGAN's 2-D Gaussian mixtures: ring of 8 (radius 2) or 5x5 grid at {-4..4}^2."""
-
-    source: Literal["ring8", "grid25"]
-    seed: int = 0
-    n_samples: int = Field(25_000, ge=100, le=10_000_000)
-    std: float = Field(0.05, gt=0.0, le=1.0)
-    val_fraction: float = Field(0.1, ge=0.0, lt=0.5)
-    test_fraction: float = Field(0.1, gt=0.0, lt=0.5)
-
-
-DataSpec = Annotated[Union[DigitsData, MixtureData], Field(discriminator="source")]
 
 
 class FeatureNetSpec(Strict):
@@ -110,8 +86,8 @@ class Params(Strict):
             if spec.train.batch_size % pac:
                 raise ValueError(f"models.{name}.train.batch_size: must be a multiple of pac ({pac}) "
                                  f"so that D sees whole packs; got {spec.train.batch_size}")
-            n_classes = NUM_CLASSES[data.source]
-            if spec.c_dim not in (0, n_classes):
+            n_classes = num_classes(data)  # None: only the prepared manifest knows (checked at train time)
+            if n_classes is not None and spec.c_dim not in (0, n_classes):
                 raise ValueError(f"models.{name}.c_dim: a conditional model needs c_dim equal to the "
                                  f"{n_classes} classes of dataset {spec.dataset!r} (or 0 = unconditional); "
                                  f"got {spec.c_dim}")
@@ -139,8 +115,11 @@ def _format_error(err: dict[str, Any], model_fields: dict[str, list[str]]) -> st
         return f"{path}: required key is missing"
     if kind == "union_tag_invalid":
         return f"{path}: {err['msg']}"
-    if kind == "value_error":  # our own cross-field checks already name their keys
+    if kind == "value_error":  # our own cross-field checks name their key: "key: message"
         msg = err["msg"].removeprefix("Value error, ")
+        key = re.match(r"(\w+): ", msg)
+        if path and key:
+            return f"{path}.{key[1]}: {msg[key.end():]}"
         return f"{path}: {msg}" if path else msg
     return f"{path}: {err['msg']} (got {err.get('input')!r})"
 
@@ -163,7 +142,7 @@ def _allowed_keys(params: dict[str, Any]) -> dict[str, list[str]]:
     for section in ("featurenet", "ray", "evaluate"):
         allowed[section] = list(Params.model_fields[section].annotation.model_fields)
     for name, entry in _entries(params, "data"):
-        cls = {"digits": DigitsData, "ring8": MixtureData, "grid25": MixtureData}.get(_tag(entry, "source"))
+        cls = SPEC_BY_SOURCE.get(_tag(entry, "source"))
         if cls:
             allowed[f"data.{name}"] = list(cls.model_fields)
     for name, entry in _entries(params, "models"):

@@ -17,7 +17,7 @@ from genflow.config import Params, fingerprint
 from genflow.data.loader import load_split
 from genflow.data.shards import manifest_hash, read_manifest
 from genflow.engine import Engine, PrintReporter, distributed
-from genflow.errors import DataError
+from genflow.errors import ConfigError, DataError
 from genflow.io import atomic_dir, code_revision, write_json
 from genflow.models import registry
 from genflow.models.specs import SPEC_BY_MODEL
@@ -41,12 +41,23 @@ def worker_config(name: str, params: Params, data_root: str | Path, seed: int | 
     seed = spec.seeds[0] if seed is None else seed
     data_dir = Path(data_root) / spec.dataset
     manifest = read_manifest(data_dir)
+    check_fits_data(name, spec, manifest)
     shape = manifest["shape"]
     data_shape = [shape[2], shape[0], shape[1]] if manifest["kind"] == "image" else shape
-    return {"data_shape": data_shape, "num_classes": manifest["num_classes"], "name": name, "spec": spec.model_dump(mode="json"), "data_dir": str(data_dir.resolve()),
+    return {"data_shape": data_shape, "num_classes": manifest["num_classes"], "name": name,
+            "spec": spec.model_dump(mode="json"), "data_dir": str(data_dir.resolve()),
             "threads": params.ray.threads_per_worker, "code_revision": code_revision(),
             "data_manifest_sha256": manifest_hash(data_dir), "seed": seed,
             "fingerprint": fingerprint({"spec": spec.model_dump(mode="json"), "seed": seed})}
+
+
+def check_fits_data(name: str, spec, manifest: dict[str, Any]) -> None:
+    """What params alone cannot tell for file sources: points vs images, number of classes."""
+    if manifest["kind"] == "points" and spec.arch != "mlp":
+        raise ConfigError(f"models.{name}.arch: dataset {spec.dataset!r} holds points; only 'mlp' fits it")
+    if spec.c_dim not in (0, manifest["num_classes"]):
+        raise ConfigError(f"models.{name}.c_dim: dataset {spec.dataset!r} has {manifest['num_classes']} classes; "
+                          f"set c_dim to {manifest['num_classes']} (conditional) or 0; got {spec.c_dim}")
 
 
 def run_name(config: dict[str, Any]) -> str:

@@ -178,3 +178,46 @@ def test_dvc_exp_run_sets_a_train_param(pipeline):
     assert json.loads((repo / "models" / "gan_ring8" / "seed_0" / "meta.json").read_text())["step"] == 14
     shown = pipeline.dvc("exp", "show", "--csv")
     assert shown.returncode == 0 and "14" in shown.output, shown.output
+
+
+def _write_idx(path: Path, array) -> None:
+    """An IDX file (MNIST format) of uint8 values."""
+    import numpy as np
+
+    header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
+    path.write_bytes(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+
+
+def test_dvc_tracked_raw_folder_feeds_prepare(pipeline):
+    """The data/raw/README.md recipe: `dvc add` raw IDX files, name them in params, repro prepare."""
+    import numpy as np
+
+    repo, raw = pipeline.repo, pipeline.repo / "data" / "raw" / "tinymnist"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    _write_idx(raw / "images-idx3-ubyte", rng.integers(0, 256, size=(50, 6, 6)))
+    _write_idx(raw / "labels-idx1-ubyte", rng.integers(0, 10, size=50))
+    added = pipeline.dvc("add", "data/raw/tinymnist")
+    assert added.returncode == 0, added.output
+    assert (repo / "data" / "raw" / "tinymnist.dvc").exists()
+    assert "/tinymnist" in (repo / "data" / "raw" / ".gitignore").read_text()
+    params = json.loads(json.dumps(pipeline.params))
+    params["data"]["tinymnist"] = {"source": "idx", "images": "data/raw/tinymnist/images-idx3-ubyte",
+                                   "labels": "data/raw/tinymnist/labels-idx1-ubyte", "test_fraction": 0.2}
+    pipeline.write_params(params)
+
+    first = pipeline.dvc("repro", "prepare@tinymnist")
+    assert first.returncode == 0, first.output[-3000:]
+    manifest = json.loads((repo / "data" / "prepared" / "tinymnist" / "manifest.json").read_text())
+    assert manifest["shape"] == [6, 6, 1] and sum(s["rows"] for s in manifest["splits"].values()) == 50
+    assert "Running stage" not in pipeline.dvc("repro", "prepare@tinymnist").output
+
+    # new raw bytes: DVC sees the tracked folder change, and prepare reruns on the new files
+    _write_idx(raw / "images-idx3-ubyte", rng.integers(0, 256, size=(80, 6, 6)))
+    _write_idx(raw / "labels-idx1-ubyte", rng.integers(0, 10, size=80))
+    assert "modified" in pipeline.dvc("status", "data/raw/tinymnist.dvc").output
+    assert pipeline.dvc("add", "data/raw/tinymnist").returncode == 0
+    again = pipeline.dvc("repro", "prepare@tinymnist")
+    assert "Running stage 'prepare@tinymnist'" in again.output, again.output[-3000:]
+    manifest = json.loads((repo / "data" / "prepared" / "tinymnist" / "manifest.json").read_text())
+    assert sum(s["rows"] for s in manifest["splits"].values()) == 80

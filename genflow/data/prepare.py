@@ -9,7 +9,7 @@ from genflow.data.sources import load_source
 
 
 def prepare(spec, out: str | Path, log=print) -> dict[str, Any]:
-    raw = load_source(spec)
+    raw = load_source(spec, log=log)
     log(f"[prepare] {spec.source}: {len(raw.x)} examples of shape {tuple(raw.x.shape[1:])}")
     manifest = write_prepared(raw, out, source=spec.model_dump(mode="json"), val_fraction=spec.val_fraction,
                               test_fraction=spec.test_fraction, seed=spec.seed)

@@ -7,9 +7,10 @@ Layout of ``data/prepared/<name>/``::
     test-00000.parquet ...
     manifest.json             schema, counts, sha256 of every shard, source
 
-Images are stored as ``fixed_size_binary(H*W*C)`` (uint8, HWC order) so a
-whole column maps to one numpy array without per-row copies; 2-D points as
-``fixed_size_list<float32>[D]``.
+Images are stored as ``fixed_size_binary(H*W*C)`` (uint8, HWC order, the
+shape in the ``genflow.shape`` schema metadata) so a whole column maps to one
+numpy array without per-row copies; 2-D points as ``fixed_size_list<float32>[D]``.
+Ground-truth factors (sprites, stacked digits) are extra numeric columns.
 """
 from __future__ import annotations
 
@@ -21,22 +22,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from genflow.data.sources import RawData
+from genflow.data.raw import SPLITS, RawData, split_indices  # noqa: F401  (split_indices: re-exported)
 from genflow.errors import DataError
 from genflow.io import atomic_dir, sha256_file, write_json
 
-SPLITS = ("train", "val", "test")
 SHARD_BYTES = 64 << 20
 FORMAT_VERSION = 1
-
-
-def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
-    """A seeded permutation cut into train / val / test (sorted within each split)."""
-    order = np.random.default_rng(seed).permutation(n)
-    n_test = int(round(n * test_fraction))
-    n_val = int(round(n * val_fraction))
-    parts = {"test": order[:n_test], "val": order[n_test:n_test + n_val], "train": order[n_test + n_val:]}
-    return {name: np.sort(idx) for name, idx in parts.items()}
+SHAPE_KEY = "genflow.shape"
 
 
 def to_table(raw: RawData, rows: np.ndarray) -> pa.Table:
@@ -50,10 +42,14 @@ def to_table(raw: RawData, rows: np.ndarray) -> pa.Table:
         flat = pa.array(x.reshape(-1), type=pa.float32())
         columns["x"] = pa.FixedSizeListArray.from_arrays(flat, x.shape[1])
     if raw.labels is not None:
-        columns["label"] = pa.array(raw.labels[rows], type=pa.int16())
+        wide = raw.num_classes > np.iinfo(np.int16).max
+        columns["label"] = pa.array(raw.labels[rows], type=pa.int32() if wide else pa.int16())
     if raw.components is not None:
         columns["component"] = pa.array(raw.components[rows], type=pa.int16())
-    return pa.table(columns)
+    for name, values in raw.factors.items():
+        columns[name] = pa.array(values[rows])
+    metadata = {SHAPE_KEY: json.dumps(list(raw.x.shape[1:]))} if raw.kind == "image" else None
+    return pa.table(columns, metadata=metadata)
 
 
 def _write_split(table: pa.Table, out: Path, split: str) -> list[dict[str, Any]]:
@@ -71,13 +67,15 @@ def _write_split(table: pa.Table, out: Path, split: str) -> list[dict[str, Any]]
 def write_prepared(raw: RawData, out: str | Path, *, source: dict[str, Any], val_fraction: float,
                    test_fraction: float, seed: int) -> dict[str, Any]:
     """Split ``raw``, write the shards and manifest into ``out`` atomically; return the manifest."""
-    splits = split_indices(len(raw.x), val_fraction, test_fraction, seed)
+    splits = raw.splits or split_indices(len(raw.x), val_fraction, test_fraction, seed)
     with atomic_dir(out) as tmp:
         manifest: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
             "kind": raw.kind,
             "shape": list(raw.x.shape[1:]),
             "num_classes": raw.num_classes,
+            "class_names": raw.class_names,
+            "factors": sorted(raw.factors),
             "source": source,
             "splits": {},
         }

@@ -1,30 +1,18 @@
-"""Embedded datasets that need no network, generated deterministically.
+"""Every data source, by its ``source`` name, and the two simplest embedded ones.
 
-Each source returns a :class:`RawData`: uint8 images (N, H, W, C) with integer
-labels, or float32 points (N, 2) with the index of the mixture component that
-drew them. Splitting and writing happen elsewhere.
+``digits`` (scikit-learn's bundled 8x8 digits) and the 2-D Gaussian mixtures
+live here; each other source has its own module. :func:`load_source` turns a
+``data.<name>`` params entry into :class:`~genflow.data.raw.RawData`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from genflow.data.raw import RawData
 from genflow.errors import ConfigError
 
 RING8_RADIUS = 2.0
 GRID25_VALUES = (-4.0, -2.0, 0.0, 2.0, 4.0)
-
-
-@dataclass(frozen=True)
-class RawData:
-    kind: str  # "image" or "points"
-    x: np.ndarray  # uint8 (N, H, W, C) images or float32 (N, D) points
-    labels: np.ndarray | None  # int64 class per row (images)
-    components: np.ndarray | None = None  # int64 mixture component per row (points)
-    num_classes: int = 0
-    centers: np.ndarray | None = None  # (K, D) mixture means
-    std: float | None = None
 
 
 def digits() -> RawData:
@@ -55,8 +43,35 @@ def mixture(source: str, n_samples: int, std: float, seed: int) -> RawData:
                    centers=centers.astype(np.float32), std=std)
 
 
-def load_source(spec) -> RawData:
+def load_source(spec, log=print) -> RawData:
     """Build the raw data a ``data.<name>`` params entry describes."""
-    if spec.source == "digits":
+    source = spec.source
+    if source == "digits":
         return digits()
-    return mixture(spec.source, spec.n_samples, spec.std, spec.seed)
+    if source in ("ring8", "grid25"):
+        return mixture(source, spec.n_samples, spec.std, spec.seed)
+    if source == "stacked_digits":
+        from genflow.data.stacked_digits import stacked_digits
+
+        return stacked_digits(spec.n_samples, spec.resolution, spec.val_fraction, spec.test_fraction, spec.seed)
+    if source == "sprites":
+        from genflow.data.sprites import sprites
+
+        return sprites(spec.n_samples, spec.resolution, spec.color, spec.val_fraction, spec.test_fraction, spec.seed)
+    if source == "idx":
+        from genflow.data.idx import idx_source
+
+        return idx_source(spec)
+    if source in ("cifar10", "cifar100"):
+        from genflow.data.cifar import cifar_source
+
+        return cifar_source(spec)
+    if source == "imagefolder":
+        from genflow.data.imagefolder import imagefolder_source
+
+        return imagefolder_source(spec, log=log)
+    if source == "parquet":
+        from genflow.data.parquet_source import parquet_source
+
+        return parquet_source(spec)
+    raise ConfigError(f"unknown data source {source!r}")

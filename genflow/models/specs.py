@@ -105,15 +105,18 @@ def _constraints(info) -> str:
     return ", ".join(parts)
 
 
-def describe(spec_cls: type[BaseModel], prefix: str = "") -> str:
-    """Human-readable list of a spec's keys: default, allowed values, meaning."""
-    lines = [] if prefix else [f"{spec_cls.model_fields['model'].annotation.__args__[0]}:"]
+def describe(spec_cls: type[BaseModel], prefix: str = "", tag: str = "model") -> str:
+    """Human-readable list of a spec's keys: default, allowed values, meaning. ``tag`` is the
+    discriminator key (``model`` for model families, ``source`` for data sources)."""
+    title = " | ".join(map(str, spec_cls.model_fields[tag].annotation.__args__)) if not prefix else ""
+    summary = " ".join((spec_cls.__doc__ or "").split())
+    lines = [f"{title}:  {summary}".rstrip()] if title else []
     for name, info in spec_cls.model_fields.items():
-        if name == "model":
+        if name == tag:
             continue
         annotation = info.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            lines.append(describe(annotation, prefix=f"{prefix}{name}."))
+            lines.append(describe(annotation, prefix=f"{prefix}{name}.", tag=tag))
             continue
         default = "required" if info.is_required() else repr(info.default)
         allowed = getattr(annotation, "__args__", None) if "Literal" in str(annotation) else None

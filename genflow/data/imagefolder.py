@@ -1,0 +1,99 @@
+"""A folder of PNG / JPEG files; class sub-folders become labels (or no labels).
+
+Every file is decoded and checked: an unreadable or non-image file stops the
+prepare step with its path, as do an empty folder and images of different
+sizes when no ``size`` is set. Hidden files (``.DS_Store``...) are skipped.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from genflow.data.images import check_dimensions, fit_square, to_array
+from genflow.data.raw import RawData, split_indices
+from genflow.errors import DataError
+
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+
+
+def _visible_files(folder: Path) -> list[Path]:
+    files = sorted(p for p in folder.rglob("*") if p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    for path in files:
+        if path.suffix.lower() not in EXTENSIONS:
+            raise DataError(f"{path}: not an image file (allowed extensions: {', '.join(EXTENSIONS)}); "
+                            "move it out of the dataset folder")
+    return files
+
+
+def list_images(root: Path, labels: str) -> tuple[list[Path], np.ndarray | None, list[str] | None]:
+    """Image paths in a stable order, with class indices when sub-folders are classes."""
+    if not root.is_dir():
+        raise DataError(f"{root}: image folder not found")
+    if labels == "none":
+        files = _visible_files(root)
+        if not files:
+            raise DataError(f"{root}: no images found (extensions: {', '.join(EXTENSIONS)})")
+        return files, None, None
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    loose = [p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")]
+    if loose or not classes:
+        what = f"{loose[0]} lies outside any class sub-folder" if loose else f"{root} has no class sub-folders"
+        raise DataError(f"{what}; with labels: folders every image sits in <root>/<class>/ "
+                        "(set labels: none for an unlabeled folder)")
+    files, targets = [], []
+    for index, name in enumerate(classes):
+        members = _visible_files(root / name)
+        if not members:
+            raise DataError(f"{root / name}: class folder holds no images")
+        files += members
+        targets += [index] * len(members)
+    return files, np.asarray(targets, dtype=np.int64), classes
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """16-bit grayscale (PNG mode I;16 / I) keeps its top 8 bits; Pillow's own convert would clip."""
+    if image.mode.startswith("I;16") or image.mode == "I":
+        wide = np.asarray(image).astype(np.uint32) >> 8
+        return Image.fromarray(wide.clip(0, 255).astype(np.uint8))
+    return image
+
+
+def decode(path: Path, grayscale: bool, size: int | None, crop: str) -> np.ndarray:
+    """One file -> uint8 (H, W, C), converted to L or RGB and resized when ``size`` is set."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                check_dimensions(str(path), image.height, image.width)
+                image = _to_8bit(ImageOps.exif_transpose(image)).convert("L" if grayscale else "RGB")
+    except DataError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning,
+            Image.DecompressionBombError) as exc:
+        raise DataError(f"{path}: unreadable image ({type(exc).__name__}: {exc})") from None
+    if size is not None:
+        image = fit_square(image, size, crop)
+    return to_array(image)
+
+
+def imagefolder_source(spec, log=print) -> RawData:
+    root = Path(spec.path)
+    files, labels, classes = list_images(root, spec.labels)
+    log(f"[prepare] {root}: decoding {len(files)} images"
+        + (f" in {len(classes)} classes" if classes else ""))
+    arrays, first = [], None
+    for path in files:
+        array = decode(path, spec.grayscale, spec.size, spec.crop)
+        if first is None:
+            first = (path, array.shape)
+        elif array.shape != first[1]:
+            raise DataError(f"{path}: image is {array.shape[1]}x{array.shape[0]}, but {first[0]} is "
+                            f"{first[1][1]}x{first[1][0]}; set size: <pixels> to resize every image")
+        arrays.append(array)
+    x = np.stack(arrays)
+    return RawData(kind="image", x=x, labels=labels, num_classes=len(classes) if classes else 0,
+                   class_names=classes, splits=split_indices(len(x), spec.val_fraction, spec.test_fraction, spec.seed))

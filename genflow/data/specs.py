@@ -1,0 +1,131 @@
+"""Schemas of every ``data.<name>`` entry in params.yaml (torch-free).
+
+One class per ``source``. File paths are relative to the repository root (where
+``dvc repro`` runs); put raw files under ``data/raw/`` and ``dvc add`` them so
+DVC versions them (see data/raw/README.md). Paths are checked by the prepare
+step, which names the file at fault.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MIXTURES = ("ring8", "grid25")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class _Split(_Strict):
+    seed: int = 0
+    val_fraction: float = Field(0.1, ge=0.0, lt=0.5)
+    test_fraction: float = Field(0.2, gt=0.0, lt=0.5)
+
+
+class DigitsData(_Split):
+    """scikit-learn's bundled 8x8 handwritten digits (1797 images, 10 classes)."""
+
+    source: Literal["digits"]
+
+
+class MixtureData(_Split):
+    """PacGAN's 2-D Gaussian mixtures: ring of 8 (radius 2) or 5x5 grid at {-4..4}^2."""
+
+    source: Literal["ring8", "grid25"]
+    n_samples: int = Field(25_000, ge=100, le=10_000_000)
+    std: float = Field(0.05, gt=0.0, le=1.0)
+    test_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+
+
+class StackedDigitsData(_Split):
+    """Three digits stacked as R, G, B: 1000 modes (the Stacked-MNIST protocol on bundled digits)."""
+
+    source: Literal["stacked_digits"]
+    n_samples: int = Field(25_000, ge=100, le=10_000_000)
+    resolution: Literal[8, 16, 32] = 16
+
+
+class SpritesData(_Split):
+    """dSprites-like shapes (shape, scale, orientation, x, y, optional colour as columns)."""
+
+    source: Literal["sprites"]
+    n_samples: int = Field(20_000, ge=100, le=10_000_000)
+    resolution: Literal[32, 64] = 32
+    color: bool = False
+
+
+class IdxData(_Split):
+    """MNIST / Fashion-MNIST / EMNIST IDX files, raw or .gz. With test_images, the official
+    test set is the test split and val_fraction of the training images is held out."""
+
+    source: Literal["idx"]
+    images: str
+    labels: str | None = None
+    test_images: str | None = None
+    test_labels: str | None = None
+    test_fraction: float | None = Field(None, gt=0.0, lt=0.5, description="default 0.2; not with test_images")
+    transpose: bool = Field(False, description="true for EMNIST, whose images are stored transposed")
+
+    @model_validator(mode="after")
+    def _test_pair(self) -> "IdxData":
+        if self.test_images is not None and self.test_fraction is not None:
+            raise ValueError("test_fraction: the official test_images are the test split; drop test_fraction")
+        if (self.test_labels is not None) and self.test_images is None:
+            raise ValueError("test_labels: given without test_images")
+        if self.test_images is not None and (self.labels is None) != (self.test_labels is None):
+            raise ValueError("test_labels: give labels for both the training and the test images, or for neither")
+        return self
+
+
+class CifarData(_Split):
+    """CIFAR-10 / CIFAR-100 binary version: ``path`` is the extracted cifar-*-batches-bin folder.
+    The official test batch is the test split; val_fraction of the training images is held out."""
+
+    source: Literal["cifar10", "cifar100"]
+    path: str
+    label: Literal["fine", "coarse"] = Field("fine", description="CIFAR-100 only: 100 fine or 20 coarse classes")
+    test_fraction: None = Field(None, description="none: the official test batch is the test split")
+
+    @model_validator(mode="after")
+    def _label_kind(self) -> "CifarData":
+        if self.source == "cifar10" and self.label != "fine":
+            raise ValueError("label: CIFAR-10 has a single label kind; 'coarse' is for cifar100")
+        return self
+
+
+class ImageFolderData(_Split):
+    """PNG / JPEG files; class sub-folders as labels (labels: folders) or unlabeled (labels: none)."""
+
+    source: Literal["imagefolder"]
+    path: str
+    labels: Literal["folders", "none"] = "folders"
+    size: int | None = Field(None, ge=4, le=1024, description="resize to size x size (required if sizes differ)")
+    crop: Literal["center", "none"] = Field("center", description="center: keep aspect and crop; none: stretch")
+    grayscale: bool = False
+
+
+class ParquetData(_Split):
+    """An existing Parquet dataset in genflow's schema (file or folder of *.parquet)."""
+
+    source: Literal["parquet"]
+    path: str
+    shape: Annotated[list[int], Field(min_length=3, max_length=3)] | None = Field(
+        None, description="[H, W, C] if the files lack genflow.shape")
+    num_classes: int | None = Field(None, ge=1, le=100_000, description="default: largest label + 1")
+
+
+DATA_SPECS = (DigitsData, MixtureData, StackedDigitsData, SpritesData, IdxData, CifarData, ImageFolderData,
+              ParquetData)
+SPEC_BY_SOURCE = {tag: cls for cls in DATA_SPECS for tag in cls.model_fields["source"].annotation.__args__}
+DataSpec = Annotated[Union[DATA_SPECS], Field(discriminator="source")]
+
+# classes known from params alone (file sources are checked against the prepared manifest)
+NUM_CLASSES = {"digits": 10, "ring8": 0, "grid25": 0, "stacked_digits": 1000, "sprites": 3, "cifar10": 10}
+
+
+def num_classes(spec: BaseModel) -> int | None:
+    if spec.source == "cifar100":
+        return 100 if spec.label == "fine" else 20
+    return NUM_CLASSES.get(spec.source)
