@@ -71,7 +71,8 @@ def save(directory: str | Path, state: dict[str, Any], log: list[dict[str, Any]]
     with atomic_path(directory / STATE_FILE) as tmp:
         torch.save(state, tmp)
     write_log_csv(directory / LOG_FILE, log)
-    write_json(directory / META_FILE, {**meta, "step": state["step"], "state_sha256": sha256_file(directory / STATE_FILE)})
+    state_sha256 = sha256_file(directory / STATE_FILE)
+    write_json(directory / META_FILE, {**meta, "step": state["step"], "state_sha256": state_sha256})
 
 
 def load(directory: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:

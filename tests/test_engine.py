@@ -220,7 +220,6 @@ def _ddp_worker(rank: int, world: int, init_file: str, family: str, overrides: d
 
     from genflow.data.loader import BatchPlan, load_split
     from genflow.engine import Engine
-    from genflow.models import registry
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)

@@ -80,7 +80,8 @@ def test_evaluate_writes_metrics_and_picture(name, evaluated, trained_dir, prepa
     assert protocol["n_generated"] == 200 and protocol["n_real"] == 200 and protocol["n_floor"] == 200
     assert protocol["reference_split"] == "test" and protocol["seed"] == 0
     assert protocol["data_manifest_sha256"] == manifest_hash(prepared_dir / spec.dataset)
-    assert protocol["model_state_sha256"] == {"0": json.loads((trained_dir / name / "seed_0" / "meta.json").read_text())["state_sha256"]}
+    meta = json.loads((trained_dir / name / "seed_0" / "meta.json").read_text())
+    assert protocol["model_state_sha256"] == {"0": meta["state_sha256"]}
     assert protocol["feature_space"] == FeatureSpace(features_dir / spec.dataset).id
     mixture_keys = {"modes", "high_quality", "reverse_kl", "modes_floor", "high_quality_floor", "reverse_kl_floor"}
     if spec.dataset == "ring8":
