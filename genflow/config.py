@@ -55,11 +55,23 @@ class RaySpec(Strict):
 
 
 class EvaluateSpec(Strict):
-    n_samples: int = Field(2500, ge=10, le=1_000_000)
-    n_real: int = Field(2500, ge=10, le=1_000_000)
+    """One protocol for every model: the same counts, seed and feature space."""
+
+    n_samples: int = Field(2500, ge=10, le=1_000_000, description="generated samples per model and seed")
+    n_real: int = Field(2500, ge=10, le=1_000_000, description="rows of the reference split (capped at its size)")
     reference_split: Literal["train", "val", "test"] = "test"
     seed: int = 0
     grid_size: int = Field(8, ge=1, le=32)
+    kid_subsets: int = Field(100, ge=1, le=10_000)
+    kid_subset_size: int = Field(1000, ge=2, le=100_000)
+    k_precision_recall: int = Field(3, ge=1, le=100, description="k-NN balls of precision / recall")
+    k_density_coverage: int = Field(5, ge=1, le=100, description="k-NN balls of density / coverage")
+    iwae_samples: int = Field(64, ge=1, le=100_000, description="importance samples of the IWAE bound (VAEs)")
+    path_samples: int = Field(1000, ge=0, le=1_000_000, description="interpolation pairs of the path length "
+                                                                    "(0 = off)")
+    path_epsilon: float = Field(1e-4, gt=0.0, le=0.1)
+    inception_weights: str | None = Field(None, description="pytorch-fid's pt_inception-2015-12-05 .pth: FID, "
+                                                            "KID and PRDC in Inception-v3 space instead")
 
 
 class Params(Strict):
@@ -87,6 +99,10 @@ class Params(Strict):
                 raise ValueError(f"models.{name}.train.batch_size: must be a multiple of pac ({pac}) "
                                  f"so that D sees whole packs; got {spec.train.batch_size}")
             n_classes = num_classes(data)  # None: only the prepared manifest knows (checked at train time)
+            if spec.holdout_class is not None and not (n_classes is None or spec.holdout_class < n_classes):
+                raise ValueError(f"models.{name}.holdout_class: dataset {spec.dataset!r} has {n_classes} classes "
+                                 f"(0..{n_classes - 1}); got {spec.holdout_class}" if n_classes else
+                                 f"models.{name}.holdout_class: dataset {spec.dataset!r} has no classes")
             if n_classes is not None and spec.c_dim not in (0, n_classes):
                 raise ValueError(f"models.{name}.c_dim: a conditional model needs c_dim equal to the "
                                  f"{n_classes} classes of dataset {spec.dataset!r} (or 0 = unconditional); "

@@ -55,6 +55,10 @@ def check_fits_data(name: str, spec, manifest: dict[str, Any]) -> None:
     """What params alone cannot tell for file sources: points vs images, number of classes."""
     if manifest["kind"] == "points" and spec.arch != "mlp":
         raise ConfigError(f"models.{name}.arch: dataset {spec.dataset!r} holds points; only 'mlp' fits it")
+    holdout = spec.holdout_class
+    if holdout is not None and not holdout < manifest["num_classes"]:
+        raise ConfigError(f"models.{name}.holdout_class: dataset {spec.dataset!r} has {manifest['num_classes']} "
+                          f"classes; got {holdout}")
     if spec.c_dim not in (0, manifest["num_classes"]):
         raise ConfigError(f"models.{name}.c_dim: dataset {spec.dataset!r} has {manifest['num_classes']} classes; "
                           f"set c_dim to {manifest['num_classes']} (conditional) or 0; got {spec.c_dim}")
@@ -68,6 +72,8 @@ def run_name(config: dict[str, Any]) -> str:
 def build_engine(config: dict[str, Any], device: torch.device | None = None) -> tuple[Engine, Any]:
     spec = SPEC_BY_MODEL[config["spec"]["model"]].model_validate(config["spec"])
     data = load_split(config["data_dir"], "train")
+    if spec.holdout_class is not None:  # anomaly detection: the model never sees this class
+        data = data.without_class(spec.holdout_class)
     torch.manual_seed(config["seed"])  # identical initial weights on every rank
     model = registry.build(spec, data.shape, data.num_classes)
     if device is not None:

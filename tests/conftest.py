@@ -79,6 +79,18 @@ def prepared_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def features_dir(prepared_dir, tmp_path_factory) -> Path:
+    """models/featurenet/<dataset> for the tiny datasets."""
+    from genflow.featurenet_stage import build_feature_space
+
+    root = tmp_path_factory.mktemp("featurenet")
+    for name, spec in config.validate(tiny_params_dict()).data.items():
+        build_feature_space(prepared_dir / name, config.validate(tiny_params_dict()).featurenet, root / name,
+                            log=quiet)
+    return root
+
+
+@pytest.fixture(scope="session")
 def trained_dir(prepared_dir, tmp_path_factory) -> Path:
     """models/<name>/seed_0 for every tiny model, trained in-process (no Ray) by train_model."""
     from genflow.training import train_model

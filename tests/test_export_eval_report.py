@@ -14,7 +14,6 @@ from genflow.errors import DataError
 from genflow.evaluate import evaluate_model
 from genflow.export import CARD_FILE, TORCHSCRIPT_FILE, export_model, fixed_inputs
 from genflow.featurenet import FEATURE_DIM, FeatureSpace
-from genflow.featurenet_stage import build_feature_space
 from genflow.models import registry
 from genflow.report import build_report
 
@@ -24,14 +23,6 @@ TINY = config.validate(tiny_params_dict())
 
 # torch 2.13 deprecates torch.jit.trace/load, which genflow.export is built on
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
-
-
-@pytest.fixture(scope="module")
-def features_dir(prepared_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("featurenet")
-    for name in TINY.data:
-        build_feature_space(prepared_dir / name, TINY.featurenet, root / name, log=quiet)
-    return root
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ import pyarrow as pa
 import torch
 
 from genflow.data.shards import read_manifest, read_split
+from genflow.errors import DataError
 
 
 @dataclass
@@ -31,6 +32,13 @@ class Split:
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.x.shape[1:])
+
+    def without_class(self, label: int) -> "Split":
+        """The rows of every other class (anomaly detection trains without one class)."""
+        if self.labels is None:
+            raise ValueError("the split has no labels to hold a class out of")
+        keep = self.labels != label
+        return Split(kind=self.kind, x=self.x[keep], labels=self.labels[keep], num_classes=self.num_classes)
 
     def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Rows ``index`` as model inputs: images scaled to [-1, 1], points as they are."""
@@ -65,6 +73,15 @@ def load_split(root: str | Path, split: str = "train", verify: bool = True) -> S
     else:
         x = torch.from_numpy(_column_numpy(table.column("x")).astype(np.float32))
     return Split(kind=manifest["kind"], x=x, labels=labels, num_classes=manifest["num_classes"])
+
+
+def load_columns(root: str | Path, split: str, names) -> dict[str, np.ndarray]:
+    """Extra per-row columns of a split (factors such as sprites' ``scale``), by name."""
+    table = read_split(root, split)
+    missing = [name for name in names if name not in table.column_names]
+    if missing:
+        raise DataError(f"{root}: split {split!r} has no column(s) {missing}; it has {table.column_names}")
+    return {name: table.column(name).to_numpy() for name in names}
 
 
 class BatchPlan:

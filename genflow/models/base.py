@@ -116,6 +116,10 @@ class GenerativeModel(nn.Module):
         """A module (z, c) -> samples in data space, for evaluation and export."""
         raise NotImplementedError
 
+    def anomaly_score(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Per-image score, higher = less like the training data (anomaly detection)."""
+        raise NotImplementedError(f"{type(self).__name__} has no anomaly score")
+
     @torch.no_grad()
     def sample(self, n: int, c: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         z = torch.randn(n, self.spec.z_dim, generator=generator)

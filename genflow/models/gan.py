@@ -136,5 +136,10 @@ class GAN(GenerativeModel):
         loss = g_loss(self.spec.loss, fake_score)
         return loss, {"G_loss": loss.detach()}
 
+    @torch.no_grad()
+    def anomaly_score(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Minus D's realness score: the critic learned what training images look like."""
+        return -self.D.eval()(x)
+
     def decoder(self) -> nn.Module:
         return self.eval_net("G")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 GAN_LOSSES = ("ns", "minimax", "lsgan", "hinge", "wgan-gp")
 
@@ -52,6 +52,15 @@ class _Network(_Strict):
     resblocks: bool = Field(False, description="conv arch: a residual block at every resolution (32/64 px)")
     seeds: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] = Field(
         [0], min_length=1, max_length=1000, description="one training run per seed (init, data order, noise)")
+    holdout_class: int | None = Field(None, ge=0, description="anomaly detection: train without this class; "
+                                      "evaluate scores the test split and reports the AUROC of finding it")
+
+    @model_validator(mode="after")
+    def _holdout_is_unconditional(self):
+        if self.holdout_class is not None and self.c_dim:
+            raise ValueError("holdout_class: anomaly detection needs an unconditional model (c_dim 0): "
+                             "a test image's class is what the score must find")
+        return self
 
     @field_validator("seeds")
     @classmethod
@@ -70,6 +79,13 @@ class GanSpec(_Network):
     pac: int = Field(1, ge=1, le=16, description="PacGAN packing: D sees pac samples at once")
     mbstd: bool = Field(False, description="minibatch standard deviation feature in D")
     train: GanTrain = GanTrain()
+
+    @model_validator(mode="after")
+    def _holdout_scores_single_images(self):
+        if self.holdout_class is not None and self.pac > 1:
+            raise ValueError("holdout_class: anomaly scores come from D on single images; PacGAN's D reads packs "
+                             f"of {self.pac} (set pac: 1)")
+        return self
 
 
 class VaeSpec(_Network):

@@ -115,6 +115,28 @@ class VAE(GenerativeModel):
         return -(self.nll(self.G(z, c), x) + self.kl(mu, logvar))
 
     @torch.no_grad()
+    def iwae_bound(self, x: torch.Tensor, c: torch.Tensor | None, k: int, generator: torch.Generator) -> torch.Tensor:
+        """Per-sample importance-weighted bound on log p(x) with ``k`` posterior samples (Burda et
+        al. 2016): log mean_k p(x | z_k) p(z_k) / q(z_k | x). k = 1 is the ELBO; it tightens with k."""
+        c = c if self.spec.c_dim else None
+        mu, logvar = self.E(x, c)
+        std = torch.exp(0.5 * logvar)
+        log_weights = []
+        for _ in range(k):
+            eps = torch.randn(mu.shape, generator=generator)
+            z = mu + std * eps
+            log_q = -0.5 * (eps.square() + logvar + LOG_2PI).sum(1)
+            log_prior = -0.5 * (z.square() + LOG_2PI).sum(1)
+            log_weights.append(log_prior - log_q - self.nll(self.G(z, c), x))
+        return torch.logsumexp(torch.stack(log_weights), dim=0) - math.log(k)
+
+    ANOMALY_IWAE_SAMPLES = 16
+
+    def anomaly_score(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Minus the importance-weighted log-likelihood bound: improbable images are anomalies."""
+        return -self.iwae_bound(x, None, self.ANOMALY_IWAE_SAMPLES, generator)
+
+    @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         c = c if self.spec.c_dim else None
         mu, _ = self.E(x, c)

@@ -79,5 +79,11 @@ class VAEGAN(GenerativeModel):
 
     reconstruct = VAE.reconstruct  # decode the posterior mean: the same for both families
 
+    @torch.no_grad()
+    def anomaly_score(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Reconstruction error in D's feature space, the similarity VAE-GAN is trained on."""
+        self.D.eval()
+        return (self.D.features(self.reconstruct(x)) - self.D.features(x)).square().sum(1)
+
     def decoder(self) -> nn.Module:
         return self.eval_net("G")
