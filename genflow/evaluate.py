@@ -2,9 +2,9 @@
 
 Every model is measured on the same protocol: ``evaluate.n_samples`` generated
 samples (seeded), up to ``evaluate.n_real`` rows of the reference split, the
-dataset's feature space. The real-vs-real floor (training split vs reference
-split, same counts) is written beside every distance so a reader knows what
-"perfect" looks like on this data.
+dataset's feature space. The real-vs-real floor of every sample metric
+(training rows scored as if they were samples, same counts) is written beside
+it, so a reader knows what "perfect" scores on this data with these counts.
 """
 from __future__ import annotations
 
@@ -19,7 +19,10 @@ from genflow.data.loader import Split, load_split
 from genflow.data.shards import manifest_hash, read_manifest
 from genflow.featurenet import FeatureSpace
 from genflow.io import atomic_path, code_revision, write_json
-from genflow.metrics import frechet_distance, mixture_modes
+from genflow.metrics import discrete_modes, frechet_distance, kid, mixture_modes
+from genflow.metrics.manifolds import prdc_many
+from genflow.model_metrics import (anomaly_auroc, class_accuracy, class_fid, generate, likelihood_metrics,
+                                   path_length)
 from genflow.training import load_trained, trained_seeds
 from genflow.visualize import save_image_grid, save_points
 
@@ -28,62 +31,78 @@ def first_rows(split: Split, n: int) -> tuple[torch.Tensor, torch.Tensor | None]
     return split.batch(torch.arange(min(n, len(split))))
 
 
-@torch.no_grad()
-def generate(model, n: int, seed: int, batch: int = 1024) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``n`` samples from fixed latents; conditional models get balanced labels."""
-    gen = torch.Generator().manual_seed(seed)
-    c = torch.arange(n) % model.spec.c_dim if model.spec.c_dim else None
-    chunks = [model.sample(min(batch, n - i), None if c is None else c[i:i + batch], gen) for i in range(0, n, batch)]
-    return torch.cat(chunks), c
-
-
-@torch.no_grad()
-def encoder_metrics(model, x: torch.Tensor, c: torch.Tensor | None, seed: int) -> dict[str, float]:
-    """ELBO (models with a likelihood) and reconstruction error (models with an encoder)."""
-    metrics = {}
-    if hasattr(model, "elbo"):
-        gen = torch.Generator().manual_seed(seed)
-        elbo = torch.cat([model.elbo(x[i:i + 512], None if c is None else c[i:i + 512], gen)
-                          for i in range(0, len(x), 512)])
-        metrics["elbo"] = float(elbo.mean())
-    if hasattr(model, "reconstruct"):
-        metrics["recon_mse"] = float((model.reconstruct(x, c) - x).square().flatten(1).sum(1).mean())
-    return metrics
-
-
 @dataclass
 class Reference:
-    """What every seed of a model is compared with: real rows, their features, the floor."""
+    """What every seed of a model is compared with: real rows, their features, the floors."""
 
+    data_dir: Path
     manifest: dict[str, Any]
+    spec: Any  # the evaluate section of params
+    features: FeatureSpace
     real: torch.Tensor
     real_c: torch.Tensor | None
-    features: FeatureSpace
     f_real: torch.Tensor
-    floor: dict[str, Any]
-    n_floor: int
+    train: torch.Tensor
+    train_c: torch.Tensor | None
+    f_train: torch.Tensor
 
     @classmethod
     def load(cls, data_dir: Path, featurenet_dir: Path, spec) -> "Reference":
-        manifest = read_manifest(data_dir)
         real, real_c = first_rows(load_split(data_dir, spec.reference_split), spec.n_real)
-        floor_rows, _ = first_rows(load_split(data_dir, "train"), spec.n_real)
-        features = FeatureSpace(featurenet_dir)
-        f_real = features(real)
-        floor = {"fid_floor": frechet_distance(f_real, features(floor_rows))}
-        if "mixture" in manifest:
-            mix = manifest["mixture"]
-            floor.update({f"{k}_floor": v for k, v in mixture_modes(real, mix["centers"], mix["std"]).items()})
-        return cls(manifest, real, real_c, features, f_real, floor, len(floor_rows))
+        train, train_c = first_rows(load_split(data_dir, "train"), spec.n_real)
+        features = FeatureSpace(featurenet_dir, spec.inception_weights)
+        return cls(data_dir, read_manifest(data_dir), spec, features, real, real_c, features(real),
+                   train, train_c, features(train))
+
+    def sample_metrics(self, samples: torch.Tensor, f_samples: torch.Tensor) -> dict[str, float]:
+        """Every metric that compares a set of samples with the reference rows."""
+        s = self.spec
+        out = {"fid": frechet_distance(self.f_real, f_samples)}
+        out["kid"], out["kid_subset_std"] = kid(self.f_real, f_samples, n_subsets=s.kid_subsets,
+                                                subset_size=s.kid_subset_size, seed=s.seed)
+        by_k = prdc_many(self.f_real, f_samples, (s.k_precision_recall, s.k_density_coverage))
+        out.update({key: by_k[s.k_precision_recall][key] for key in ("precision", "recall")})
+        out.update({key: by_k[s.k_density_coverage][key] for key in ("density", "coverage")})
+        if "mixture" in self.manifest:
+            mix = self.manifest["mixture"]
+            out.update(mixture_modes(samples, mix["centers"], mix["std"]))
+        if self.features.channelwise:  # stacked digits: the classifier names one of 1000 modes
+            triples = self.features.classify(samples) @ torch.tensor([100, 10, 1])
+            out.update(discrete_modes(triples.numpy(), 1000))
+        return out
+
+    def conditional_metrics(self, samples: torch.Tensor, f_samples: torch.Tensor, c: torch.Tensor) -> dict:
+        out = {"class_accuracy": class_accuracy(self.features, samples, c)}
+        cfid = class_fid(self.f_real, self.real_c, f_samples, c)
+        return out if cfid is None else {**out, "cfid": cfid}
+
+    def floors(self, conditional: bool) -> dict[str, float]:
+        """The training rows scored as if they were a model's samples."""
+        floor = self.sample_metrics(self.train, self.f_train)
+        floor.pop("kid_subset_std")
+        if conditional:
+            floor.update(self.conditional_metrics(self.train, self.f_train, self.train_c))
+            # a perfect model's samples are classified like unseen real images, not like the
+            # classifier's own training rows
+            floor["class_accuracy"] = class_accuracy(self.features, self.real, self.real_c)
+        return {f"{key}_floor": value for key, value in floor.items()}
 
 
-def seed_metrics(model, fake: torch.Tensor, ref: Reference, seed: int) -> dict[str, float]:
-    metrics = {"fid": frechet_distance(ref.f_real, ref.features(fake))}
-    if "mixture" in ref.manifest:
-        mix = ref.manifest["mixture"]
-        metrics.update(mixture_modes(fake, mix["centers"], mix["std"]))
-    metrics.update(encoder_metrics(model, ref.real, ref.real_c, seed))
-    return metrics
+def seed_metrics(model, ref: Reference) -> tuple[dict[str, float], torch.Tensor]:
+    spec = ref.spec
+    fake, c = generate(model, spec.n_samples, spec.seed)
+    f_fake = ref.features(fake)
+    metrics = ref.sample_metrics(fake, f_fake)
+    if c is not None and ref.real_c is not None:
+        metrics.update(ref.conditional_metrics(fake, f_fake, c))
+    metrics.update(likelihood_metrics(model, ref.real, ref.real_c, spec.seed, spec.iwae_samples))
+    if spec.path_samples:
+        metrics["path_length"] = path_length(model, ref.features, spec.path_samples, spec.seed, spec.path_epsilon)
+    if model.spec.holdout_class is not None:
+        test = load_split(ref.data_dir, "test")
+        metrics["anomaly_auroc"] = anomaly_auroc(model, *test.batch(torch.arange(len(test))),
+                                                 model.spec.holdout_class, spec.seed)
+    return metrics, fake
 
 
 def _clean(value: float) -> float | None:
@@ -103,6 +122,22 @@ def aggregate(per_seed: dict[str, dict[str, float | None]]) -> dict[str, float |
     return out
 
 
+def protocol(ref: Reference, per_seed: dict, states: dict, meta: dict) -> dict[str, Any]:
+    spec = ref.spec
+    return {
+        "feature_space": ref.features.id, "feature_kind": ref.features.kind,
+        "n_generated": spec.n_samples, "n_real": len(ref.real), "n_floor": len(ref.train),
+        "reference_split": spec.reference_split, "seed": spec.seed, "seeds": [int(k) for k in per_seed],
+        "kid": {"subsets": spec.kid_subsets, "subset_size": min(spec.kid_subset_size, len(ref.real),
+                                                                 spec.n_samples), "kernel": "(x.y/d + 1)^3"},
+        "k_precision_recall": spec.k_precision_recall, "k_density_coverage": spec.k_density_coverage,
+        "iwae_samples": spec.iwae_samples, "path_samples": spec.path_samples, "path_epsilon": spec.path_epsilon,
+        "anomaly": {"holdout_class": meta["spec"].get("holdout_class"), "split": "test"},
+        "data_manifest_sha256": manifest_hash(ref.data_dir), "model_state_sha256": states,
+        "model_code_revision": meta["code_revision"], "code_revision": code_revision(),
+    }
+
+
 def evaluate_model(model_dir: str | Path, data_dir: str | Path, featurenet_dir: str | Path, spec,
                    out_json: str | Path, out_png: str | Path, log=print) -> dict[str, Any]:
     """Metrics of every trained seed, their mean (and std), the floors, and the protocol."""
@@ -110,22 +145,18 @@ def evaluate_model(model_dir: str | Path, data_dir: str | Path, featurenet_dir: 
     per_seed, states = {}, {}
     for index, directory in enumerate(trained_seeds(Path(model_dir))):
         model, meta, _ = load_trained(directory)
-        fake, _ = generate(model, spec.n_samples, spec.seed)
-        per_seed[str(meta["seed"])] = {k: _clean(v) for k, v in seed_metrics(model, fake, ref, spec.seed).items()}
+        log(f"[evaluate] {meta['name']} seed {meta['seed']}: sampling and scoring ...")
+        values, fake = seed_metrics(model, ref)
+        per_seed[str(meta["seed"])] = {k: _clean(v) for k, v in values.items()}
         states[str(meta["seed"])] = meta["state_sha256"]
         log(f"[evaluate] {meta['name']} seed {meta['seed']}: {per_seed[str(meta['seed'])]}")
         if index == 0:
             picture(fake[: spec.grid_size ** 2] if model.is_image else fake, ref.manifest, out_png, meta["name"])
-    metrics: dict[str, Any] = {**aggregate(per_seed), **{k: _clean(v) for k, v in ref.floor.items()}}
+    floors = ref.floors(conditional=bool(model.spec.c_dim))
+    metrics: dict[str, Any] = {**aggregate(per_seed), **{k: _clean(v) for k, v in floors.items()}}
     metrics["n_seeds"] = len(per_seed)
     metrics["per_seed"] = per_seed
-    metrics["protocol"] = {
-        "feature_space": ref.features.id, "feature_kind": ref.features.meta["kind"],
-        "n_generated": spec.n_samples, "n_real": len(ref.real), "n_floor": ref.n_floor,
-        "reference_split": spec.reference_split, "seed": spec.seed, "seeds": [int(k) for k in per_seed],
-        "data_manifest_sha256": manifest_hash(data_dir), "model_state_sha256": states,
-        "model_code_revision": meta["code_revision"], "code_revision": code_revision(),
-    }
+    metrics["protocol"] = protocol(ref, per_seed, states, meta)
     write_json(out_json, metrics)
     shown = {k: v for k, v in metrics.items() if k not in ("protocol", "per_seed")}
     log(f"[evaluate] {meta['name']} ({len(per_seed)} seeds): {shown}")

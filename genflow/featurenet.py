@@ -3,7 +3,11 @@
 For image datasets: a small conv classifier trained on the prepared training
 split; its penultimate layer gives the features, and the sha256 of its
 weights file identifies the feature space in every metric's protocol. For
-2-D point datasets the feature space is the identity (the points themselves).
+``stacked_digits`` the classifier reads one channel at a time (a digit), the
+features are the three channels' features side by side, and classifying the
+channels names the mode (one of 1000). For 2-D point datasets the feature
+space is the identity (the points themselves). Optionally, FID-style metrics
+use the FID Inception-v3 from a local weights file instead (``evaluate.inception_weights``).
 """
 from __future__ import annotations
 
@@ -77,27 +81,55 @@ def save(out: str | Path, net: Classifier | None, meta: dict[str, Any]) -> None:
         write_json(tmp / META, meta)
 
 
-class FeatureSpace:
-    """Callable images/points -> feature vectors, with an id for the protocol."""
+def _batched(fn, x: torch.Tensor, batch: int) -> torch.Tensor:
+    return torch.cat([fn(x[i:i + batch]) for i in range(0, len(x), batch)])
 
-    def __init__(self, root: str | Path):
+
+class FeatureSpace:
+    """Callable images/points -> feature vectors, with an id for the protocol; ``classify``
+    gives the feature network's class of each image (a (N, 3) triple for channelwise)."""
+
+    def __init__(self, root: str | Path, inception_weights: str | Path | None = None):
         root = Path(root)
         meta_path = root / META
         if not meta_path.exists():
             raise DataError(f"{meta_path}: missing; run the featurenet stage first")
         self.meta = json.loads(meta_path.read_text())
         self.net: Classifier | None = None
-        if self.meta["kind"] == "classifier":
+        self.channelwise = self.meta["kind"] == "channelwise"
+        if self.meta["kind"] in ("classifier", "channelwise"):
             weights = root / WEIGHTS
             if sha256_file(weights) != self.meta["sha256"]:
                 raise DataError(f"{weights}: sha256 does not match {META}")
             a = self.meta["architecture"]
             self.net = Classifier(**a).eval()
             self.net.load_state_dict(load_file(weights))
-        self.id = self.meta.get("sha256", "identity")
+        self.id, self.kind = self.meta.get("sha256", "identity"), self.meta["kind"]
+        self.inception = None
+        if inception_weights is not None:
+            from genflow.inception import load_inception
+
+            self.inception = load_inception(inception_weights)
+            self.id, self.kind = sha256_file(inception_weights), "inception-v3"
+
+    def _per_image(self, fn, x: torch.Tensor, batch: int) -> torch.Tensor:
+        """``fn`` over batches; channelwise spaces see every channel as its own 1-channel image."""
+        n = len(x)
+        if self.channelwise:
+            x = x.reshape(n * x.shape[1], 1, *x.shape[2:])
+        out = _batched(fn, x, batch)
+        return out.reshape(n, -1) if self.channelwise else out
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, batch: int = 2048) -> torch.Tensor:
+        if self.inception is not None:
+            return _batched(self.inception, x, 64).double()
         if self.net is None:
             return x.flatten(1).double()
-        return torch.cat([self.net.embed(x[i:i + batch]) for i in range(0, len(x), batch)]).double()
+        return self._per_image(self.net.embed, x, batch).double()
+
+    @torch.no_grad()
+    def classify(self, x: torch.Tensor, batch: int = 2048) -> torch.Tensor:
+        if self.net is None:
+            raise DataError("this dataset's feature space has no classifier (2-D points)")
+        return self._per_image(lambda part: self.net(part).argmax(1, keepdim=True), x, batch).squeeze(1)

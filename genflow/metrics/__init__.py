@@ -4,12 +4,14 @@
     kid(real, fake, n_subsets=100, subset_size=1000, seed=0) -> (mean, std)
     prdc(real, fake, k=5) -> {"precision", "recall", "density", "coverage"}
     mixture_modes(samples, centers, std) -> {"modes", "high_quality", "reverse_kl"}
+    discrete_modes(classes, n_modes) -> {"modes", "reverse_kl"}
     auroc(scores, is_anomaly) -> float
 """
 from genflow.metrics.distances import frechet_distance, frechet_from_stats, gaussian_stats
 from genflow.metrics.kernel_distance import kid
-from genflow.metrics.mixtures import mixture_modes
+from genflow.metrics.mixtures import discrete_modes, mixture_modes
 from genflow.metrics.manifolds import prdc
 from genflow.metrics.ranking import auroc
 
-__all__ = ["auroc", "frechet_distance", "frechet_from_stats", "gaussian_stats", "kid", "mixture_modes", "prdc"]
+__all__ = ["auroc", "discrete_modes", "frechet_distance", "frechet_from_stats", "gaussian_stats", "kid",
+           "mixture_modes", "prdc"]

@@ -1,0 +1,96 @@
+"""Metrics that need the trained model, not only its samples.
+
+* likelihood: ELBO, importance-weighted bound (IWAE, K samples) and
+  reconstruction error for models with an encoder;
+* latent smoothness: a perceptual-path-length-like measure (Karras et al.
+  2019) in the dataset's feature space: the squared feature distance between
+  images decoded at t and t + eps along slerp paths between two latents,
+  divided by eps^2, with the 1 % tails dropped as StyleGAN does;
+* conditional models: class-conditional FID (per class, averaged) and the
+  share of samples the feature classifier assigns to the requested class;
+* anomaly detection: each family's ``anomaly_score`` on the test split of a
+  model trained without ``holdout_class``, summarised as AUROC.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from genflow.metrics import auroc, frechet_distance
+
+MIN_CLASS_ROWS = 10  # a per-class FID on fewer real rows says nothing
+
+
+@torch.no_grad()
+def generate(model, n: int, seed: int, batch: int = 1024) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``n`` samples from fixed latents; conditional models get balanced labels."""
+    gen = torch.Generator().manual_seed(seed)
+    c = torch.arange(n) % model.spec.c_dim if model.spec.c_dim else None
+    chunks = [model.sample(min(batch, n - i), None if c is None else c[i:i + batch], gen) for i in range(0, n, batch)]
+    return torch.cat(chunks), c
+
+
+def _chunks(x: torch.Tensor, c: torch.Tensor | None, size: int = 256):
+    for i in range(0, len(x), size):
+        yield x[i:i + size], None if c is None else c[i:i + size]
+
+
+@torch.no_grad()
+def likelihood_metrics(model, x: torch.Tensor, c: torch.Tensor | None, seed: int, iwae_k: int) -> dict[str, float]:
+    """ELBO and IWAE bound (nats per image; models with a likelihood), reconstruction SSE (with an encoder)."""
+    metrics = {}
+    if hasattr(model, "iwae_bound"):
+        gen = torch.Generator().manual_seed(seed)
+        metrics["elbo"] = float(torch.cat([model.elbo(xb, cb, gen) for xb, cb in _chunks(x, c)]).mean())
+        bound = torch.cat([model.iwae_bound(xb, cb, iwae_k, gen) for xb, cb in _chunks(x, c, 64)])
+        metrics["nll_iwae"] = float(-bound.mean())
+    if hasattr(model, "reconstruct"):
+        metrics["recon_mse"] = float((model.reconstruct(x, c) - x).square().flatten(1).sum(1).mean())
+    return metrics
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation of latent vectors (rows), the path of Gaussian latents."""
+    a_n, b_n = a / a.norm(dim=1, keepdim=True), b / b.norm(dim=1, keepdim=True)
+    omega = torch.acos((a_n * b_n).sum(1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7))
+    return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
+
+
+@torch.no_grad()
+def path_length(model, features, n: int, seed: int, epsilon: float) -> float:
+    """Mean squared feature-space speed along random latent paths (lower = smoother)."""
+    gen = torch.Generator().manual_seed(seed + 1)
+    z0, z1 = torch.randn(n, model.spec.z_dim, generator=gen), torch.randn(n, model.spec.z_dim, generator=gen)
+    t = torch.rand(n, 1, generator=gen) * (1 - epsilon)
+    c = torch.randint(model.spec.c_dim, (n,), generator=gen) if model.spec.c_dim else None
+    decode = model.decoder().eval()
+    start, end = decode(slerp(z0, z1, t), c), decode(slerp(z0, z1, t + epsilon), c)
+    speed = (features(end) - features(start)).square().sum(1).numpy() / epsilon ** 2
+    low, high = np.percentile(speed, [1, 99])
+    return float(speed[(speed >= low) & (speed <= high)].mean())
+
+
+@torch.no_grad()
+def class_accuracy(features, x: torch.Tensor, c: torch.Tensor) -> float:
+    """Share of images the feature classifier puts in class ``c`` (a channelwise space names
+    the triple's 3-digit number)."""
+    classes = features.classify(x)
+    if classes.ndim == 2:
+        classes = classes @ torch.tensor([100, 10, 1])
+    return float((classes == c).float().mean())
+
+
+def class_fid(f_a: torch.Tensor, c_a: torch.Tensor, f_b: torch.Tensor, c_b: torch.Tensor) -> float | None:
+    """Class-conditional FID: the mean over classes of the FID between the two sets' rows of
+    that class, over classes with at least MIN_CLASS_ROWS rows in ``a`` (None if there are none)."""
+    fids = [frechet_distance(f_a[c_a == k], f_b[c_b == k]) for k in torch.unique(c_a).tolist()
+            if (c_a == k).sum() >= MIN_CLASS_ROWS and (c_b == k).sum() >= 2]
+    return float(np.mean(fids)) if fids else None
+
+
+@torch.no_grad()
+def anomaly_auroc(model, x: torch.Tensor, labels: torch.Tensor, holdout: int, seed: int) -> float:
+    """AUROC of the model's anomaly score for finding the held-out class among test images."""
+    gen = torch.Generator().manual_seed(seed)
+    scores = torch.cat([model.anomaly_score(xb, gen) for xb, _ in _chunks(x, None)])
+    return auroc(scores.numpy(), (labels == holdout).numpy())
