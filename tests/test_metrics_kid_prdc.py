@@ -113,3 +113,12 @@ def test_auroc_matches_sklearn_and_rejects_bad_input():
         auroc([1, 2], [0, 0])
     with pytest.raises(ValueError, match="finite"):
         auroc([1, float("nan")], [0, 1])
+
+
+def test_average_ranks_match_scipy():
+    from scipy.stats import rankdata
+
+    from genflow.metrics.ranking import average_ranks
+
+    values = np.random.default_rng(8).integers(0, 7, size=300).astype(float)
+    np.testing.assert_array_equal(average_ranks(values), rankdata(values))
