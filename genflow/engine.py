@@ -70,6 +70,9 @@ class Engine:
         self.model, self.train, self.seed = model, train, seed
         self.device = device or torch.device("cpu")
         self.rank, self.world_size = distributed()
+        self.memory_format = torch.channels_last if train.channels_last and model.is_image else None
+        if self.memory_format is not None:
+            model.to(memory_format=self.memory_format)
         self.phases = model.phases()
         self.wrappers = {name: _wrap(getattr(model, name), self.device) if self.world_size > 1
                          else getattr(model, name) for name in model.network_names}
@@ -78,6 +81,9 @@ class Engine:
         self.batches_per_step = max(p.repeats for p in self.phases)
         self.step = 0
         self.log: list[dict[str, Any]] = []
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.train.precision == "bf16")
 
     def _owned_params(self, owns: tuple[str, ...]) -> list[nn.Parameter]:
         return [p for name in owns for p in getattr(self.model, name).parameters()]
@@ -100,18 +106,23 @@ class Engine:
         set_rng_state(state["rng"])
 
     # -- one step --------------------------------------------------------------
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=self.memory_format) if self.memory_format is not None else x
+
     def train_step(self, data: Split, plan: BatchPlan) -> dict[str, torch.Tensor]:
         self.model.train()
         batches = [data.batch(plan.indices(self.step * self.batches_per_step + r))
                    for r in range(self.batches_per_step)]
-        batches = [(x.to(self.device), None if c is None else c.to(self.device)) for x, c in batches]
+        batches = [(self._to_device(x), None if c is None else c.to(self.device)) for x, c in batches]
         logs: dict[str, torch.Tensor] = {}
         for index, (phase, opt) in enumerate(zip(self.phases, self.optimizers)):
             self._freeze_all_but(phase.owns)
             for repeat in range(phase.repeats):
                 ctx = StepContext(step=self.step, seed=self.seed, phase=index, repeat=repeat,
                                   rank=self.rank, world_size=self.world_size)
-                loss, phase_logs = phase.loss(batches[repeat], ctx)
+                with self._autocast():
+                    loss, phase_logs = phase.loss(batches[repeat], ctx)
                 if not torch.isfinite(loss):
                     raise DivergenceError(self.step, f"phase {phase.name} loss is {loss.item()}")
                 opt.zero_grad(set_to_none=True)

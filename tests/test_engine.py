@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -278,3 +279,27 @@ def test_engine_under_ddp_keeps_replicas_in_sync(family, overrides, prepared_dir
     assert a.keys() == b.keys() and a
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=0, msg=key)
+
+
+@pytest.mark.parametrize("family", ["gan", "vae", "vaegan"])
+def test_bf16_autocast_and_channels_last_train(family, prepared_dir):
+    """The GPU options also run on CPU: bf16 autocast changes the numbers, channels_last does not."""
+    raw = tiny_params_dict()
+    base = {"model": family, "dataset": "digits", "arch": "conv", "z_dim": 4, "width": 8,
+            "train": {"steps": 3, "batch_size": 16, "log_every": 1, "checkpoint_every": 3}}
+    raw["models"] = {"fp32": base,
+                     "bf16": {**base, "train": {**base["train"], "precision": "bf16"}},
+                     "nhwc": {**base, "train": {**base["train"], "channels_last": True}}}
+    params = config.validate(raw)
+    logs = {}
+    for name in params.models:
+        engine, data = training.build_engine(training.worker_config(name, params, prepared_dir))
+        logs[name] = engine.fit(data, Quiet())
+        if name == "nhwc":
+            conv = next(m for m in engine.model.modules() if isinstance(m, torch.nn.Conv2d))
+            assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    for row in logs["bf16"]:
+        assert all(math.isfinite(v) for v in row.values())
+    assert logs["bf16"] != logs["fp32"]
+    for a, b in zip(logs["nhwc"], logs["fp32"]):
+        assert a == pytest.approx(b, rel=1e-4, abs=1e-5)
