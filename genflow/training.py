@@ -7,6 +7,7 @@ runs in-process (``ray.num_workers: 0``), in tests, and under Ray.
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +107,9 @@ def run_worker(config: dict[str, Any], reporter, resume_dir: str | Path | None =
         state, log, _ = checkpoint.load(resume_dir)
         engine.load_state_dict(state)
         engine.log = log
-        print(f"[{config['name']}] resumed from checkpoint at step {engine.step}", flush=True)
+        # sys.stdout, not print: Ray Train V2 turns print() into a logger call on its workers
+        sys.stdout.write(f"[{config['name']}] resumed from checkpoint at step {engine.step}\n")
+        sys.stdout.flush()
     return engine.fit(data, reporter)
 
 
