@@ -27,8 +27,13 @@ from genflow.training import load_trained, trained_seeds
 from genflow.visualize import save_image_grid, save_points
 
 
-def first_rows(split: Split, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    return split.batch(torch.arange(min(n, len(split))))
+def sample_rows(split: Split, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``n`` rows drawn without replacement (seeded), kept in split order; all rows if n >= size.
+    Not the first n: an image folder's rows are sorted by class, so they would be one class."""
+    if n >= len(split):
+        return split.batch(torch.arange(len(split)))
+    rows = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:n]
+    return split.batch(rows.sort().values)
 
 
 @dataclass
@@ -48,8 +53,8 @@ class Reference:
 
     @classmethod
     def load(cls, data_dir: Path, featurenet_dir: Path, spec) -> "Reference":
-        real, real_c = first_rows(load_split(data_dir, spec.reference_split), spec.n_real)
-        train, train_c = first_rows(load_split(data_dir, "train"), spec.n_real)
+        real, real_c = sample_rows(load_split(data_dir, spec.reference_split), spec.n_real, spec.seed)
+        train, train_c = sample_rows(load_split(data_dir, "train"), spec.n_real, spec.seed + 1)
         features = FeatureSpace(featurenet_dir, spec.inception_weights)
         return cls(data_dir, read_manifest(data_dir), spec, features, real, real_c, features(real),
                    train, train_c, features(train))

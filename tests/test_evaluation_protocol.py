@@ -13,7 +13,7 @@ from genflow import config, training
 from genflow.data.loader import load_split
 from genflow.data.prepare import prepare
 from genflow.errors import DataError
-from genflow.evaluate import evaluate_model
+from genflow.evaluate import evaluate_model, sample_rows
 from genflow.featurenet import FeatureSpace
 from genflow.featurenet_stage import build_feature_space
 from genflow.io import sha256_file
@@ -105,6 +105,17 @@ def test_class_fid_of_identical_sets_is_zero_and_skips_small_classes():
     assert class_fid(f[55:], c[55:], f, c) is None  # only class 2 in a, with 5 rows
 
 
+def test_reference_rows_are_a_seeded_sample_not_the_first_rows():
+    from genflow.data.loader import Split
+
+    labels = torch.arange(10).repeat_interleave(100)  # sorted by class, like an image folder
+    split = Split(kind="image", x=torch.zeros(1000, 1, 4, 4, dtype=torch.uint8), labels=labels, num_classes=10)
+    _, picked = sample_rows(split, 200, seed=0)
+    assert len(picked) == 200 and len(torch.unique(picked)) == 10
+    assert torch.equal(sample_rows(split, 200, seed=0)[1], picked)  # deterministic for a seed
+    assert len(sample_rows(split, 5000, seed=0)[1]) == 1000
+
+
 def test_discrete_modes_on_hand_made_collapse():
     assert discrete_modes(np.arange(1000), 1000) == {"modes": 1000, "reverse_kl": pytest.approx(0.0, abs=1e-12)}
     collapsed = discrete_modes(np.array([7] * 50 + [8] * 50), 1000)
@@ -121,7 +132,7 @@ def test_conditional_model_gets_class_metrics_and_their_floors(prepared_dir, fea
     metrics = _evaluate(params, "cgan", prepared_dir, features_dir, tmp_path)
     assert 0 <= metrics["class_accuracy"] <= 1
     # the floor is the classifier's accuracy on the reference rows (real, unseen by it)
-    x, c = load_split(prepared_dir / "digits", "test").batch(torch.arange(200))
+    x, c = sample_rows(load_split(prepared_dir / "digits", "test"), 200, params.evaluate.seed)
     direct = (FeatureSpace(features_dir / "digits").classify(x) == c).float().mean().item()
     assert metrics["class_accuracy_floor"] == pytest.approx(direct, abs=1e-6)
     assert "cfid" in metrics and metrics["cfid_floor"] < metrics["cfid"]
