@@ -26,6 +26,12 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it into place on success."""
@@ -36,6 +42,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():  # mkstemp creates 0600; artifacts get the usual umask-based mode
+            os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -58,6 +66,10 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        # mkdtemp creates 0700 and some writers (mkstemp, safetensors) 0600: artifacts get the
+        # modes a plain write would give them
+        for item in [tmp, *tmp.rglob("*")]:
+            os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~_umask())
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")

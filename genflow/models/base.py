@@ -116,8 +116,18 @@ class GenerativeModel(nn.Module):
         """A module (z, c) -> samples in data space, for evaluation and export."""
         raise NotImplementedError
 
+    @torch.no_grad()
     def anomaly_score(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Per-image score, higher = less like the training data (anomaly detection)."""
+        eps = torch.randn(x.shape[0], *self.anomaly_noise_shape(), generator=generator)
+        return self.anomaly_score_from_noise(x, eps)
+
+    def anomaly_noise_shape(self) -> tuple[int, ...]:
+        """Per-image shape of the noise the score draws (a placeholder for deterministic scores)."""
+        return (1,)
+
+    def anomaly_score_from_noise(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """The score for given noise: what the exported scorer computes."""
         raise NotImplementedError(f"{type(self).__name__} has no anomaly score")
 
     @torch.no_grad()

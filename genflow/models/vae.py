@@ -118,23 +118,30 @@ class VAE(GenerativeModel):
     def iwae_bound(self, x: torch.Tensor, c: torch.Tensor | None, k: int, generator: torch.Generator) -> torch.Tensor:
         """Per-sample importance-weighted bound on log p(x) with ``k`` posterior samples (Burda et
         al. 2016): log mean_k p(x | z_k) p(z_k) / q(z_k | x). k = 1 is the ELBO; it tightens with k."""
+        eps = torch.randn(x.shape[0], k, self.spec.z_dim, generator=generator)
+        return self.iwae_from_noise(x, c, eps)
+
+    def iwae_from_noise(self, x: torch.Tensor, c: torch.Tensor | None, eps: torch.Tensor) -> torch.Tensor:
+        """The IWAE bound for given standard-normal draws ``eps`` (N, K, z_dim): deterministic,
+        so the exported scorer can be checked against it."""
         c = c if self.spec.c_dim else None
+        n, k, _ = eps.shape
         mu, logvar = self.E(x, c)
-        std = torch.exp(0.5 * logvar)
-        log_weights = []
-        for _ in range(k):
-            eps = torch.randn(mu.shape, generator=generator)
-            z = mu + std * eps
-            log_q = -0.5 * (eps.square() + logvar + LOG_2PI).sum(1)
-            log_prior = -0.5 * (z.square() + LOG_2PI).sum(1)
-            log_weights.append(log_prior - log_q - self.nll(self.G(z, c), x))
-        return torch.logsumexp(torch.stack(log_weights), dim=0) - math.log(k)
+        z = mu[:, None] + torch.exp(0.5 * logvar)[:, None] * eps
+        log_q = -0.5 * (eps.square() + logvar[:, None] + LOG_2PI).sum(-1)
+        log_prior = -0.5 * (z.square() + LOG_2PI).sum(-1)
+        repeat = lambda t: t.repeat_interleave(k, dim=0)  # noqa: E731  (row i's K draws side by side)
+        nll = self.nll(self.G(z.reshape(n * k, -1), None if c is None else repeat(c)), repeat(x)).reshape(n, k)
+        return torch.logsumexp(log_prior - log_q - nll, dim=1) - math.log(k)
 
     ANOMALY_IWAE_SAMPLES = 16
 
-    def anomaly_score(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def anomaly_noise_shape(self) -> tuple[int, ...]:
+        return (self.ANOMALY_IWAE_SAMPLES, self.spec.z_dim)
+
+    def anomaly_score_from_noise(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """Minus the importance-weighted log-likelihood bound: improbable images are anomalies."""
-        return -self.iwae_bound(x, None, self.ANOMALY_IWAE_SAMPLES, generator)
+        return -self.iwae_from_noise(x, None, eps)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:

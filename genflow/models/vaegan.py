@@ -79,11 +79,10 @@ class VAEGAN(GenerativeModel):
 
     reconstruct = VAE.reconstruct  # decode the posterior mean: the same for both families
 
-    @torch.no_grad()
-    def anomaly_score(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def anomaly_score_from_noise(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """Reconstruction error in D's feature space, the similarity VAE-GAN is trained on."""
-        self.D.eval()
-        return (self.D.features(self.reconstruct(x)) - self.D.features(x)).square().sum(1)
+        mu, _ = self.E(x, None)
+        return (self.D.features(self.decoder()(mu, None)) - self.D.features(x)).square().sum(1)
 
     def decoder(self) -> nn.Module:
         return self.eval_net("G")
