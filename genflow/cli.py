@@ -7,6 +7,7 @@ scripts in stages/ are thin calls into these commands.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from pathlib import Path
 
@@ -87,10 +88,12 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_export(args) -> None:
-    _require(_params(args).models, args.model, "model")
+    spec = _require(_params(args).models, args.model, "model")
     from genflow.export import export_model
 
-    export_model(Path(args.models_root) / args.model, Path(args.out or f"export/{args.model}"))
+    export_model(Path(args.models_root) / args.model, Path(args.out or f"export/{args.model}"),
+                 data_dir=Path(args.data_root) / spec.dataset,
+                 metrics_path=Path(args.metrics_root) / f"{args.model}.json")
 
 
 def cmd_report(args) -> None:
@@ -102,6 +105,66 @@ def cmd_report(args) -> None:
     print(f"[report] wrote {Path(args.out) / 'comparison.md'} ({len(params.models)} models)")
     if args.verbose:
         print(text)
+
+
+def _exported(args):
+    from genflow.exported import ExportedModel
+
+    return ExportedModel(args.model_dir)
+
+
+def cmd_sample(args) -> None:
+    from genflow import apps
+
+    apps.sample(_exported(args), args.n, args.seed, args.out, label=args.label)
+    print(f"[sample] wrote {args.out}")
+
+
+def cmd_interpolate(args) -> None:
+    from genflow import apps
+
+    apps.interpolate(_exported(args), args.pairs, args.steps, args.seed, args.out, label=args.label)
+    print(f"[interpolate] wrote {args.out}: {args.pairs} paths of {args.steps} images")
+
+
+def cmd_reconstruct(args) -> None:
+    from genflow import apps
+
+    error = apps.reconstruct(_exported(args), args.images, args.out)
+    print(f"[reconstruct] wrote {args.out} (originals above reconstructions); mean squared error {error:.4g}")
+
+
+def cmd_score(args) -> None:
+    from genflow import apps
+
+    scores = apps.score(_exported(args), args.images, args.out, seed=args.seed)
+    median = statistics.median(scores.tolist())
+    print(f"[score] wrote {args.out}: {len(scores)} images, anomaly score median {median:.4g}")
+
+
+def cmd_inpaint(args) -> None:
+    from genflow import apps
+
+    error = apps.inpaint(_exported(args), args.images, args.mask, args.out, iterations=args.iterations)
+    print(f"[inpaint] wrote {args.out} (masked, completed, original); squared error in the region {error:.4g}")
+
+
+def _add_apps(add_app) -> None:
+    c = add_app("sample", cmd_sample, "a grid of samples from an exported model")
+    c.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
+    c.add_argument("--label", type=int, help="class of every sample (conditional models; default: all classes)")
+    c = add_app("interpolate", cmd_interpolate, "latent interpolation: one row of images per random pair of latents")
+    c.add_argument("--pairs", type=int, default=4)
+    c.add_argument("--steps", type=int, default=8)
+    c.add_argument("--label", type=int, help="class along every path (conditional models)")
+    c = add_app("reconstruct", cmd_reconstruct, "encode and decode images (VAE, VAE-GAN)")
+    c.add_argument("images", help="a folder of PNG/JPEG files, one image, or a Parquet file in genflow's schema")
+    c = add_app("score", cmd_score, "anomaly score per image -> CSV (higher = less like the training data)")
+    c.add_argument("images", help="a folder of PNG/JPEG files, one image, or a Parquet file in genflow's schema")
+    c = add_app("inpaint", cmd_inpaint, "complete a masked region of each image (VAE, VAE-GAN)")
+    c.add_argument("images", help="a folder of PNG/JPEG files, one image, or a Parquet file in genflow's schema")
+    c.add_argument("--mask", default="right", help="region to complete: left, right, top, bottom, center")
+    c.add_argument("--iterations", type=int, default=20, help="encode-decode-paste rounds (default 20)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -136,9 +199,20 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--out")
     c = add("evaluate", cmd_evaluate, "compute a trained model's metrics and sample picture")
     c.add_argument("--model", required=True)
-    c = add("export", cmd_export, "export a trained generator to TorchScript with a parity check")
+    c = add("export", cmd_export,
+            "export a trained model (TorchScript, ONNX, safetensors, model card), parity-checked")
     c.add_argument("--model", required=True)
     c.add_argument("--out")
+    def add_app(name, func, help_text):
+        cmd = sub.add_parser(name, help=help_text, description=help_text + ". Runs on the exported model alone "
+                             "(ONNX Runtime + model_card.json).")
+        cmd.add_argument("model_dir", help="an exported model folder, e.g. export/gan_digits")
+        cmd.add_argument("--out", required=True, help="output file (PNG, or CSV for score)")
+        cmd.add_argument("--seed", type=int, default=0)
+        cmd.set_defaults(func=func)
+        return cmd
+
+    _add_apps(add_app)
     c = add("report", cmd_report, "write reports/comparison.md from every model's metrics")
     c.add_argument("--out", default="reports")
     c.add_argument("--verbose", action="store_true", help="also print the report")

@@ -15,11 +15,13 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return pixels.permute(0, 2, 3, 1).numpy()
 
 
-def save_image_grid(images: torch.Tensor, path: str | Path, scale: int | None = None, pad: int = 1) -> None:
-    """A square-ish grid of images, upscaled (nearest) so tiny images stay visible."""
-    pixels = to_uint8(images)
+def save_image_grid(images: torch.Tensor, path: str | Path, scale: int | None = None, pad: int = 1,
+                    cols: int | None = None) -> None:
+    """A grid of images (square-ish unless ``cols`` is given), upscaled (nearest) so tiny
+    images stay visible."""
+    pixels = to_uint8(torch.as_tensor(images))
     n, h, w, c = pixels.shape
-    cols = math.ceil(math.sqrt(n))
+    cols = cols or math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
     scale = scale or max(1, 64 // max(h, w))
     canvas = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), 255, dtype=np.uint8)
@@ -32,7 +34,7 @@ def save_image_grid(images: torch.Tensor, path: str | Path, scale: int | None = 
     image.save(path, format="PNG")
 
 
-def save_points(samples: np.ndarray, centers: np.ndarray, path: str | Path, title: str = "") -> None:
+def save_points(samples: np.ndarray, centers: np.ndarray | None, path: str | Path, title: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -40,8 +42,9 @@ def save_points(samples: np.ndarray, centers: np.ndarray, path: str | Path, titl
 
     fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
     ax.scatter(samples[:, 0], samples[:, 1], s=2, alpha=0.4, label="generated")
-    ax.scatter(centers[:, 0], centers[:, 1], s=30, marker="x", c="red", label="true means")
-    lim = float(np.abs(centers).max()) * 1.5
+    if centers is not None:
+        ax.scatter(centers[:, 0], centers[:, 1], s=30, marker="x", c="red", label="true means")
+    lim = float(np.abs(centers if centers is not None else samples).max()) * 1.5
     ax.set_xlim(-lim, lim)
     ax.set_ylim(-lim, lim)
     ax.set_aspect("equal")

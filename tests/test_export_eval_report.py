@@ -7,12 +7,13 @@ import math
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 from genflow import checkpoint, config, training
 from genflow.data.shards import manifest_hash
 from genflow.errors import DataError
 from genflow.evaluate import evaluate_model
-from genflow.export import CARD_FILE, TORCHSCRIPT_FILE, export_model, fixed_inputs
+from genflow.export import CARD_FILE, TORCHSCRIPT_FILE, WEIGHTS_FILE, export_model, fixed_inputs
 from genflow.featurenet import FEATURE_DIM, FeatureSpace
 from genflow.models import registry
 from genflow.report import build_report
@@ -118,25 +119,38 @@ def test_metrics_json_is_strict_json(trained_dir, prepared_dir, features_dir, tm
 
 def _check_export(model_dir, out):
     card = export_model(model_dir, out, log=quiet)
-    assert {p.name for p in out.iterdir()} == {TORCHSCRIPT_FILE, CARD_FILE}
-    assert json.loads((out / CARD_FILE).read_text()) == card
     model, meta, _ = training.load_trained(model_dir / "seed_0")  # export takes the first seed
     spec = model.spec
-    assert card["seed"] == meta["seed"] == 0
+    expected_nets = {"generator"} | ({"encoder"} if hasattr(model, "E") else set())
+    if not spec.c_dim and getattr(spec, "pac", 1) == 1:
+        expected_nets.add("scorer")
+    assert set(card["networks"]) == expected_nets
+    files = {f for net in card["networks"].values() for f in net["files"].values()}
+    assert {p.name for p in out.iterdir()} == files | {CARD_FILE, WEIGHTS_FILE}
+    assert json.loads((out / CARD_FILE).read_text()) == card
+    assert card["seed"] == meta["seed"] == 0 and card["onnx_opset"] == 18
     scripted = torch.jit.load(str(out / TORCHSCRIPT_FILE))
     eager = model.decoder().eval()
     z, c = fixed_inputs(spec.z_dim, spec.c_dim)
     other_z = torch.randn(5, spec.z_dim, generator=torch.Generator().manual_seed(7))
     other_c = torch.arange(5) % spec.c_dim if spec.c_dim else torch.zeros(5, dtype=torch.long)
     with torch.no_grad():
-        for zz, cc in ((z, c), (other_z, other_c)):
+        for zz, cc in ((z, c), (other_z, other_c)):  # another batch size than the traced one
             expected = eager(zz, cc if spec.c_dim else None)
             got = scripted(zz, cc)
             assert got.shape == (len(zz), *meta["data_shape"])
             assert (got - expected).abs().max().item() <= 1e-5
-    assert card["parity"]["torchscript_max_abs_error"] <= card["parity"]["tolerance"] == 1e-5
+    for net in card["networks"].values():
+        assert max(net["parity"]["max_error"].values()) <= net["parity"]["tolerance"] <= 1e-4
+    assert card["networks"]["generator"]["parity"]["tolerance"] == 1e-5
     assert card["name"] == meta["name"] and card["model_state_sha256"] == meta["state_sha256"]
-    assert card["inputs"]["z"][1] == spec.z_dim and card["output"]["shape"] == ["N", *meta["data_shape"]]
+    assert card["io"]["z_dim"] == spec.z_dim and card["io"]["data_shape"] == meta["data_shape"]
+    # the weights load without pickle into a freshly built model and give the same samples
+    rebuilt = registry.build(spec, tuple(meta["data_shape"]), meta["num_classes"])
+    rebuilt.load_state_dict(load_file(out / WEIGHTS_FILE))
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt.decoder().eval()(z, c if spec.c_dim else None), eager(z, c if spec.c_dim
+                                                                                                 else None))
     return scripted, spec
 
 

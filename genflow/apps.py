@@ -1,0 +1,159 @@
+"""What people do with an exported generative model (the seeds' applications):
+generate, interpolate in latent space, reconstruct, score anomalies, complete images.
+
+Everything runs on an :class:`~genflow.exported.ExportedModel` (ONNX Runtime and the
+model card), never on training code. Images come from a folder of PNG / JPEG files
+or a Parquet file in genflow's schema and must have the model's shape.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from genflow.errors import DataError, GenflowError
+from genflow.exported import ExportedModel
+from genflow.io import atomic_path
+from genflow.visualize import save_image_grid, save_points
+
+MASKS = ("left", "right", "top", "bottom", "center")
+
+
+def load_images(path: str | Path, model: ExportedModel) -> tuple[list[str], np.ndarray]:
+    """Names and float32 (N, C, H, W) images in [-1, 1] from an image folder / file or Parquet."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    if not model.is_image:
+        return _load_points(path, model)
+    c, h, w = model.io["data_shape"]
+    if path.suffix == ".parquet" or (path.is_dir() and any(path.glob("*.parquet"))):
+        from genflow.data.parquet_source import parquet_source
+        from genflow.data.specs import ParquetData
+
+        raw = parquet_source(ParquetData(source="parquet", path=str(path)))
+        if raw.kind != "image":
+            raise DataError(f"{path}: holds 2-D points; model {model.name!r} takes images")
+        names, pixels = [f"{path.name}#{i}" for i in range(len(raw.x))], raw.x
+    else:
+        from genflow.data.imagefolder import decode, list_images
+
+        files = [path] if path.is_file() else list_images(path, "none")[0]
+        names = [str(f) for f in files]
+        pixels = np.stack([_decoded(f, decode, c, (h, w)) for f in files])
+    if pixels.shape[1:] != (h, w, c):
+        raise DataError(f"{path}: images are {pixels.shape[1:]} (H, W, C); model {model.name!r} takes {(h, w, c)}")
+    return names, pixels.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0
+
+
+def _load_points(path: Path, model: ExportedModel) -> tuple[list[str], np.ndarray]:
+    from genflow.data.parquet_source import parquet_source
+    from genflow.data.specs import ParquetData
+
+    raw = parquet_source(ParquetData(source="parquet", path=str(path)))
+    if raw.kind != "points" or raw.x.shape[1:] != tuple(model.io["data_shape"]):
+        raise DataError(f"{path}: model {model.name!r} takes points of shape {tuple(model.io['data_shape'])} "
+                        f"(an 'x' column); this file holds {raw.kind} of shape {raw.x.shape[1:]}")
+    return [f"{path.name}#{i}" for i in range(len(raw.x))], raw.x.astype(np.float32)
+
+
+def _decoded(file: Path, decode, channels: int, size: tuple[int, int]) -> np.ndarray:
+    pixels = decode(file, grayscale=channels == 1, size=None, crop="none")
+    if pixels.shape[:2] != size:
+        raise DataError(f"{file}: image is {pixels.shape[1]}x{pixels.shape[0]}, the model takes "
+                        f"{size[1]}x{size[0]} (resize it first)")
+    return pixels
+
+
+def _save(images: np.ndarray, out: str | Path, cols: int | None = None) -> None:
+    with atomic_path(out) as tmp:
+        save_image_grid(images, tmp, cols=cols)
+
+
+def sample(model: ExportedModel, n: int, seed: int, out: str | Path, label: int | None = None) -> np.ndarray:
+    z = np.random.default_rng(seed).standard_normal((n, model.io["z_dim"]))
+    x = model.generate(z, None if label is None else np.full(n, label))
+    if model.is_image:
+        _save(x, out)
+    else:
+        with atomic_path(out) as tmp:
+            save_points(x, None, tmp, title=f"{model.name}: {n} samples")
+    return x
+
+
+def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+    a_n, b_n = a / np.linalg.norm(a, axis=-1, keepdims=True), b / np.linalg.norm(b, axis=-1, keepdims=True)
+    omega = np.arccos(np.clip((a_n * b_n).sum(-1, keepdims=True), -1 + 1e-7, 1 - 1e-7))
+    return (np.sin((1 - t) * omega) * a + np.sin(t * omega) * b) / np.sin(omega)
+
+
+def interpolate(model: ExportedModel, pairs: int, steps: int, seed: int, out: str | Path,
+                label: int | None = None) -> np.ndarray:
+    """One row per pair of random latents: ``steps`` images along the slerp path between them."""
+    if not model.is_image:
+        raise GenflowError(f"interpolate: model {model.name!r} generates 2-D points, not images")
+    rng = np.random.default_rng(seed)
+    ends = rng.standard_normal((2, pairs, 1, model.io["z_dim"]))
+    t = np.linspace(0.0, 1.0, steps)[None, :, None]
+    z = slerp(ends[0], ends[1], t).reshape(pairs * steps, -1)
+    x = model.generate(z, None if label is None else np.full(len(z), label))
+    _save(x, out, cols=steps)
+    return x
+
+
+def reconstruct(model: ExportedModel, images: str | Path, out: str | Path, limit: int = 64) -> float:
+    """Originals above their reconstructions (posterior mean); returns the mean squared error."""
+    model.require("encoder", "reconstruct")
+    _, x = load_images(images, model)
+    x = x[:limit]
+    mu, _ = model.encode(x)
+    recon = model.generate(mu)
+    _save(np.concatenate([x, recon]), out, cols=len(x))
+    return float(np.square(recon - x).mean())
+
+
+def score(model: ExportedModel, images: str | Path, out: str | Path, seed: int = 0) -> np.ndarray:
+    """Anomaly score per image (higher = less like the training data) -> CSV of name, score."""
+    model.require("scorer", "score")
+    names, x = load_images(images, model)
+    scores = np.concatenate([model.score(x[i:i + 256], seed + i) for i in range(0, len(x), 256)])
+    with atomic_path(out) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "anomaly_score"])
+        writer.writerows((name, f"{value:.6g}") for name, value in zip(names, scores))
+    return scores
+
+
+def region(mask: str, h: int, w: int) -> np.ndarray:
+    """1 where pixels are known, 0 in the region to complete."""
+    known = np.ones((h, w), dtype=np.float32)
+    spans = {"left": (slice(None), slice(0, w // 2)), "right": (slice(None), slice(w // 2, None)),
+             "top": (slice(0, h // 2), slice(None)), "bottom": (slice(h // 2, None), slice(None)),
+             "center": (slice(h // 4, h - h // 4), slice(w // 4, w - w // 4))}
+    if mask not in spans:
+        raise GenflowError(f"unknown mask {mask!r}; allowed: {', '.join(MASKS)}")
+    known[spans[mask]] = 0.0
+    return known
+
+
+def complete(model: ExportedModel, x: np.ndarray, known: np.ndarray, iterations: int) -> np.ndarray:
+    """Fill the pixels where ``known`` is 0: encode, decode, keep the known pixels, repeat."""
+    current = x * known  # unknown pixels start at 0, mid-grey
+    for _ in range(iterations):
+        mu, _ = model.encode(current)
+        current = known * x + (1 - known) * model.generate(mu)
+    return current
+
+
+def inpaint(model: ExportedModel, images: str | Path, mask: str, out: str | Path, iterations: int = 20,
+            limit: int = 16) -> float:
+    """Complete a masked region with a VAE: encode, decode, paste the known pixels back, repeat.
+    Rows: masked input, completion, original. Returns the MSE inside the region."""
+    model.require("encoder", "inpaint")
+    _, x = load_images(images, model)
+    x = x[:limit]
+    known = region(mask, *x.shape[2:])[None, None]
+    current = complete(model, x, known, iterations)
+    _save(np.concatenate([x * known - (1 - known), current, x]), out, cols=len(x))
+    return float(np.square(current - x).sum() / max(1.0, (1 - known).sum() * len(x) * x.shape[1]))
