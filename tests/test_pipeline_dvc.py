@@ -108,7 +108,9 @@ def test_repro_builds_everything(pipeline):
         assert {"fid", "fid_floor", "protocol"} <= set(metrics)
         assert (repo / "samples" / f"{model}.png").stat().st_size > 0
         assert (repo / "export" / model / "generator.torchscript.pt").exists()
-        assert json.loads((repo / "export" / model / "export.json").read_text())["name"] == model
+        assert (repo / "export" / model / "generator.onnx").exists()
+        card = json.loads((repo / "export" / model / "model_card.json").read_text())
+        assert card["name"] == model and card["metrics"]["values"]["fid"] == metrics["fid"]
         meta = json.loads((repo / "models" / model / "seed_0" / "meta.json").read_text())
         assert meta["step"] == 10 and meta["world_size"] == 1
     assert "modes" in json.loads((repo / "metrics" / "gan_ring8.json").read_text())
@@ -221,3 +223,30 @@ def test_dvc_tracked_raw_folder_feeds_prepare(pipeline):
     assert "Running stage 'prepare@tinymnist'" in again.output, again.output[-3000:]
     manifest = json.loads((repo / "data" / "prepared" / "tinymnist" / "manifest.json").read_text())
     assert sum(s["rows"] for s in manifest["splits"].values()) == 80
+
+
+def test_every_model_of_params_is_a_dvc_artifact():
+    artifacts = yaml.safe_load((REPO / "dvc.yaml").read_text())["artifacts"]
+    models = yaml.safe_load((REPO / "params.yaml").read_text())["models"]
+    assert {name: entry["path"] for name, entry in artifacts.items()} == {name: f"export/{name}" for name in models}
+    assert {entry["type"] for entry in artifacts.values()} == {"model"}
+
+
+def test_exported_model_is_fetched_with_dvc_artifacts_get(pipeline, tmp_path):
+    """The README's flow: push the export to a DVC remote, tag it GTO-style, fetch it elsewhere."""
+    from genflow import cli
+
+    remote = pipeline.root / "remote"
+    assert pipeline.dvc("remote", "add", "-d", "shared", str(remote)).returncode == 0
+    for cmd in (["git", "add", "-A"], ["git", "commit", "-qm", "export gan_ring8"]):
+        assert pipeline.run(*cmd).returncode == 0
+    pushed = pipeline.dvc("push", "export@gan_ring8")
+    assert pushed.returncode == 0, pushed.output[-2000:]
+    # GTO-style tags are annotated: `dvc artifacts get` ignores lightweight ones
+    assert pipeline.run("git", "tag", "-a", "gan_ring8@v0.1.0", "-m", "gan_ring8 v0.1.0").returncode == 0
+    fetched = tmp_path / "fetched"
+    got = pipeline.dvc("artifacts", "get", str(pipeline.repo), "gan_ring8", "-o", str(fetched))
+    assert got.returncode == 0, got.output[-2000:]
+    card = json.loads((fetched / "model_card.json").read_text())
+    assert card["name"] == "gan_ring8" and (fetched / "generator.onnx").exists()
+    assert cli.main(["sample", str(fetched), "--out", str(tmp_path / "s.png")]) == 0  # usable on its own
