@@ -78,19 +78,25 @@ class ExportedModel:
                                f"of model {self.name!r}")
         return c
 
+    def _run(self, network: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Run a network, feeding only the inputs its ONNX graph declares (the exporter drops
+        inputs a network ignores, such as an unconditional generator's labels)."""
+        session = self._session(network)
+        return session.run(None, {i.name: feeds[i.name] for i in session.get_inputs()})
+
     def generate(self, z: np.ndarray, c: np.ndarray | None = None) -> np.ndarray:
         z = np.asarray(z, dtype=np.float32)
-        return self._session("generator").run(None, {"z": z, "c": self.labels(c, len(z))})[0]
+        return self._run("generator", {"z": z, "c": self.labels(c, len(z))})[0]
 
     def encode(self, x: np.ndarray, c: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         self.check_images(x)
-        mu, logvar = self._session("encoder").run(None, {"x": x.astype(np.float32), "c": self.labels(c, len(x))})
+        mu, logvar = self._run("encoder", {"x": x.astype(np.float32), "c": self.labels(c, len(x))})
         return mu, logvar
 
     def score(self, x: np.ndarray, seed: int = 0) -> np.ndarray:
         self.check_images(x)
         noise = np.random.default_rng(seed).standard_normal((len(x), *self.card["anomaly"]["noise_shape"]))
-        return self._session("scorer").run(None, {"x": x.astype(np.float32), "eps": noise.astype(np.float32)})[0]
+        return self._run("scorer", {"x": x.astype(np.float32), "eps": noise.astype(np.float32)})[0]
 
     def check_images(self, x: np.ndarray, where: str = "input") -> None:
         expected = tuple(self.io["data_shape"])
