@@ -19,6 +19,7 @@ are safetensors.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import warnings
@@ -28,6 +29,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 from torch import nn
+from torch.nn.utils import parametrize
 
 from genflow.data.shards import read_manifest
 from genflow.io import atomic_dir, code_revision, write_json
@@ -79,8 +81,21 @@ def fixed_inputs(z_dim: int, c_dim: int, n: int = 64, seed: int = 1234) -> tuple
     return z, c
 
 
+def baked(model):
+    """A copy with every parametrization (spectral norm) folded into plain weights: in eval
+    mode the normalised weight is fixed, so outputs are unchanged and exporters see ordinary
+    layers (the TorchScript-based ONNX exporter has no ``vdot``)."""
+    model = copy.deepcopy(model).eval()
+    for module in model.modules():
+        if parametrize.is_parametrized(module):
+            for name in list(module.parametrizations):
+                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+    return model
+
+
 def networks(model) -> dict[str, tuple[nn.Module, tuple[torch.Tensor, ...], list[str], list[str]]]:
     """name -> (module, example inputs, input names, output names) of everything to export."""
+    model = baked(model)
     spec, n = model.spec, 16
     conditional = spec.c_dim > 0
     z, c = fixed_inputs(spec.z_dim, spec.c_dim, n)
@@ -128,9 +143,14 @@ def export_onnx(module: nn.Module, inputs: tuple, names: tuple[list[str], list[s
 
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, inputs, str(path), dynamo=False, opset_version=ONNX_OPSET,
-                          input_names=names[0], output_names=names[1], external_data=False,
-                          dynamic_axes={name: {0: "batch"} for name in names[0] + names[1]})
+        try:
+            torch.onnx.export(module, inputs, str(path), dynamo=False, opset_version=ONNX_OPSET,
+                              input_names=names[0], output_names=names[1], external_data=False,
+                              dynamic_axes={name: {0: "batch"} for name in names[0] + names[1]})
+        except torch.onnx.errors.UnsupportedOperatorError:  # slower, but covers more operators
+            torch.onnx.export(module, inputs, str(path), dynamo=True, opset_version=ONNX_OPSET,
+                              input_names=names[0], output_names=names[1], external_data=False,
+                              dynamic_shapes=tuple({0: torch.export.Dim("batch")} for _ in inputs))
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     declared = [i.name for i in session.get_inputs()]
     feeds = {name: tensor.numpy() for name, tensor in zip(names[0], inputs) if name in declared}

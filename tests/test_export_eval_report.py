@@ -229,3 +229,20 @@ def test_several_seeds_are_trained_and_aggregated(prepared_dir, features_dir, tm
     assert metrics["fid"] == pytest.approx((per_seed["1"]["fid"] + per_seed["3"]["fid"]) / 2, abs=1e-5)
     assert metrics["fid_std"] == pytest.approx(abs(per_seed["1"]["fid"] - per_seed["3"]["fid"]) / 2 ** 0.5, abs=1e-5)
     assert metrics["protocol"]["seeds"] == [1, 3] and set(metrics["protocol"]["model_state_sha256"]) == {"1", "3"}
+
+
+@pytest.mark.parametrize("family, extra", [
+    ("gan", {"spectral_norm": True, "mbstd": True, "loss": "hinge"}),
+    ("vaegan", {"spectral_norm": True}),
+])
+def test_export_spectral_norm_models(family, extra, prepared_dir, tmp_path):
+    """Spectral norm is a parametrization: export folds it into plain weights (eval mode)."""
+    raw = tiny_params_dict()
+    raw["models"] = {"sn": {"model": family, "dataset": "digits", "arch": "conv", "z_dim": 4, "width": 8, **extra,
+                            "train": {"steps": 3, "batch_size": 16, "log_every": 3, "checkpoint_every": 3}}}
+    params = config.validate(raw)
+    training.train_in_process(training.worker_config("sn", params, prepared_dir), tmp_path / "m" / "seed_0",
+                              tmp_path / "work")
+    _check_export(tmp_path / "m", tmp_path / "export")
+    card = json.loads((tmp_path / "export" / CARD_FILE).read_text())
+    assert "scorer" in card["networks"]  # D (spectral-normed) is part of the exported scorer
