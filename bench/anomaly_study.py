@@ -37,8 +37,9 @@ def run(base: str, holdout: int, raw: dict, work: Path) -> float:
     raw["ray"].update(num_workers=0, storage_path=str(work / "storage"))
     params = config.validate(raw)
     train_model(name, params, ROOT / "data" / "prepared", work / name)
-    metrics = evaluate_model(work / name, ROOT / "data" / "prepared" / "digits", ROOT / "models" / "featurenet" / "digits",
-                             params.evaluate, work / f"{name}.json", work / f"{name}.png", log=lambda *a: None)
+    metrics = evaluate_model(work / name, ROOT / "data" / "prepared" / "digits",
+                             ROOT / "models" / "featurenet" / "digits", params.evaluate, work / f"{name}.json",
+                             work / f"{name}.png", log=lambda *a: None)
     return metrics["anomaly_auroc"]
 
 
