@@ -11,10 +11,12 @@ import csv
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from genflow.errors import DataError, GenflowError
 from genflow.exported import ExportedModel
 from genflow.io import atomic_path
+from genflow.model_metrics import slerp
 from genflow.visualize import save_image_grid, save_points
 
 MASKS = ("left", "right", "top", "bottom", "center")
@@ -82,12 +84,6 @@ def sample(model: ExportedModel, n: int, seed: int, out: str | Path, label: int 
     return x
 
 
-def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
-    a_n, b_n = a / np.linalg.norm(a, axis=-1, keepdims=True), b / np.linalg.norm(b, axis=-1, keepdims=True)
-    omega = np.arccos(np.clip((a_n * b_n).sum(-1, keepdims=True), -1 + 1e-7, 1 - 1e-7))
-    return (np.sin((1 - t) * omega) * a + np.sin(t * omega) * b) / np.sin(omega)
-
-
 def interpolate(model: ExportedModel, pairs: int, steps: int, seed: int, out: str | Path,
                 label: int | None = None) -> np.ndarray:
     """One row per pair of random latents: ``steps`` images along the slerp path between them."""
@@ -96,7 +92,7 @@ def interpolate(model: ExportedModel, pairs: int, steps: int, seed: int, out: st
     rng = np.random.default_rng(seed)
     ends = rng.standard_normal((2, pairs, 1, model.io["z_dim"]))
     t = np.linspace(0.0, 1.0, steps)[None, :, None]
-    z = slerp(ends[0], ends[1], t).reshape(pairs * steps, -1)
+    z = slerp(*(torch.from_numpy(v) for v in (ends[0], ends[1], t))).numpy().reshape(pairs * steps, -1)
     x = model.generate(z, None if label is None else np.full(len(z), label))
     _save(x, out, cols=steps)
     return x

@@ -71,9 +71,6 @@ class ScorerNet(nn.Module):
         return self.model.anomaly_score_from_noise(x, eps)
 
 
-ExportedGenerator = GeneratorNet  # the name earlier exports used
-
-
 def fixed_inputs(z_dim: int, c_dim: int, n: int = 64, seed: int = 1234) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(n, z_dim, generator=gen)
