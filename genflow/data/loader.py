@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import torch
 
-from genflow.data.shards import read_manifest, read_split
+from genflow.data.shards import column_to_numpy, read_manifest, read_split
 from genflow.errors import DataError
 
 
@@ -49,17 +48,6 @@ class Split:
         return x, labels
 
 
-def _column_numpy(column: pa.ChunkedArray) -> np.ndarray:
-    """Zero-copy view of a fixed-size binary / list column as a 2-D numpy array."""
-    array = column.combine_chunks()
-    if pa.types.is_fixed_size_binary(array.type):
-        width = array.type.byte_width
-        data = np.frombuffer(array.buffers()[1], dtype=np.uint8)
-        return data[array.offset * width:(array.offset + len(array)) * width].reshape(len(array), width)
-    width = array.type.list_size
-    return array.flatten().to_numpy(zero_copy_only=False).reshape(len(array), width)
-
-
 def load_split(root: str | Path, split: str = "train", verify: bool = True) -> Split:
     manifest = read_manifest(root)
     table = read_split(root, split, verify=verify)
@@ -68,10 +56,10 @@ def load_split(root: str | Path, split: str = "train", verify: bool = True) -> S
         labels = torch.from_numpy(table.column("label").to_numpy().astype(np.int64))
     if manifest["kind"] == "image":
         h, w, c = manifest["shape"]
-        pixels = _column_numpy(table.column("image")).reshape(-1, h, w, c)
+        pixels = column_to_numpy(table.column("image")).reshape(-1, h, w, c)
         x = torch.from_numpy(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)))
     else:
-        x = torch.from_numpy(_column_numpy(table.column("x")).astype(np.float32))
+        x = torch.from_numpy(column_to_numpy(table.column("x")).astype(np.float32))
     return Split(kind=manifest["kind"], x=x, labels=labels, num_classes=manifest["num_classes"])
 
 

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from genflow.data.images import check_dimensions
 from genflow.data.raw import SPLITS, RawData, split_indices
+from genflow.data.shards import column_to_numpy
 from genflow.errors import DataError
 
 SHAPE_KEY = b"genflow.shape"
@@ -66,13 +67,9 @@ def _features(table: pa.Table, spec, path: Path) -> tuple[str, np.ndarray]:
             raise DataError(f"{path}: column 'image' must be fixed_size_binary(H*W*C), "
                             f"got {table.schema.field('image').type}")
         h, w, c = _image_shape(table, spec, path)
-        array = table.column("image").combine_chunks()
-        flat = np.frombuffer(array.buffers()[1], dtype=np.uint8)[array.offset * h * w * c:]
-        return "image", flat[:len(array) * h * w * c].reshape(len(array), h, w, c).copy()
+        return "image", column_to_numpy(table.column("image")).reshape(-1, h, w, c).copy()
     if "x" in table.column_names and pa.types.is_fixed_size_list(table.schema.field("x").type):
-        array = table.column("x").combine_chunks()
-        points = array.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
-        return "points", points.reshape(len(array), array.type.list_size)
+        return "points", column_to_numpy(table.column("x")).astype(np.float32)
     raise DataError(f"{path}: no 'image' (fixed_size_binary) or 'x' (fixed_size_list<float32>) column; "
                     f"columns are {table.column_names}")
 

@@ -52,6 +52,17 @@ def to_table(raw: RawData, rows: np.ndarray) -> pa.Table:
     return pa.table(columns, metadata=metadata)
 
 
+def column_to_numpy(column: pa.ChunkedArray) -> np.ndarray:
+    """Zero-copy view of a fixed-size binary / list column as a 2-D numpy array."""
+    array = column.combine_chunks()
+    if pa.types.is_fixed_size_binary(array.type):
+        width = array.type.byte_width
+        data = np.frombuffer(array.buffers()[1], dtype=np.uint8)
+        return data[array.offset * width:(array.offset + len(array)) * width].reshape(len(array), width)
+    width = array.type.list_size
+    return array.flatten().to_numpy(zero_copy_only=False).reshape(len(array), width)
+
+
 def _write_split(table: pa.Table, out: Path, split: str) -> list[dict[str, Any]]:
     row_bytes = max(1, table.nbytes // max(1, table.num_rows))
     rows_per_shard = max(1, SHARD_BYTES // row_bytes)
