@@ -38,6 +38,11 @@ def cmd_describe(args) -> None:
     if args.name in SPEC_BY_SOURCE:
         print(describe(SPEC_BY_SOURCE[args.name], tag="source"))
         return
+    if args.name == "sweep":
+        from genflow.sweep_config import SweepSpec
+
+        print(describe(SweepSpec, tag="sweep"))
+        return
     if args.name == "data":
         print("\n\n".join(describe(cls, tag="source") for cls in DATA_SPECS))
         return
@@ -70,11 +75,27 @@ def cmd_featurenet(args) -> None:
 
 
 def cmd_train(args) -> None:
+    if args.best_params:  # a sweep's winner: its values as --set overrides of this model's entry
+        import json
+
+        from genflow.sweep_results import read_best_overrides
+
+        best = read_best_overrides(args.best_params, args.model)
+        args.set = [*(f"models.{args.model}.{k}={json.dumps(v)}" for k, v in best.items()), *args.set]
     params = _params(args)
     _require(params.models, args.model, "model")
     from genflow.training import train_model
 
     train_model(args.model, params, args.data_root, Path(args.out or f"models/{args.model}"))
+
+
+def cmd_sweep(args) -> None:
+    params = _params(args)
+    _require(params.sweeps, args.sweep, "sweep", "params.yaml's sweeps section defines")
+    from genflow.sweep import sweep_model
+
+    sweep_model(args.sweep, params, args.data_root, Path(args.models_root) / "featurenet",
+                Path(args.out or f"sweeps/{args.sweep}"))
 
 
 def cmd_evaluate(args) -> None:
@@ -186,7 +207,7 @@ def parser() -> argparse.ArgumentParser:
     add("models", cmd_models, "print the registered model names, one per line")
     c = add("describe", cmd_describe, "list the keys of a model family or data source, with defaults and ranges")
     c.add_argument("name", nargs="?", help="a model family (gan, vae, vaegan...; default: all families), "
-                   "a data source (idx, sprites...), or 'data' for every source")
+                   "a data source (idx, sprites...), 'data' for every source, or 'sweep'")
     add("validate", cmd_validate, "check params.yaml and exit")
     c = add("prepare", cmd_prepare, "build data/prepared/<dataset> (Parquet shards + manifest)")
     c.add_argument("--dataset", required=True)
@@ -196,6 +217,12 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--out")
     c = add("train", cmd_train, "train one model of params.yaml on Ray Train (or in-process)")
     c.add_argument("--model", required=True)
+    c.add_argument("--out")
+    c.add_argument("--best-params", metavar="FILE", help="apply a sweep's best_params.yaml to the model's params "
+                   "(explicit --set values still win)")
+    c = add("sweep", cmd_sweep, "hyperparameter sweep of params.yaml's sweeps.<name> (Ray Tune + Optuna + ASHA) "
+            "-> sweeps/<name>/")
+    c.add_argument("--sweep", required=True, help="a key of params.yaml's sweeps section")
     c.add_argument("--out")
     c = add("evaluate", cmd_evaluate, "compute a trained model's metrics and sample picture")
     c.add_argument("--model", required=True)

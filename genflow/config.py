@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from genflow.data.specs import MIXTURES, SPEC_BY_SOURCE, DataSpec, num_classes
 from genflow.errors import ConfigError
 from genflow.models.specs import SPEC_BY_MODEL, ModelSpec
+from genflow.sweep_config import SweepSpec, check_sweep
 
 # discriminator values of the data / model unions (they appear in pydantic's error locations)
 _UNION_TAGS = {*SPEC_BY_MODEL, *SPEC_BY_SOURCE}
@@ -81,6 +82,15 @@ class Params(Strict):
     ray: RaySpec
     evaluate: EvaluateSpec
     models: dict[Annotated[str, Field(pattern=NAME_PATTERN)], ModelSpec]
+    sweeps: dict[Annotated[str, Field(pattern=NAME_PATTERN)], SweepSpec] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _sweeps_fit_models(self) -> "Params":
+        problems = [p for name, sweep in self.sweeps.items() for p in check_sweep(name, sweep, self.models,
+                                                                                   SPEC_BY_MODEL)]
+        if problems:
+            raise ValueError("\n  ".join(problems))
+        return self
 
     @model_validator(mode="after")
     def _models_use_known_data(self) -> "Params":
@@ -142,6 +152,20 @@ def _format_error(err: dict[str, Any], model_fields: dict[str, list[str]]) -> st
 
 
 
+_SCALAR_MEMBERS = ("int", "float", "str", "bool")
+
+
+def _merge_scalar_unions(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A value that fits none of int | float | str | bool gives one error per member: say it once."""
+    out = []
+    for err in errors:
+        loc = err["loc"]
+        if len(loc) > 1 and loc[-1] in _SCALAR_MEMBERS and isinstance(loc[-2], int):  # a list item
+            err = {**err, "loc": loc[:-1], "msg": "must be a number, a string or a boolean"}
+        out.append(err)
+    return out
+
+
 def _entries(params: dict[str, Any], section: str) -> list[tuple[str, Any]]:
     value = params.get(section)
     return list(value.items()) if isinstance(value, dict) else []
@@ -161,6 +185,7 @@ def _allowed_keys(params: dict[str, Any]) -> dict[str, list[str]]:
         cls = SPEC_BY_SOURCE.get(_tag(entry, "source"))
         if cls:
             allowed[f"data.{name}"] = list(cls.model_fields)
+    allowed.update({f"sweeps.{name}": list(SweepSpec.model_fields) for name, _ in _entries(params, "sweeps")})
     for name, entry in _entries(params, "models"):
         cls = SPEC_BY_MODEL.get(_tag(entry, "model"))
         if cls:
@@ -177,7 +202,7 @@ def validate(raw: Any, source: str = "params.yaml") -> Params:
         return Params.model_validate(raw)
     except ValidationError as exc:
         allowed = _allowed_keys(raw)
-        lines = [_format_error(e, allowed) for e in exc.errors()]
+        lines = list(dict.fromkeys(_format_error(e, allowed) for e in _merge_scalar_unions(exc.errors())))
         raise ConfigError(f"{source} is invalid:\n  " + "\n  ".join(lines)) from None
 
 

@@ -22,4 +22,7 @@ class DivergenceError(GenflowError):
 
     def __init__(self, step: int, what: str):
         super().__init__(f"diverged at step {step}: {what}")
-        self.step = step
+        self.step, self.what = step, what
+
+    def __reduce__(self):  # rebuilt from (step, what) when Ray copies or pickles it
+        return type(self), (self.step, self.what)

@@ -38,6 +38,10 @@ PARAMS = {
                        "train": {"steps": 10, "batch_size": 32, "lr": 0.001, "log_every": 5,
                                  "checkpoint_every": 10}},
     },
+    "sweeps": {
+        "gan_ring8": {"model": "gan_ring8", "dataset": "ring8", "preset": "narrow", "trials": 2, "steps": 10,
+                      "report_every": 5, "grace_steps": 5, "probe_samples": 100, "probe_real": 100},
+    },
 }
 
 
@@ -99,7 +103,7 @@ def test_repro_builds_everything(pipeline):
     first = pipeline.first
     assert first.returncode == 0, first.output[-5000:]
     stages = [f"{s}@{d}" for s in ("prepare", "featurenet") for d in ("digits", "ring8")]
-    stages += [f"{s}@{m}" for s in ("train", "evaluate", "export") for m in MODELS] + ["report"]
+    stages += [f"{s}@{m}" for s in ("train", "evaluate", "export") for m in MODELS] + ["report", "sweep@gan_ring8"]
     for stage in stages:
         assert f"Running stage '{stage}'" in first.output, stage
     repo = pipeline.repo
@@ -118,6 +122,8 @@ def test_repro_builds_everything(pipeline):
     report = (repo / "reports" / "comparison.md").read_text()
     assert all(f"| {m} |" in report for m in MODELS)
     assert (repo / "dvc.lock").exists()
+    trials = (repo / "sweeps" / "gan_ring8" / "trials.parquet")
+    assert trials.exists() and (repo / "sweeps" / "gan_ring8" / "best_params.yaml").exists()
 
 
 def test_second_run_is_a_noop(pipeline):
@@ -136,7 +142,7 @@ def test_changed_model_params_rerun_only_that_model(pipeline):
     assert "train@gan_ring8" in status.output and "train@vae_digits" not in status.output
     rerun = pipeline.dvc("repro")
     assert rerun.returncode == 0, rerun.output[-5000:]
-    for stage in ("train@gan_ring8", "evaluate@gan_ring8", "export@gan_ring8", "report"):
+    for stage in ("train@gan_ring8", "evaluate@gan_ring8", "export@gan_ring8", "report", "sweep@gan_ring8"):
         assert f"Running stage '{stage}'" in rerun.output, stage
     for stage in ("train@vae_digits", "evaluate@vae_digits", "export@vae_digits", "prepare@ring8",
                   "featurenet@ring8"):

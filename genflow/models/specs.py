@@ -127,7 +127,8 @@ def _constraints(info) -> str:
 def describe(spec_cls: type[BaseModel], prefix: str = "", tag: str = "model") -> str:
     """Human-readable list of a spec's keys: default, allowed values, meaning. ``tag`` is the
     discriminator key (``model`` for model families, ``source`` for data sources)."""
-    title = " | ".join(map(str, spec_cls.model_fields[tag].annotation.__args__)) if not prefix else ""
+    tags = getattr(spec_cls.model_fields[tag].annotation, "__args__", None) if tag in spec_cls.model_fields else None
+    title = "" if prefix else " | ".join(map(str, tags)) if tags else tag
     summary = " ".join((spec_cls.__doc__ or "").split())
     lines = [f"{title}:  {summary}".rstrip()] if title else []
     for name, info in spec_cls.model_fields.items():

@@ -1,0 +1,155 @@
+"""One sweep trial, Ray-free: its config, the probe metric, and a reporter that probes.
+
+A trial is an ordinary training run of the sweep's base model with some keys
+replaced. Every ``report_every`` steps rank 0 scores the current weights (EMA
+generator where there is one) on the *validation* split, never the test split
+that the evaluate stage reports: the sweep must not select on the numbers it
+is later judged by. That score is what ASHA compares and Optuna learns from.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from pydantic import ValidationError
+
+from genflow.config import fingerprint
+from genflow.engine import PrintReporter
+from genflow.errors import ConfigError, DivergenceError
+from genflow.metrics import frechet_distance, kid, mixture_modes
+from genflow.models import registry
+from genflow.models.specs import SPEC_BY_MODEL
+from genflow.sweep_config import METRIC_MODES, SweepSpec, set_dotted
+
+PROBE_KID_SUBSETS = 20  # KID as a probe: fewer subsets than the evaluate stage's 100
+
+
+def trial_config(base: dict[str, Any], overrides: dict[str, Any], sweep: SweepSpec) -> dict[str, Any]:
+    """The worker config of one trial: the base model's with ``overrides`` (dotted keys) applied."""
+    spec = base["spec"]
+    for key, value in sorted(overrides.items()):
+        spec = set_dotted(spec, key, value)
+    steps = sweep.steps or spec["train"]["steps"]
+    spec = set_dotted(spec, "train.steps", steps)
+    spec = set_dotted(spec, "train.checkpoint_every", sweep.report_every)
+    spec = set_dotted(spec, "train.log_every", min(spec["train"]["log_every"], sweep.report_every))
+    spec = set_dotted(spec, "seeds", [sweep.seed])
+    try:
+        checked = SPEC_BY_MODEL[spec["model"]].model_validate(spec)
+    except ValidationError as exc:
+        raise ConfigError(f"trial config {overrides} is invalid: {exc.errors()[0]['msg']}") from None
+    pac = getattr(checked, "pac", 1)
+    if checked.train.batch_size % pac:  # the params-level check, for the sampled combination
+        raise ConfigError(f"trial config {overrides} is invalid: train.batch_size "
+                          f"{checked.train.batch_size} is not a multiple of pac {pac}")
+    spec = checked.model_dump(mode="json")
+    return {**base, "spec": spec, "seed": sweep.seed, "threads": sweep.threads_per_trial,
+            "fingerprint": fingerprint({"spec": spec, "seed": sweep.seed})}
+
+
+class Probe:
+    """Scores a model's samples against validation rows in the dataset's feature space."""
+
+    def __init__(self, data_dir: str | Path, featurenet_dir: str | Path, sweep: SweepSpec):
+        from genflow.data.loader import load_split
+        from genflow.data.shards import read_manifest
+        from genflow.evaluate import sample_rows
+        from genflow.featurenet import FeatureSpace
+
+        self.metric, self.n_samples, self.seed = sweep.metric, sweep.probe_samples, sweep.seed
+        self.manifest = read_manifest(data_dir)
+        if self.metric in ("reverse_kl", "modes", "high_quality") and "mixture" not in self.manifest:
+            raise ConfigError(f"sweep metric {self.metric!r} needs a Gaussian-mixture dataset; "
+                              f"{data_dir} is not one (use fid or kid)")
+        self.features = FeatureSpace(featurenet_dir)
+        real, _ = sample_rows(load_split(data_dir, "val"), sweep.probe_real, sweep.seed)
+        self.f_real = self.features(real)
+
+    @torch.no_grad()
+    def __call__(self, model) -> float:
+        from genflow.model_metrics import generate
+
+        model.eval()
+        fake, _ = generate(model, self.n_samples, self.seed)
+        if self.metric in ("reverse_kl", "modes", "high_quality"):
+            mix = self.manifest["mixture"]
+            return float(mixture_modes(fake, mix["centers"], mix["std"])[self.metric])
+        f_fake = self.features(fake)
+        if self.metric == "fid":
+            return float(frechet_distance(self.f_real, f_fake))
+        size = min(1000, len(f_fake), len(self.f_real))
+        return float(kid(self.f_real, f_fake, n_subsets=PROBE_KID_SUBSETS, subset_size=size, seed=self.seed)[0])
+
+
+class ProbeReporter(PrintReporter):
+    """Scores every checkpoint on rank 0, then hands metrics (+ state) to ``emit``.
+
+    ``emit(metrics, state, log)`` is the Ray side: ``ray.tune.report`` for a trial that
+    trains in its own process, ``ray.train.report`` on TorchTrainer workers. Every rank
+    emits at the same steps (a Train report is a barrier); only rank 0 has the state."""
+
+    def __init__(self, name: str, config: dict[str, Any], probe: Probe, emit: Callable, rank: int = 0):
+        super().__init__(name)
+        self.probe, self.emit, self.rank = probe, emit, rank
+        spec = SPEC_BY_MODEL[config["spec"]["model"]].model_validate(config["spec"])
+        self.model = registry.build(spec, tuple(config["data_shape"]), config["num_classes"]) if rank == 0 else None
+        self.metric = probe.metric if probe is not None else None
+
+    def on_log(self, step, row) -> None:
+        if self.rank == 0:
+            super().on_log(step, row)
+
+    def on_checkpoint(self, step, state, log, final) -> None:
+        # reported_at orders the trials by when they finished (best-so-far plots)
+        metrics: dict[str, Any] = {"step": step, "reported_at": time.time()}
+        if state is not None:
+            self.model.load_state_dict(state["model"])
+            value = self.probe(self.model)
+            if not math.isfinite(value):
+                raise DivergenceError(step, f"probe {self.metric} is {value}")
+            metrics[self.metric] = value
+            sys.stdout.write(f"[{self.name}] step {step} {self.metric}={value:.5g}\n")
+            sys.stdout.flush()
+        self.emit(metrics, state, log)
+
+
+def metric_mode(sweep: SweepSpec) -> str:
+    return METRIC_MODES[sweep.metric]
+
+
+def failure_reason(error: BaseException | str | None) -> str:
+    """One line for the trials table: the genflow error if there is one, else the last line."""
+    text = str(error or "").strip()
+    for line in reversed(text.splitlines()):
+        for marker in ("DivergenceError: ", "ConfigError: ", "DataError: ", "GenflowError: "):
+            if marker in line:
+                return line.split(marker, 1)[1].strip()
+    return text.splitlines()[-1].strip() if text else "unknown"
+
+
+def sweep_model(name: str, params, data_root: str | Path, featurenet_root: str | Path, out: str | Path,
+                log=print) -> dict[str, Any]:
+    """Run (or resume) sweep ``name`` of params.yaml and write ``out`` (sweeps/<name>/)."""
+    from genflow.integrations.ray_tune import JOURNAL, run_sweep, study_name
+    from genflow.integrations.tune_ledger import trial_records
+    from genflow.sweep_config import resolved_space
+    from genflow.sweep_results import write_outputs
+    from genflow.training import worker_config
+
+    sweep = params.sweeps[name]
+    base = worker_config(sweep.model, params, data_root, sweep.seed)
+    experiment = run_sweep(name, sweep, base, Path(featurenet_root) / sweep.dataset, params.ray, log)
+    steps = sweep.steps or base["spec"]["train"]["steps"]
+    keys = sorted(resolved_space(sweep, base["spec"]))
+    records = trial_records(experiment / JOURNAL, study_name(name), experiment / "ledger", sweep, steps, keys)
+    provenance = {"experiment": experiment.name, "data_manifest_sha256": base["data_manifest_sha256"],
+                  "base_spec": base["spec"], "steps_per_trial": steps}
+    summary = write_outputs(out, name, sweep, records, keys, experiment / JOURNAL, provenance, log)
+    if "://" not in params.ray.storage_path:  # the results are in DVC now; drop the resume state
+        shutil.rmtree(experiment, ignore_errors=True)
+    return summary

@@ -1,0 +1,282 @@
+"""Sweeps: search-space validation, trial configs, how Optuna is told about ASHA-stopped and
+failed trials, and real Ray Tune sweeps (outputs, a diverging trial, resume after a kill)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from genflow import config
+from genflow.errors import ConfigError
+from genflow.sweep_config import SweepSpec, resolved_space, set_dotted
+
+from conftest import REPO, quiet, tiny_params_dict
+
+SWEEP = {"model": "gan_ring8", "dataset": "ring8", "preset": "narrow", "trials": 6, "steps": 60,
+         "report_every": 20, "grace_steps": 20, "probe_samples": 200, "probe_real": 200,
+         "space": {"width": {"choice": [8, 16]}}}
+
+
+def with_sweep(**changes) -> dict:
+    raw = tiny_params_dict()
+    raw["sweeps"] = {"gan_ring8": {**SWEEP, **changes}}
+    return raw
+
+
+# -- validation (no Ray, no torch) -------------------------------------------------------
+
+@pytest.mark.parametrize("changes,message", [
+    ({"model": "nope"}, "sweeps.gan_ring8.model: unknown model 'nope'"),
+    ({"dataset": "digits"}, "sweeps.gan_ring8.dataset: model 'gan_ring8' trains on 'ring8'"),
+    ({"space": {"train.bogus": {"choice": [1]}}}, "sweeps.gan_ring8.space.train.bogus: not a key of a gan model"),
+    ({"space": {"train.lr_g": {"loguniform": [1e-4, 2.0]}}}, "sweeps.gan_ring8.space.train.lr_g: value 2.0 is invalid"),
+    ({"space": {"loss": {"choice": ["ns", "wasserstein"]}}}, "sweeps.gan_ring8.space.loss: value 'wasserstein'"),
+    ({"space": {"seeds": {"choice": [0, 1]}}}, "'seeds' cannot be searched"),
+    ({"space": {"width": {"choice": [[8], [16]]}}}, "space.width.choice.0: must be a number, a string or a boolean"),
+    ({"space": {"width": {"uniform": [64, 8]}}}, "low must be below high"),
+    ({"space": {"train.lr_g": {"loguniform": [0.0, 1e-3]}}}, "bounds must be positive"),
+    ({"space": {"width": {"choice": [8], "int": [8, 16]}}}, "give exactly one of"),
+    ({"space": {"width": {"range": [8, 16]}}}, "sweeps.gan_ring8.space.width.range: unknown key"),
+    ({"preset": "none", "space": {}}, "sweeps.gan_ring8.space: nothing to search"),
+    ({"steps": 10}, "grace_steps: must not exceed"),
+    ({"metric": "inception_score"}, "sweeps.gan_ring8.metric"),
+    ({"trials": 0}, "sweeps.gan_ring8.trials"),
+    ({"bogus": 1}, "sweeps.gan_ring8.bogus: unknown key; allowed keys: model, dataset"),
+])
+def test_bad_sweeps_are_rejected_naming_the_key(changes, message):
+    with pytest.raises(ConfigError) as err:
+        config.validate(with_sweep(**changes))
+    assert message in str(err.value), str(err.value)
+
+
+def test_presets_search_only_what_the_model_uses():
+    params = config.validate(with_sweep(space={}))
+    ns = resolved_space(params.sweeps["gan_ring8"], params.models["gan_ring8"].model_dump(mode="json"))
+    assert set(ns) == {"train.lr_g", "train.lr_d", "train.beta1", "train.beta2"}  # no penalty, no critic steps
+    wgan = {**params.models["gan_ring8"].model_dump(mode="json"), "loss": "wgan-gp"}
+    assert {"gp_lambda", "train.n_critic"} <= set(resolved_space(params.sweeps["gan_ring8"], wgan))
+    vae = params.models["vae_digits"].model_dump(mode="json")
+    assert set(resolved_space(SweepSpec(model="vae_digits", dataset="digits", preset="wide"), vae)) == {
+        "train.lr", "beta"}
+
+
+def test_set_dotted_copies_and_rejects_unknown_paths():
+    spec = {"width": 8, "train": {"lr_g": 1.0}}
+    out = set_dotted(spec, "train.lr_g", 2.0)
+    assert out == {"width": 8, "train": {"lr_g": 2.0}} and spec["train"]["lr_g"] == 1.0
+    with pytest.raises(KeyError):
+        set_dotted(spec, "train.nope", 1)
+
+
+def test_repo_sweep_is_valid_and_searches_what_the_issue_names():
+    params = config.load(REPO / "params.yaml")
+    sweep = params.sweeps["gan_ring8"]
+    space = resolved_space(sweep, params.models[sweep.model].model_dump(mode="json"))
+    assert {"train.lr_g", "train.lr_d", "train.beta1", "train.beta2", "z_dim", "pac", "train.batch_size",
+            "train.ema_decay"} <= set(space)
+
+
+def test_trial_config_applies_overrides_and_checks_the_combination(prepared_dir):
+    from genflow.sweep import trial_config
+    from genflow.training import worker_config
+
+    params = config.validate(with_sweep())
+    base = worker_config("gan_ring8", params, prepared_dir)
+    sweep = params.sweeps["gan_ring8"]
+    cfg = trial_config(base, {"width": 8, "train.lr_g": 0.001}, sweep)
+    assert cfg["spec"]["width"] == 8 and cfg["spec"]["train"]["lr_g"] == 0.001
+    assert cfg["spec"]["train"]["steps"] == 60 and cfg["spec"]["train"]["checkpoint_every"] == 20
+    assert cfg["fingerprint"] != base["fingerprint"]
+    with pytest.raises(ConfigError, match="not a multiple of pac"):
+        trial_config(base, {"pac": 2, "train.batch_size": 33}, sweep)
+
+
+# -- how Optuna is told (real OptunaSearch, no trials run) -------------------------------
+
+def _told(asha_stopped: str, result: dict, error: bool = False):
+    import optuna
+    from ray import tune
+
+    from genflow.integrations.ray_tune import GenflowOptunaSearch
+
+    searcher = GenflowOptunaSearch(metric="fid", mode="min", sampler=optuna.samplers.RandomSampler(seed=0),
+                                   full_steps=100, asha_stopped=asha_stopped, max_trials=10)
+    searcher.set_search_properties("fid", "min", {"x": tune.uniform(0, 1)})
+    searcher.suggest("t1")
+    searcher.on_trial_result("t1", {"fid": 3.0, "training_iteration": 1, "step": 50})
+    searcher.on_trial_complete("t1", result, error=error)
+    return searcher._ot_study.trials[0]
+
+
+def test_asha_stopped_trial_is_pruned_with_its_last_value():
+    from optuna.trial import TrialState
+
+    trial = _told("pruned", {"fid": 3.0, "step": 50})
+    assert trial.state == TrialState.PRUNED and trial.value == 3.0 and trial.intermediate_values == {1: 3.0}
+    assert _told("complete", {"fid": 3.0, "step": 50}).state == TrialState.COMPLETE
+    assert _told("pruned", {"fid": 1.0, "step": 100}).state == TrialState.COMPLETE
+
+
+def test_failed_trial_is_fail_even_after_reporting():
+    from optuna.trial import TrialState
+
+    trial = _told("pruned", {"fid": 3.0, "step": 50}, error=True)
+    assert trial.state == TrialState.FAIL and trial.value is None
+
+
+# -- real sweeps on Ray Tune --------------------------------------------------------------
+
+def _sweep(raw: dict, prepared: Path, features: Path, out: Path):
+    from genflow.sweep import sweep_model
+
+    return sweep_model("gan_ring8", config.validate(raw), prepared, features, out, log=quiet)
+
+
+@pytest.mark.slow
+def test_sweep_writes_table_best_params_journal_and_plots(ray_session, prepared_dir, features_dir, tmp_path):
+    raw = with_sweep()
+    raw["ray"]["storage_path"] = str(tmp_path / "storage")
+    summary = _sweep(raw, prepared_dir, features_dir, tmp_path / "out")
+    out = tmp_path / "out"
+    table = pq.read_table(out / "trials.parquet").to_pylist()
+    assert len(table) == 6 and len({row["trial_id"] for row in table}) == 6
+    assert sorted(row["number"] for row in table) == list(range(1, 7))
+    assert {row["status"] for row in table} <= {"complete", "stopped"} and summary["failed"] == 0
+    assert any(row["status"] == "complete" and row["steps"] == 60 for row in table)
+    for row in table:  # the score history is the probe at every report_every steps
+        assert row["history_step"] == list(range(20, row["steps"] + 1, 20))
+        assert row["fid"] == row["history_fid"][-1] and row["wall_s"] > 0
+        assert set(row) >= {"config.width", "config.train.lr_g", "config.train.beta2"}
+    best = yaml.safe_load((out / "best_params.yaml").read_text())
+    complete = [row for row in table if row["status"] == "complete"]
+    assert best["value"] == min(row["fid"] for row in complete) and best["status"] == "complete"
+    assert set(best["overrides"]) == {"width", "train.lr_g", "train.lr_d", "train.beta1", "train.beta2"}
+    states = [json.loads(line).get("state") for line in (out / "study.journal").read_text().splitlines()]
+    assert states.count(1) + states.count(2) == 6  # Optuna: COMPLETE (1) or PRUNED (2) for every trial
+    for picture in ("best_so_far.png", "scores.png"):
+        assert (out / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not any((tmp_path / "storage").iterdir())  # resume state dropped once the outputs exist
+
+    # the train stage consumes best_params.yaml
+    params_path = tmp_path / "params.yaml"
+    params_path.write_text(yaml.safe_dump(raw))
+    result = subprocess.run([sys.executable, "-m", "genflow.cli", "train", "--model", "gan_ring8", "--params",
+                             str(params_path), "--data-root", str(prepared_dir), "--out", str(tmp_path / "model"),
+                             "--best-params", str(out / "best_params.yaml"), "--set", "ray.num_workers=0",
+                             "--set", f"ray.storage_path={tmp_path / 'work'}"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trained = json.loads((tmp_path / "model" / "seed_0" / "resolved_params.json").read_text())
+    assert trained["width"] == best["overrides"]["width"]
+    assert trained["train"]["lr_g"] == best["overrides"]["train.lr_g"]
+
+
+def _outlier_dataset(root: Path) -> tuple[Path, Path]:
+    """ring8-like points with one value near float32's maximum in the training split: a batch
+    that includes it overflows D and the loss becomes NaN."""
+    from genflow.data.prepare import prepare
+    from genflow.featurenet_stage import build_feature_space
+
+    rng = np.random.default_rng(0)
+    angles = rng.integers(0, 8, 600) * (np.pi / 4)
+    points = (np.stack([2 * np.cos(angles), 2 * np.sin(angles)], 1) + rng.normal(0, 0.05, (600, 2)))
+    points = points.astype(np.float32)
+    points[7] = 3e38
+    column = pa.FixedSizeListArray.from_arrays(pa.array(points.reshape(-1), type=pa.float32()), 2)
+    pq.write_table(pa.table({"x": column, "split": pa.array(["train"] * 500 + ["val"] * 50 + ["test"] * 50)}),
+                   root / "points.parquet")
+    raw = tiny_params_dict()
+    raw["data"] = {"ring8": {"source": "parquet", "path": str(root / "points.parquet")}}
+    params = config.validate({**raw, "models": {}})
+    prepare(params.data["ring8"], root / "prepared" / "ring8", log=quiet)
+    build_feature_space(root / "prepared" / "ring8", params.featurenet, root / "features" / "ring8", log=quiet)
+    return root / "prepared", root / "features"
+
+
+@pytest.mark.slow
+def test_diverging_trial_is_recorded_and_the_sweep_completes(ray_session, tmp_path):
+    prepared, features = _outlier_dataset(tmp_path)
+    raw = with_sweep(preset="none", trials=4, steps=3, report_every=3, grace_steps=3, scheduler="fifo",
+                     space={"train.batch_size": {"choice": [4, 500]}})
+    raw["data"] = {"ring8": {"source": "parquet", "path": str(tmp_path / "points.parquet")}}
+    raw["models"] = {"gan_ring8": {**raw["models"]["gan_ring8"], "pac": 1}}
+    raw["ray"]["storage_path"] = str(tmp_path / "storage")
+    summary = _sweep(raw, prepared, features, tmp_path / "out")
+    table = pq.read_table(tmp_path / "out" / "trials.parquet").to_pylist()
+    failed = [row for row in table if row["status"] == "failed"]
+    assert failed and summary["failed"] == len(failed) and summary["complete"] == len(table) - len(failed) > 0
+    for row in failed:
+        assert row["config.train.batch_size"] == 500 and row["fid"] is None
+        assert row["reason"].startswith("diverged at step 0: phase D loss is nan"), row["reason"]
+    best = yaml.safe_load((tmp_path / "out" / "best_params.yaml").read_text())
+    assert best["overrides"] == {"train.batch_size": 4}
+    states = [json.loads(line).get("state") for line in (tmp_path / "out" / "study.journal").read_text().splitlines()]
+    assert states.count(3) == len(failed)  # Optuna's FAIL: TPE does not learn from them
+
+
+def _stage(params_path: Path, prepared: Path, features: Path, out: Path, address: str) -> subprocess.Popen:
+    # RAY_DEDUP_LOGS=0: Ray folds worker lines that differ only in numbers, which the test counts
+    env = {**os.environ, "RAY_ADDRESS": address, "RAY_AUTH_MODE": "token", "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": str(REPO), "RAY_DEDUP_LOGS": "0"}
+    cmd = [sys.executable, str(REPO / "stages" / "sweep.py"), "--sweep", "gan_ring8", "--params", str(params_path),
+           "--data-root", str(prepared), "--models-root", str(features.parent), "--out", str(out)]
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+@pytest.mark.slow
+def test_killed_sweep_resumes_without_losing_or_repeating_trials(ray_session, prepared_dir, features_dir, tmp_path):
+    raw = with_sweep(trials=8, steps=400, report_every=40, grace_steps=40, max_concurrent=2)
+    raw["ray"]["storage_path"] = str(tmp_path / "storage")
+    params_path = tmp_path / "params.yaml"
+    params_path.write_text(yaml.safe_dump(raw))
+    features = tmp_path / "models" / "featurenet"
+    features.parent.mkdir()
+    features.symlink_to(features_dir)
+    address = ray_session.get_runtime_context().gcs_address
+
+    first = _stage(params_path, prepared_dir, features, tmp_path / "out", address)
+    lines: list[str] = []
+    two_done = threading.Event()
+
+    def read():
+        for line in first.stdout:
+            lines.append(line)
+            if sum("finished at step" in seen for seen in lines) >= 2:
+                two_done.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert two_done.wait(timeout=300), "".join(lines)[-3000:]
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=60)
+    reader.join(timeout=10)
+    before = {line.split(" trial ", 1)[1].split()[0]: line for line in lines if "finished at step" in line}
+    assert not (tmp_path / "out").exists()
+
+    second = _stage(params_path, prepared_dir, features, tmp_path / "out", address)
+    output, _ = second.communicate(timeout=600)
+    assert second.returncode == 0, output[-5000:]
+    assert "[sweep gan_ring8] resuming" in output
+    table = pq.read_table(tmp_path / "out" / "trials.parquet").to_pylist()
+    ids = [row["trial_id"] for row in table]
+    assert len(ids) == 8 and len(set(ids)) == 8  # none lost, none proposed twice
+    by_id = {row["trial_id"]: row for row in table}
+    for trial_id, line in before.items():
+        fid = float(line.split("fid=")[1].split()[0])
+        assert by_id[trial_id]["fid"] == pytest.approx(fid, rel=1e-4)
+    # trials that had finished were not trained again from scratch: count the first probes
+    fresh = sum("step 40 fid=" in line for line in output.splitlines())
+    assert fresh <= 8 - len(before), output[-3000:]
