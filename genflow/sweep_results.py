@@ -105,12 +105,19 @@ def plot(records: list[dict[str, Any]], name: str, metric: str, mode: str, out: 
     axes[1].set_xlabel("compute (training steps × workers)")
     for ax in axes:
         ax.set_ylabel(f"best {metric} so far")
-        ax.grid(alpha=0.3)
+        ax.grid(alpha=0.3, which="both")
+        _log_scale_if_wide(ax, [v for v in best if v == v])
     fig.suptitle(f"sweep {name}: best {metric} ({'lower' if mode == 'min' else 'higher'} is better)")
     fig.tight_layout()
     fig.savefig(out / "best_so_far.png", format="png", metadata={"Software": None})
     plt.close(fig)
     plot_scores({name: records}, metric, mode, out / "scores.png")
+
+
+def _log_scale_if_wide(ax, values: list[float]) -> None:
+    """FIDs of a sweep span orders of magnitude; the good ones would sit flat on a linear axis."""
+    if values and min(values) > 0 and max(values) / min(values) > 20:
+        ax.set_yscale("log")
 
 
 def plot_scores(by_sweep: dict[str, list[dict[str, Any]]], metric: str, mode: str, path: Path) -> None:
@@ -122,16 +129,17 @@ def plot_scores(by_sweep: dict[str, list[dict[str, Any]]], metric: str, mode: st
 
     fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(by_sweep) + 2), 3.6), dpi=100)
     rng = np.random.default_rng(0)  # horizontal jitter only, fixed so the picture is reproducible
-    colours = {"complete": "tab:blue", "stopped": "tab:gray"}
+    colours = {"stopped": "tab:gray", "complete": "tab:blue"}  # complete drawn last, on top
     for x, (name, records) in enumerate(by_sweep.items()):
         values = [r["value"] for r in records if r["status"] == "complete" and r["value"] is not None]
         if len(values) > 1:
-            ax.boxplot([values], positions=[x], widths=0.5, showfliers=False)
+            ax.boxplot([values], positions=[x], widths=0.5, showfliers=False, zorder=1)
         for status, colour in colours.items():
             ys = [r["value"] for r in records if r["status"] == status and r["value"] is not None]
-            ax.scatter(x + rng.uniform(-0.15, 0.15, len(ys)), ys, s=12, c=colour, alpha=0.7,
+            ax.scatter(x + rng.uniform(-0.15, 0.15, len(ys)), ys, s=14, c=colour, alpha=0.8, zorder=2,
                        label=status if x == 0 else None)
     ax.set_xticks(range(len(by_sweep)), list(by_sweep))
+    _log_scale_if_wide(ax, [r["value"] for rs in by_sweep.values() for r in rs if r["value"] is not None])
     ax.set_ylabel(f"{metric} ({'lower' if mode == 'min' else 'higher'} is better)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")

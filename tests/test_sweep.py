@@ -280,3 +280,15 @@ def test_killed_sweep_resumes_without_losing_or_repeating_trials(ray_session, pr
     # trials that had finished were not trained again from scratch: count the first probes
     fresh = sum("step 40 fid=" in line for line in output.splitlines())
     assert fresh <= 8 - len(before), output[-3000:]
+
+
+@pytest.mark.slow
+def test_trials_on_ray_train_workers(ray_session, prepared_dir, features_dir, tmp_path):
+    """workers_per_trial >= 1: each trial launches a TorchTrainer; rank 0's probe reaches Tune."""
+    raw = with_sweep(trials=2, steps=40, report_every=20, grace_steps=20, scheduler="fifo", workers_per_trial=1)
+    raw["ray"]["storage_path"] = str(tmp_path / "storage")
+    summary = _sweep(raw, prepared_dir, features_dir, tmp_path / "out")
+    table = pq.read_table(tmp_path / "out" / "trials.parquet").to_pylist()
+    assert summary["complete"] == 2 and [row["workers"] for row in table] == [1, 1]
+    for row in table:
+        assert row["history_step"] == [20, 40] and row["fid"] is not None and row["fid"] > 0

@@ -270,9 +270,10 @@ def run_sweep(name: str, sweep: SweepSpec, base: dict[str, Any], featurenet_dir:
         trainable = tune.with_resources(tune.with_parameters(_trial_in_process, **fixed), {"cpu": sweep.cpus_per_trial})
     else:
         ray_args = {"use_gpu": ray_spec.use_gpu, "storage": storage, "max_failures": ray_spec.max_failures}
-        # the trial function only drives its TorchTrainer; the workers hold the CPUs
+        # the trial function only drives its TorchTrainer, whose workers hold the CPUs (Tune
+        # refuses an empty request, hence a token share)
         trainable = tune.with_resources(tune.with_parameters(_trial_with_train, ray_spec=ray_args, run=run, **fixed),
-                                        {"cpu": 0})
+                                        {"cpu": 0.001})
     if tune.Tuner.can_restore(str(experiment)):
         log(f"[sweep {name}] resuming {experiment}")
         tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True,
