@@ -292,3 +292,4 @@ def test_trials_on_ray_train_workers(ray_session, prepared_dir, features_dir, tm
     assert summary["complete"] == 2 and [row["workers"] for row in table] == [1, 1]
     for row in table:
         assert row["history_step"] == [20, 40] and row["fid"] is not None and row["fid"] > 0
+    assert not any((tmp_path / "storage").iterdir())  # the trials' Train runs went with the experiment

@@ -1,4 +1,4 @@
-"""Ray Tune integration: the only place a sweep imports Ray Tune and Optuna.
+"""Ray Tune integration: with tune_ledger.py, the only place a sweep imports Ray Tune and Optuna.
 
 A sweep is a ``Tuner`` over a *function* trainable (the Train V2 pattern;
 ``Tuner(TorchTrainer)`` no longer works). Each trial either trains inside its
@@ -37,11 +37,11 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from genflow import checkpoint
-from genflow.errors import ConfigError
-from genflow.io import atomic_dir
-from genflow.integrations.tune_ledger import TRIAL_ID_ATTR, Ledger, replay
 from genflow.config import fingerprint
+from genflow.errors import ConfigError
 from genflow.integrations.ray_train import init_ray, storage_path
+from genflow.integrations.tune_ledger import TRIAL_ID_ATTR, Ledger, replay
+from genflow.io import atomic_dir
 from genflow.sweep import Probe, ProbeReporter, metric_mode, trial_config
 from genflow.sweep_config import Dimension, SweepSpec, resolved_space
 from genflow.training import checkpoint_meta, run_worker
@@ -269,7 +269,9 @@ def run_sweep(name: str, sweep: SweepSpec, base: dict[str, Any], featurenet_dir:
     if sweep.workers_per_trial == 0:
         trainable = tune.with_resources(tune.with_parameters(_trial_in_process, **fixed), {"cpu": sweep.cpus_per_trial})
     else:
-        ray_args = {"use_gpu": ray_spec.use_gpu, "storage": storage, "max_failures": ray_spec.max_failures}
+        # the trials' Train runs live inside the experiment, so they go when it goes
+        ray_args = {"use_gpu": ray_spec.use_gpu, "storage": str(experiment / "train"),
+                    "max_failures": ray_spec.max_failures}
         # the trial function only drives its TorchTrainer, whose workers hold the CPUs (Tune
         # refuses an empty request, hence a token share)
         trainable = tune.with_resources(tune.with_parameters(_trial_with_train, ray_spec=ray_args, run=run, **fixed),
