@@ -60,8 +60,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if config.get("use_gpu"):
         device = torch.device("cuda", context.get_local_rank())
         torch.cuda.set_device(device)
-    reporter = RayReporter(config["name"], checkpoint_meta(config))
-    resume = ray.train.get_checkpoint()
+    run_from(ray.train.get_checkpoint(), config, RayReporter(config["name"], checkpoint_meta(config)), device)
+
+
+def run_from(resume, config: dict[str, Any], reporter, device: torch.device | None = None) -> None:
+    """``run_worker``, resumed from a Ray checkpoint (copied locally first) when there is one."""
     if resume is None:
         run_worker(config, reporter, device=device)
         return

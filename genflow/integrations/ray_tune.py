@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ from ray.tune.search.optuna import OptunaSearch
 from genflow import checkpoint
 from genflow.config import fingerprint
 from genflow.errors import ConfigError
-from genflow.integrations.ray_train import init_ray, storage_path
+from genflow.integrations.ray_train import init_ray, run_from, storage_path
 from genflow.integrations.tune_ledger import TRIAL_ID_ATTR, Ledger, replay
 from genflow.io import atomic_dir
 from genflow.sweep import Probe, ProbeReporter, metric_mode, trial_config
@@ -123,24 +122,6 @@ def _domain(dim: Dimension):
     return tune.choice(list(dim.choice))
 
 
-def _local_copy(ckpt) -> Path | None:
-    if ckpt is None:
-        return None
-    with ckpt.as_directory() as directory:
-        local = Path(tempfile.mkdtemp(prefix="genflow-resume-"))
-        shutil.copytree(directory, local, dirs_exist_ok=True)
-    return local
-
-
-def _run(config: dict[str, Any], reporter, resume) -> None:
-    local = _local_copy(resume)
-    try:
-        run_worker(config, reporter, resume_dir=local)
-    finally:
-        if local is not None:
-            shutil.rmtree(local, ignore_errors=True)
-
-
 def _already_finished(ledger: str) -> bool:
     """Finished before a kill that Tune's last snapshot did not see (tune_ledger explains):
     report its last result again, so Tune (and ASHA) close it as it ended, and do not train."""
@@ -189,7 +170,7 @@ def _train_worker_loop(loop_config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
     probe = Probe(config["data_dir"], loop_config["featurenet_dir"], spec) if rank == 0 else None
-    _run(config, ProbeReporter(config["name"], config, probe, emit, rank=rank), ray.train.get_checkpoint())
+    run_from(ray.train.get_checkpoint(), config, ProbeReporter(config["name"], config, probe, emit, rank=rank))
 
 
 def _trial_with_train(params: dict[str, Any], *, base: dict, sweep: dict, featurenet_dir: str, ledger: str,

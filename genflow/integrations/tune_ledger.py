@@ -29,6 +29,7 @@ from ray import tune
 
 from genflow.errors import GenflowError
 from genflow.io import write_json
+from genflow.sweep import metric_mode
 
 TRIAL_ID_ATTR = "tune_trial_id"
 
@@ -121,7 +122,7 @@ def trial_records(journal: Path, study_name: str, ledger: Path, sweep, steps: in
         status, reason = _status(ledger, trial_id, trial.state, reached, steps)
         history = [(int(r["step"]), float(r[sweep.metric])) for r in results if r.get(sweep.metric) is not None]
         value = None if status == "failed" or not history else history[-1][1]
-        pick = min if sweep.metric in ("fid", "kid", "reverse_kl") else max
+        pick = min if metric_mode(sweep) == "min" else max
         records.append({
             "trial_id": trial_id, "number": trial.number + 1, "status": status, "reason": reason, "steps": reached,
             "value": value, "best": pick(v for _, v in history) if history else None,
