@@ -24,7 +24,7 @@ from genflow.errors import ConfigError, DivergenceError
 from genflow.metrics import frechet_distance, kid, mixture_modes
 from genflow.models import registry
 from genflow.models.specs import SPEC_BY_MODEL
-from genflow.sweep_config import METRIC_MODES, SweepSpec, set_dotted
+from genflow.sweep_config import METRIC_MODES, MIXTURE_METRICS, SweepSpec, set_dotted
 
 PROBE_KID_SUBSETS = 20  # KID as a probe: fewer subsets than the evaluate stage's 100
 
@@ -63,7 +63,7 @@ class Probe:
 
         self.metric, self.n_samples, self.seed = sweep.metric, sweep.probe_samples, sweep.seed
         self.manifest = read_manifest(data_dir)
-        if self.metric in ("reverse_kl", "modes", "high_quality") and "mixture" not in self.manifest:
+        if self.metric in MIXTURE_METRICS and "mixture" not in self.manifest:
             raise ConfigError(f"sweep metric {self.metric!r} needs a Gaussian-mixture dataset; "
                               f"{data_dir} is not one (use fid or kid)")
         self.features = FeatureSpace(featurenet_dir)
@@ -76,7 +76,7 @@ class Probe:
 
         model.eval()
         fake, _ = generate(model, self.n_samples, self.seed)
-        if self.metric in ("reverse_kl", "modes", "high_quality"):
+        if self.metric in MIXTURE_METRICS:
             mix = self.manifest["mixture"]
             return float(mixture_modes(fake, mix["centers"], mix["std"])[self.metric])
         f_fake = self.features(fake)
