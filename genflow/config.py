@@ -113,6 +113,9 @@ class Params(Strict):
                 raise ValueError(f"models.{name}.holdout_class: dataset {spec.dataset!r} has {n_classes} classes "
                                  f"(0..{n_classes - 1}); got {spec.holdout_class}" if n_classes else
                                  f"models.{name}.holdout_class: dataset {spec.dataset!r} has no classes")
+            if n_classes == 0 and spec.c_dim:
+                raise ValueError(f"models.{name}.c_dim: dataset {spec.dataset!r} has no labels, so a conditional "
+                                 f"model cannot train on it; use c_dim 0 or a labelled dataset (got {spec.c_dim})")
             if n_classes is not None and spec.c_dim not in (0, n_classes):
                 raise ValueError(f"models.{name}.c_dim: a conditional model needs c_dim equal to the "
                                  f"{n_classes} classes of dataset {spec.dataset!r} (or 0 = unconditional); "
@@ -139,8 +142,10 @@ def _format_error(err: dict[str, Any], model_fields: dict[str, list[str]]) -> st
         return f"{path}: unknown key{hint}"
     if kind == "missing":
         return f"{path}: required key is missing"
-    if kind == "union_tag_invalid":
-        return f"{path}: {err['msg']}"
+    if kind == "union_tag_invalid":  # e.g. data.x.source: unknown source 'foo'; allowed: ...
+        ctx = err.get("ctx", {})
+        key = str(ctx.get("discriminator", "")).strip("'")
+        return f"{path}.{key}: unknown {key} {ctx.get('tag')!r}; allowed: {ctx.get('expected_tags')}"
     if kind == "value_error":  # our own cross-field checks name their key: "key: message"
         msg = err["msg"].removeprefix("Value error, ")
         key = re.match(r"(\w+): ", msg)

@@ -126,6 +126,8 @@ NUM_CLASSES = {"digits": 10, "ring8": 0, "grid25": 0, "stacked_digits": 1000, "s
 
 
 def num_classes(spec: BaseModel) -> int | None:
+    """Classes the prepared data will have, where params alone tell (None: the manifest will)."""
     if spec.source == "cifar100":
         return 100 if spec.label == "fine" else 20
-    return NUM_CLASSES.get(spec.source)
+    unlabeled = (spec.source == "imagefolder" and spec.labels == "none") or (spec.source == "idx" and not spec.labels)
+    return 0 if unlabeled else NUM_CLASSES.get(spec.source)
