@@ -75,14 +75,24 @@ def save(directory: str | Path, state: dict[str, Any], log: list[dict[str, Any]]
     write_json(directory / META_FILE, {**meta, "step": state["step"], "state_sha256": state_sha256})
 
 
-def load(directory: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
-    """Read and verify a checkpoint directory (weights-only unpickling)."""
+def verify(directory: str | Path) -> dict[str, Any]:
+    """The checkpoint's metadata, once its state file matches the sha256 recorded there."""
     directory = Path(directory)
     meta_path, state_path = directory / META_FILE, directory / STATE_FILE
     if not meta_path.exists() or not state_path.exists():
         raise DataError(f"{directory}: not a genflow checkpoint (needs {STATE_FILE} and {META_FILE})")
-    meta = json.loads(meta_path.read_text())
-    if sha256_file(state_path) != meta.get("state_sha256"):
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise DataError(f"{meta_path}: unreadable checkpoint metadata ({err})") from None
+    if not isinstance(meta, dict) or sha256_file(state_path) != meta.get("state_sha256"):
         raise DataError(f"{state_path}: sha256 does not match {META_FILE}: truncated or corrupt checkpoint")
-    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    return meta
+
+
+def load(directory: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+    """Read and verify a checkpoint directory (weights-only unpickling)."""
+    directory = Path(directory)
+    meta = verify(directory)
+    state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
     return state, read_log_csv(directory / LOG_FILE), meta

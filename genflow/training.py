@@ -14,11 +14,12 @@ from typing import Any
 import torch
 
 from genflow import checkpoint
+from genflow.checkpoint_store import CheckpointStore
 from genflow.config import Params, fingerprint
 from genflow.data.loader import load_split
 from genflow.data.shards import manifest_hash, read_manifest
 from genflow.engine import Engine, PrintReporter, distributed
-from genflow.errors import ConfigError, DataError
+from genflow.errors import ConfigError, DataError, DivergenceError
 from genflow.io import atomic_dir, code_revision, write_json
 from genflow.models import registry
 from genflow.models.specs import SPEC_BY_MODEL
@@ -114,15 +115,15 @@ def run_worker(config: dict[str, Any], reporter, resume_dir: str | Path | None =
 
 
 class DirectoryReporter(PrintReporter):
-    """In-process reporter: writes each checkpoint to one directory (atomically per file)."""
+    """In-process reporter: each checkpoint goes into a :class:`CheckpointStore` (last two kept)."""
 
-    def __init__(self, name: str, directory: Path, meta: dict[str, Any]):
+    def __init__(self, name: str, store: CheckpointStore, meta: dict[str, Any]):
         super().__init__(name)
-        self.directory, self.meta = directory, meta
+        self.store, self.meta = store, meta
 
     def on_checkpoint(self, step, state, log, final) -> None:
         if state is not None:
-            checkpoint.save(self.directory, state, log, self.meta)
+            self.store.save(state, log, self.meta)
 
 
 def finish(checkpoint_dir: str | Path, out: str | Path, config: dict[str, Any]) -> None:
@@ -134,12 +135,17 @@ def finish(checkpoint_dir: str | Path, out: str | Path, config: dict[str, Any]) 
 
 
 def train_in_process(config: dict[str, Any], out: str | Path, work_dir: str | Path) -> None:
-    """``num_workers: 0``: no Ray; resumable from ``work_dir`` like a Ray run."""
-    work = Path(work_dir) / run_name(config)
-    resume = work if (work / checkpoint.META_FILE).exists() else None
-    reporter = DirectoryReporter(config["name"], work, checkpoint_meta(config))
-    run_worker(config, reporter, resume_dir=resume)
-    finish(work, out, config)
+    """``num_workers: 0``: no Ray; resumable from ``work_dir`` like a Ray run.
+
+    A diverged run stops with its last good checkpoint kept in ``work_dir`` (every
+    checkpoint passed the engine's finiteness check) and ``out`` untouched."""
+    store = CheckpointStore(Path(work_dir) / run_name(config))
+    reporter = DirectoryReporter(config["name"], store, checkpoint_meta(config))
+    try:
+        run_worker(config, reporter, resume_dir=store.latest())
+    except DivergenceError as err:
+        raise DivergenceError(err.step, f"{err.what}; last good checkpoint: {store.describe_latest()}") from None
+    finish(store.latest(), out, config)
 
 
 def train_model(name: str, params: Params, data_root: str | Path, out: str | Path) -> None:

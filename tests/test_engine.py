@@ -148,7 +148,7 @@ def test_train_in_process_resumes_after_interruption(tiny, prepared_dir, trained
     with pytest.raises(Interrupted):
         training.train_model(name, params, prepared_dir, tmp_path / "model")
     work = tmp_path / "work" / training.run_name(cfg)
-    assert json.loads((work / "meta.json").read_text())["step"] == 10
+    assert json.loads((work / "step_000000010" / "meta.json").read_text())["step"] == 10
     assert not (tmp_path / "model").exists()
 
     monkeypatch.setattr(training.DirectoryReporter, "on_checkpoint", original)
@@ -183,11 +183,11 @@ def test_nan_weight_raises_divergence(tiny, prepared_dir):
 
 
 def test_nan_in_weights_the_loss_does_not_see(tiny, prepared_dir):
-    # the EMA generator never enters a loss: the weight check at the first log step catches it
+    # the EMA generator never enters a loss: the per-step weight check catches it in that same step
     engine, data = training.build_engine(training.worker_config("gan_digits", tiny, prepared_dir))
     with torch.no_grad():
         next(engine.model.G_ema.parameters()).view(-1)[0] = float("inf")
-    with pytest.raises(DivergenceError, match=r"diverged at step 5: parameter G_ema\.\S+ is not finite"):
+    with pytest.raises(DivergenceError, match=r"diverged at step 0: parameter G_ema\.\S+ is not finite"):
         engine.fit(data, Quiet())
 
 

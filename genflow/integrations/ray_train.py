@@ -9,12 +9,14 @@ start a fresh run instead of resuming a stale one.
 from __future__ import annotations
 
 import os
+import posixpath
 import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs
 import ray
 import ray.train
 import torch
@@ -22,6 +24,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from genflow import checkpoint
+from genflow.checkpoint_store import first_intact
 from genflow.engine import PrintReporter
 from genflow.training import checkpoint_meta, finish, run_name, run_worker
 
@@ -64,17 +67,34 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
 
 def run_from(resume, config: dict[str, Any], reporter, device: torch.device | None = None) -> None:
-    """``run_worker``, resumed from a Ray checkpoint (copied locally first) when there is one."""
-    if resume is None:
-        run_worker(config, reporter, device=device)
-        return
-    with resume.as_directory() as directory:
-        local = Path(tempfile.mkdtemp(prefix="genflow-resume-"))
-        shutil.copytree(directory, local, dirs_exist_ok=True)
+    """``run_worker``, resumed from a Ray checkpoint (copied locally first) when there is one.
+
+    A registered checkpoint that fails its sha256 check is skipped for the previous one
+    in the same run (``CheckpointConfig(num_to_keep=2)`` keeps it)."""
+    local = Path(tempfile.mkdtemp(prefix="genflow-resume-"))
     try:
-        run_worker(config, reporter, resume_dir=local, device=device)
+        copies = ((c.path, _local_copy(c, local / str(i))) for i, c in enumerate(_candidates(resume)))
+        chosen = first_intact(copies, lambda pair: checkpoint.verify(pair[1]), label=lambda pair: pair[0])
+        run_worker(config, reporter, resume_dir=chosen and chosen[1], device=device)
     finally:
         shutil.rmtree(local, ignore_errors=True)
+
+
+def _candidates(resume) -> list:
+    """The checkpoint Ray hands back, then the run's older checkpoints, newest first."""
+    if resume is None:
+        return []
+    parent, name = posixpath.split(resume.path.rstrip("/"))
+    infos = resume.filesystem.get_file_info(pyarrow.fs.FileSelector(parent))
+    older = sorted((info.path for info in infos if info.type == pyarrow.fs.FileType.Directory
+                    and info.base_name.startswith("checkpoint_") and info.base_name < name), reverse=True)
+    return [resume] + [ray.train.Checkpoint(path, filesystem=resume.filesystem) for path in older]
+
+
+def _local_copy(candidate, local: Path) -> Path:
+    with candidate.as_directory() as directory:
+        shutil.copytree(directory, local, dirs_exist_ok=True)
+    return local
 
 
 def init_ray(ray_spec) -> None:

@@ -36,11 +36,11 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from genflow import checkpoint
+from genflow.checkpoint_store import CheckpointStore
 from genflow.config import fingerprint
 from genflow.errors import ConfigError
 from genflow.integrations.ray_train import init_ray, run_from, storage_path
 from genflow.integrations.tune_ledger import TRIAL_ID_ATTR, Ledger, replay
-from genflow.io import atomic_dir
 from genflow.sweep import Probe, ProbeReporter, metric_mode, trial_config
 from genflow.sweep_config import Dimension, SweepSpec, resolved_space
 from genflow.training import checkpoint_meta, run_worker
@@ -144,15 +144,14 @@ def _trial_in_process(params: dict[str, Any], *, base: dict, sweep: dict, featur
     spec = SweepSpec.model_validate(sweep)
     config = trial_config(base, params, spec)
     meta = checkpoint_meta(config)
-    own = Path(ledger) / tune.get_context().get_trial_id()
+    own = CheckpointStore(Path(ledger) / tune.get_context().get_trial_id())
 
     def emit(metrics, state, log):
-        with atomic_dir(own) as tmp:
-            checkpoint.save(tmp, state, log, meta)
+        own.save(state, log, meta)
         tune.report(metrics)
 
     reporter = ProbeReporter(config["name"], config, Probe(config["data_dir"], featurenet_dir, spec), emit)
-    run_worker(config, reporter, resume_dir=own if (own / checkpoint.META_FILE).exists() else None)
+    run_worker(config, reporter, resume_dir=own.latest())
 
 
 def _train_worker_loop(loop_config: dict[str, Any]) -> None:
