@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import random
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -64,12 +65,29 @@ def _number(text: str) -> float | int:
     return int(text) if text.lstrip("-").isdigit() else float(text)
 
 
+def _interned(obj: Any) -> Any:
+    """The same structure with every string interned. Pickle shares an object it has seen by
+    identity, so a state rebuilt from a loaded checkpoint (fresh 'step' strings) would pickle
+    to other bytes than the same state built live; interned, both pickle identically."""
+    if isinstance(obj, str):
+        return sys.intern(obj)
+    if isinstance(obj, dict):
+        return {_interned(k): _interned(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_interned(v) for v in obj)
+    return obj
+
+
 def save(directory: str | Path, state: dict[str, Any], log: list[dict[str, Any]], meta: dict[str, Any]) -> None:
     """Write a checkpoint directory; each file is renamed into place when complete."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    # through a buffer: torch.save names the zip's root folder after the file, and the
+    # temporary's random name would make identical states differ byte for byte
+    buffer = io.BytesIO()
+    torch.save(_interned(state), buffer)
     with atomic_path(directory / STATE_FILE) as tmp:
-        torch.save(state, tmp)
+        tmp.write_bytes(buffer.getvalue())
     write_log_csv(directory / LOG_FILE, log)
     state_sha256 = sha256_file(directory / STATE_FILE)
     write_json(directory / META_FILE, {**meta, "step": state["step"], "state_sha256": state_sha256})

@@ -223,7 +223,10 @@ def export_model(model_dir: str | Path, out: str | Path, *, data_dir: str | Path
     with atomic_dir(out) as tmp:
         nets = {name: export_network(name, item, tmp, meta["name"]) for name, item in networks(model).items()}
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / WEIGHTS_FILE),
-                  metadata={"name": meta["name"], "model_state_sha256": meta["state_sha256"]})
+                  # one key: safetensors writes metadata in hash-map order, and the file must be
+                  # byte-identical from run to run
+                  metadata={"genflow": json.dumps({"name": meta["name"], "model_state_sha256": meta["state_sha256"]},
+                                                  sort_keys=True)})
         card = model_card(model, meta, nets, Path(data_dir) if data_dir else None,
                           Path(metrics_path) if metrics_path else None)
         write_json(tmp / CARD_FILE, card)

@@ -8,10 +8,13 @@ version.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -32,12 +35,44 @@ def _umask() -> int:
     return mask
 
 
+def _owner_tag() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Clean up after a killed writer of ``path``: drop its temporary, put back its swapped-out old copy.
+
+    Only leftovers of processes of this host that no longer exist: on shared storage another
+    host's writer may be alive, and a live writer here is never touched."""
+    host = socket.gethostname()
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*"):
+        match = re.fullmatch(rf"\.{re.escape(path.name)}\.(?:old-)?(.+)-(\d+)(?:\..*\.tmp)?", leftover.name)
+        if match and match[1] == host and not _alive(int(match[2])):
+            if leftover.name.startswith(f".{path.name}.old-") and not path.exists():
+                os.replace(leftover, path)  # killed between its two renames: the old artifact goes back
+            elif leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it into place on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_owner_tag()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -63,7 +98,8 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield an empty temporary directory; swap it in place of ``path`` on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    remove_stale_temporaries(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{_owner_tag()}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
         # mkdtemp creates 0700 and some writers (mkstemp, safetensors) 0600: artifacts get the
@@ -72,7 +108,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~_umask())
         old = None
         if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            old = path.with_name(f".{path.name}.old-{_owner_tag()}")
             os.replace(path, old)
         os.replace(tmp, path)
         if old is not None:

@@ -6,11 +6,13 @@ runs in-process (``ray.num_workers: 0``), in tests, and under Ray.
 """
 from __future__ import annotations
 
+import random
 import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from genflow import checkpoint
@@ -76,7 +78,11 @@ def build_engine(config: dict[str, Any], device: torch.device | None = None) -> 
     data = load_split(config["data_dir"], "train")
     if spec.holdout_class is not None:  # anomaly detection: the model never sees this class
         data = data.without_class(spec.holdout_class)
-    torch.manual_seed(config["seed"])  # identical initial weights on every rank
+    # identical initial weights on every rank; numpy's and Python's global RNGs too, since their
+    # states are saved in every checkpoint, which must be byte-identical from run to run
+    torch.manual_seed(config["seed"])
+    np.random.seed(config["seed"])
+    random.seed(config["seed"])
     model = registry.build(spec, data.shape, data.num_classes)
     if device is not None:
         model.to(device)
