@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from genflow.data.specs import MIXTURES, SPEC_BY_SOURCE, DataSpec, num_classes
 from genflow.errors import ConfigError
@@ -51,8 +51,19 @@ class RaySpec(Strict):
     cpus_per_worker: float = Field(1.0, gt=0.0)
     threads_per_worker: int = Field(ge=1, le=256)
     address: str | None = None
+    # a Ray instance that genflow starts itself serves its dashboard on this interface only
+    dashboard_host: str = Field("127.0.0.1", description="'0.0.0.0' exposes the dashboard to the network")
     storage_path: str = ".ray_storage"
     max_failures: int = Field(0, ge=0, le=100)
+
+    @field_validator("storage_path", "address")
+    @classmethod
+    def _no_credentials_in_urls(cls, value: str | None) -> str | None:
+        # the message must not echo the value: it holds the secret
+        if value and re.match(r"^[\w+.-]+://[^/@\s]*:[^/@\s]*@", value):
+            raise ValueError("credentials in a URL end up in logs and run metadata; give them through the "
+                             "environment (e.g. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) or an instance role")
+        return value
 
 
 class EvaluateSpec(Strict):

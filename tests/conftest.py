@@ -110,9 +110,11 @@ def ray_session():
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     import ray
 
+    from genflow.integrations.ray_train import init_ray
+
     started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, object_store_memory=128 << 20, include_dashboard=True)
+    if started:  # the way the train stage starts one (dashboard on 127.0.0.1; tests/test_security.py)
+        init_ray(config.RaySpec(num_workers=1, use_gpu=False, threads_per_worker=1))
     yield ray
     if started:
         ray.shutdown()

@@ -68,6 +68,8 @@ CASES = [
     ("ema-decay-over-one", {"models.gan_digits.train.ema_decay": 1.5}, ["models.gan_digits.train.ema_decay",
                                                                         "less than"]),
     ("negative-workers", {"ray.num_workers": -1}, ["ray.num_workers", "greater than or equal to 0"]),
+    ("credentials-in-storage-url", {"ray.storage_path": "s3://AKIAEXAMPLE:s3cr3t-value@bucket/runs"},
+     ["ray.storage_path: credentials in a URL", "AWS_SECRET_ACCESS_KEY"]),
     # unknown names
     ("unknown-model-family", {"models.gan_digits.model": "diffusion"},
      ["models.gan_digits.model: unknown model 'diffusion'", "allowed: 'gan'"]),
@@ -124,6 +126,7 @@ def _assert_rejected_early(proc: subprocess.CompletedProcess, fragments: list[st
     assert proc.returncode == 2, (proc.returncode, message)
     for fragment in fragments:
         assert fragment in message, f"{fragment!r} not in:\n{message}"
+    assert "s3cr3t-value" not in message  # a rejected secret is not echoed back
     assert "Traceback" not in message
     assert "genflow.config" in _imported(proc)
     assert not {"torch", "ray"} & _imported(proc), "torch or Ray was imported before the params were rejected"

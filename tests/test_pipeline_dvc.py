@@ -45,6 +45,11 @@ PARAMS = {
 }
 
 
+# credentials a user may have in the environment: none may reach an artifact, a params dump or a log
+CANARIES = {"AWS_SECRET_ACCESS_KEY": "canary-aws-5f3b9c", "HF_TOKEN": "canary-hf-81d2aa",
+            "GENFLOW_TEST_PASSWORD": "canary-pw-0c47e1"}
+
+
 class Pipeline:
     def __init__(self, root: Path):
         self.root = root
@@ -58,6 +63,7 @@ class Pipeline:
             # keep __pycache__ out of the `genflow` dependency (see test_bytecode_does_not_invalidate_pipeline)
             "PYTHONDONTWRITEBYTECODE": "1",
             "OMP_NUM_THREADS": "1",
+            **CANARIES,
         }
         self.env.pop("RAY_ADDRESS", None)
 
@@ -124,6 +130,22 @@ def test_repro_builds_everything(pipeline):
     assert (repo / "dvc.lock").exists()
     trials = (repo / "sweeps" / "gan_ring8" / "trials.parquet")
     assert trials.exists() and (repo / "sweeps" / "gan_ring8" / "best_params.yaml").exists()
+
+
+def test_no_secret_reaches_an_artifact_or_a_log(pipeline):
+    """Every file the run wrote (outputs, DVC cache, dvc.lock, Ray's storage) and its console output
+    are free of the environment's credentials and of Ray's cluster auth token."""
+    secrets = set(CANARIES.values())
+    token_file = Path.home() / ".ray" / "auth_token"
+    if token_file.exists() and token_file.read_text().strip():
+        secrets.add(token_file.read_text().strip())
+    assert not [s for s in secrets if s in pipeline.first.output]
+    roots = [pipeline.repo, pipeline.root / "ray_storage"]
+    files = [f for root in roots if root.exists() for f in root.rglob("*")
+             if f.is_file() and ".git" not in f.relative_to(pipeline.root).parts]
+    assert len(files) > 50
+    leaks = [(str(f), s) for f in files for s in secrets if s.encode() in f.read_bytes()]
+    assert not leaks, leaks
 
 
 def test_second_run_is_a_noop(pipeline):

@@ -107,7 +107,8 @@ def init_ray(ray_spec) -> None:
         return
     os.environ.update(RAY_ENV)  # a local instance's processes inherit the driver's environment
     cpus = max(os.cpu_count() or 1, int(ray_spec.num_workers * ray_spec.cpus_per_worker) + 1)
-    ray.init(num_cpus=cpus, object_store_memory=256 << 20, include_dashboard=True, log_to_driver=True)
+    ray.init(num_cpus=cpus, object_store_memory=256 << 20, include_dashboard=True,
+             dashboard_host=ray_spec.dashboard_host, log_to_driver=True)
 
 
 def storage_path(ray_spec) -> str:

@@ -21,7 +21,7 @@ workdir=$(mktemp -d "${TMPDIR:-/tmp}/genflow-ray.XXXXXX")
 export RAY_AUTH_MODE=token RAY_USAGE_STATS_ENABLED=0 RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=${RAY_TRAIN_HEALTH_CHECK_INTERVAL_S:-0.5}
 
 setsid ray start --head --block --node-ip-address=127.0.0.1 --port="$port" --num-cpus="$cpus" --object-store-memory=$((256 << 20)) \
-  --include-dashboard=true --dashboard-port=0 --temp-dir="$workdir" >"$workdir/head.log" 2>&1 &
+  --include-dashboard=true --dashboard-host="${GENFLOW_RAY_DASHBOARD_HOST:-127.0.0.1}" --dashboard-port=0 --temp-dir="$workdir" >"$workdir/head.log" 2>&1 &
 head_pid=$!
 stop_head() {
   kill -TERM -- "-$head_pid" 2>/dev/null || true
