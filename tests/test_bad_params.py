@@ -156,3 +156,26 @@ def test_sweep_stage_and_overrides_are_checked_the_same_way(tmp_path):
     _assert_rejected_early(proc, ["sweeps.s.trials", "greater than or equal to 1"])
     proc = _run(tmp_path, text, "stages/train.py", "--model", "gan_digits", "--set", "models.gan_digits.train.lr=1")
     _assert_rejected_early(proc, ["models.gan_digits.train.lr: unknown key"])
+
+
+def test_what_only_the_prepared_data_tells_is_checked_before_ray(tmp_path):
+    """A Parquet file's kind (points) is known once prepared: the train stage still stops before Ray."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from genflow.data.prepare import prepare
+    from genflow.data.specs import ParquetData
+
+    points = np.random.default_rng(0).normal(size=(60, 2)).astype(np.float32)
+    column = pa.FixedSizeListArray.from_arrays(pa.array(points.reshape(-1), type=pa.float32()), 2)
+    pq.write_table(pa.table({"x": column}), tmp_path / "points.parquet")
+    entry = {"source": "parquet", "path": str(tmp_path / "points.parquet")}
+    prepare(ParquetData(**entry), tmp_path / "data" / "prepared" / "pts", log=lambda *_: None)
+    text = yaml.safe_dump(_with({"data.pts": entry, "models.gan_digits.dataset": "pts", "ray.num_workers": 1}))
+    proc = _run(tmp_path, text, "stages/train.py", "--model", "gan_digits",
+                "--data-root", str(tmp_path / "data" / "prepared"))
+    message = _messages(proc)
+    assert proc.returncode == 2, message
+    assert "models.gan_digits.arch: dataset 'pts' holds points; only 'mlp' fits it" in message
+    assert "ray" not in _imported(proc) and "Traceback" not in message

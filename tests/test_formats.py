@@ -798,3 +798,47 @@ def test_file_sources_validate_and_load_through_params(tmp_path):
     spec = config.validate(raw).data["mnist"]
     assert isinstance(spec, IdxData)
     np.testing.assert_array_equal(load_source(spec, log=quiet).x[..., 0], x)
+
+
+# -- the prepare stage command on broken files: exit 2, the file named, the old output kept --------
+
+def _broken_sources(tmp_path) -> dict[str, tuple[dict, str]]:
+    x, _ = _mnist_like(10)
+    (tmp_path / "raw").mkdir()
+    idx = write_idx(tmp_path / "raw" / "imgs-idx3-ubyte", x)
+    idx.write_bytes(idx.read_bytes()[:-7])
+    folder = tmp_path / "raw" / "faces"
+    write_folder(folder, classes=("a", "b"), per_class=2)
+    (folder / "b" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    cifar = tmp_path / "raw" / "cifar"
+    write_cifar10(cifar)
+    (cifar / "data_batch_3.bin").write_bytes((cifar / "data_batch_3.bin").read_bytes()[:-1])
+    garbage = tmp_path / "raw" / "table.parquet"
+    garbage.write_bytes(b"PAR1" + bytes(200))
+    return {"idx": ({"source": "idx", "images": str(idx)}, idx.name),
+            "imagefolder": ({"source": "imagefolder", "path": str(folder)}, "broken.png"),
+            "cifar10": ({"source": "cifar10", "path": str(cifar)}, "data_batch_3.bin"),
+            "parquet": ({"source": "parquet", "path": str(garbage)}, "table.parquet")}
+
+
+@pytest.mark.parametrize("source", ["idx", "imagefolder", "cifar10", "parquet"])
+def test_prepare_stage_on_a_broken_file_exits_2_naming_it(tmp_path, source):
+    import subprocess
+
+    import yaml
+
+    from conftest import PYTHON, REPO
+
+    entry, name = _broken_sources(tmp_path)[source]
+    raw = tiny_params_dict()
+    raw["data"]["mine"] = entry
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    out = tmp_path / "data" / "prepared" / "mine"
+    out.mkdir(parents=True)
+    (out / "manifest.json").write_text("{}")  # the previous output, which must survive
+    proc = subprocess.run([str(PYTHON), str(REPO / "stages" / "prepare.py"), "--dataset", "mine"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert name in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert [p.name for p in out.iterdir()] == ["manifest.json"]
+    assert [p.name for p in out.parent.iterdir()] == ["mine"]  # no temporary left beside it
