@@ -9,6 +9,7 @@ import torch
 from genflow import featurenet
 from genflow.data.loader import Split, load_columns, load_split
 from genflow.data.shards import manifest_hash, read_manifest
+from genflow.errors import DataError
 
 CHANNEL_LABELS = ("label_r", "label_g", "label_b")
 
@@ -39,6 +40,11 @@ def build_feature_space(data_dir: Path, spec, out: Path, log=print) -> dict:
         featurenet.save(out, None, meta)
         log(f"[featurenet] {data_dir.name}: 2-D points, identity feature space")
         return meta
+    height, width = manifest["shape"][:2]
+    if height != width or height < 8 or height & (height - 1):
+        raise DataError(f"{data_dir / 'manifest.json'}: {height}x{width} images; the FID feature network, like "
+                        "every conv model, needs square power-of-two images of at least 8x8 (an image folder "
+                        "takes `size: 8|16|32|64` in its data entry)")
     channelwise = set(CHANNEL_LABELS) <= set(manifest.get("factors", []))
     read = channel_split if channelwise else load_split
     train, test = read(data_dir, "train"), read(data_dir, "test")

@@ -59,6 +59,10 @@ def check_fits_data(name: str, spec, manifest: dict[str, Any]) -> None:
     """What params alone cannot tell for file sources: points vs images, number of classes."""
     if manifest["kind"] == "points" and spec.arch != "mlp":
         raise ConfigError(f"models.{name}.arch: dataset {spec.dataset!r} holds points; only 'mlp' fits it")
+    height, width = manifest["shape"][:2] if manifest["kind"] == "image" else (8, 8)
+    if spec.arch == "conv" and (height != width or height < 8 or height & (height - 1)):
+        raise ConfigError(f"models.{name}.arch: dataset {spec.dataset!r} has {height}x{width} images; 'conv' needs "
+                          "square power-of-two images of at least 8x8 (resize them when preparing)")
     holdout = spec.holdout_class
     if holdout is not None and not holdout < manifest["num_classes"]:
         raise ConfigError(f"models.{name}.holdout_class: dataset {spec.dataset!r} has {manifest['num_classes']} "

@@ -101,6 +101,8 @@ CASES = [
      ["models.gan_ring8.train.batch_size: must be a multiple of pac (2)"]),
     ("holdout-class-out-of-range", {"models.vae_digits.holdout_class": 12}, ["models.vae_digits.holdout_class",
                                                                             "10 classes"]),
+    ("report-baseline-on-another-dataset", {"report": {"baselines": {"digits": "gan_ring8"}}},
+     ["report.baselines.digits: 'gan_ring8' is not a model trained on 'digits'", "allowed: ['gan_digits'"]),
     ("sweep-dataset-mismatch", {"sweeps.s.dataset": "digits"}, ["sweeps.s.dataset",
                                                                 "model 'gan_ring8' trains on 'ring8'"]),
 ]
@@ -179,3 +181,29 @@ def test_what_only_the_prepared_data_tells_is_checked_before_ray(tmp_path):
     assert proc.returncode == 2, message
     assert "models.gan_digits.arch: dataset 'pts' holds points; only 'mlp' fits it" in message
     assert "ray" not in _imported(proc) and "Traceback" not in message
+
+
+def test_images_a_conv_net_cannot_take_are_named_not_a_traceback(tmp_path):
+    """6x6 IDX images: the featurenet stage and a conv model's train stage say why, naming the file / key."""
+    import subprocess as sp
+
+    import numpy as np
+
+    from genflow.data.prepare import prepare
+    from genflow.data.specs import IdxData
+
+    images = tmp_path / "images-idx3-ubyte"
+    x = np.random.default_rng(0).integers(0, 256, size=(40, 6, 6), dtype=np.uint8)
+    images.write_bytes(bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in x.shape) + x.tobytes())
+    entry = {"source": "idx", "images": str(images)}
+    prepare(IdxData(**entry), tmp_path / "data" / "prepared" / "tiny6", log=lambda *_: None)
+    text = yaml.safe_dump(_with({"data.tiny6": entry, "models.gan_digits.dataset": "tiny6"}))
+    (tmp_path / "params.yaml").write_text(text)
+    root = ["--params", str(tmp_path / "params.yaml"), "--data-root", str(tmp_path / "data" / "prepared")]
+    proc = sp.run([str(PYTHON), "stages/featurenet.py", "--dataset", "tiny6", "--out", str(tmp_path / "fn"), *root],
+                  cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "tiny6/manifest.json: 6x6 images" in proc.stderr
+    proc = sp.run([str(PYTHON), "stages/train.py", "--model", "gan_digits", *root], cwd=REPO, capture_output=True,
+                  text=True, timeout=120)
+    assert proc.returncode == 2 and "models.gan_digits.arch: dataset 'tiny6' has 6x6 images" in proc.stderr
