@@ -121,11 +121,13 @@ def cmd_report(args) -> None:
     params = _params(args)
     from genflow.report import build_report
 
-    text = build_report(params.models, args.metrics_root, args.samples_root, args.out,
-                        Path(args.models_root) / "featurenet")
-    print(f"[report] wrote {Path(args.out) / 'comparison.md'} ({len(params.models)} models)")
+    build_report(params.models, args.metrics_root, args.samples_root, args.out, Path(args.models_root) / "featurenet",
+                 models_dir=args.models_root, sweeps_dir=args.sweeps_root, baselines=params.report.baselines)
+    out = Path(args.out)
+    print(f"[report] wrote {out / 'comparison.html'} (self-contained), {out / 'comparison.md'} and "
+          f"{out / 'plots'}/ for {len(params.models)} models")
     if args.verbose:
-        print(text)
+        print((out / "comparison.md").read_text())
 
 
 def _exported(args):
@@ -194,7 +196,7 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override a param, e.g. --set models.gan_digits.train.steps=100 (repeatable)")
     for root, default in (("data", "data/prepared"), ("models", "models"), ("metrics", "metrics"),
-                          ("samples", "samples")):
+                          ("samples", "samples"), ("sweeps", "sweeps")):
         common.add_argument(f"--{root}-root", default=default, help=argparse.SUPPRESS)
     p = argparse.ArgumentParser(prog="genflow", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -240,7 +242,8 @@ def parser() -> argparse.ArgumentParser:
         return cmd
 
     _add_apps(add_app)
-    c = add("report", cmd_report, "write reports/comparison.md from every model's metrics")
+    c = add("report", cmd_report, "write reports/comparison.html (self-contained), comparison.md and plots/ from "
+                                  "every model's metrics, training logs, samples and sweeps")
     c.add_argument("--out", default="reports")
     c.add_argument("--verbose", action="store_true", help="also print the report")
     return p

@@ -86,6 +86,13 @@ class EvaluateSpec(Strict):
                                                             "KID and PRDC in Inception-v3 space instead")
 
 
+class ReportSpec(Strict):
+    """The comparison report: which model each dataset's others are tested against."""
+
+    baselines: dict[str, str] = Field(default_factory=dict, description="dataset -> model; default: the "
+                                                                        "dataset's first model in params.yaml")
+
+
 class Params(Strict):
     data: dict[Annotated[str, Field(pattern=NAME_PATTERN)], DataSpec]
     # sections without defaults: dvc.yaml lists them as params, so they must exist in the file
@@ -94,6 +101,18 @@ class Params(Strict):
     evaluate: EvaluateSpec
     models: dict[Annotated[str, Field(pattern=NAME_PATTERN)], ModelSpec]
     sweeps: dict[Annotated[str, Field(pattern=NAME_PATTERN)], SweepSpec] = Field(default_factory=dict)
+    report: ReportSpec = Field(default_factory=ReportSpec)
+
+    @model_validator(mode="after")
+    def _baselines_exist(self) -> "Params":
+        for dataset, model in self.report.baselines.items():
+            if dataset not in self.data:
+                raise ValueError(f"report.baselines.{dataset}: unknown dataset; allowed: {sorted(self.data)}")
+            if model not in self.models or self.models[model].dataset != dataset:
+                allowed = sorted(n for n, spec in self.models.items() if spec.dataset == dataset)
+                raise ValueError(f"report.baselines.{dataset}: {model!r} is not a model trained on {dataset!r}; "
+                                 f"allowed: {allowed}")
+        return self
 
     @model_validator(mode="after")
     def _sweeps_fit_models(self) -> "Params":
@@ -195,7 +214,7 @@ def _tag(entry: Any, key: str) -> str | None:
 def _allowed_keys(params: dict[str, Any]) -> dict[str, list[str]]:
     """Map each section's dotted path to the keys its schema accepts."""
     allowed = {"": list(Params.model_fields)}
-    for section in ("featurenet", "ray", "evaluate"):
+    for section in ("featurenet", "ray", "evaluate", "report"):
         allowed[section] = list(Params.model_fields[section].annotation.model_fields)
     for name, entry in _entries(params, "data"):
         cls = SPEC_BY_SOURCE.get(_tag(entry, "source"))

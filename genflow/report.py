@@ -1,12 +1,24 @@
-"""Comparison report: one Markdown table of every model's metrics, with its samples."""
+"""Comparison report: every model × seed, per dataset, as Markdown and one self-contained HTML file.
+
+For each metric a cell holds the mean over seeds ± the 95 % CI, the model's rank among the
+models of its dataset, and the p-value of Welch's t-test against the dataset's baseline
+(genflow.report_stats says why these). The real-vs-real floor is its own row. Pictures:
+metric bars with CIs, precision vs recall, training curves, every model's samples, and the
+sweeps' score distributions when there are sweeps.
+"""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from genflow import report_plots
+from genflow.checkpoint import read_log_csv
 from genflow.errors import DataError
-from genflow.io import write_text
+from genflow.io import atomic_path, write_text
+from genflow.report_html import render_html
+from genflow.report_stats import Summary, format_p, format_summary, per_seed_values, ranks, summarize, welch_p
 
 # (metric, floor key, label, better) in the order the tables show them: first what the
 # samples look like (quality, diversity, mode collapse), then what the model itself offers
@@ -31,85 +43,168 @@ MODEL_COLUMNS = [
     ("anomaly_auroc", None, "anomaly AUROC ↑", "higher"),
 ]
 COLUMNS = SAMPLE_COLUMNS + MODEL_COLUMNS
+BAR_METRICS = ("fid", "precision", "recall", "coverage", "modes", "high_quality", "reverse_kl")
 
 
-def _cell(metrics: dict[str, Any], key: str, floor_key: str | None) -> str:
-    if key not in metrics:
-        return "–"
-    if metrics[key] is None:
-        return "undefined"
-    value = f"{metrics[key]:.4g}"
-    if metrics.get(f"{key}_std") is not None:
-        value += f" ± {metrics[f'{key}_std']:.2g}"
-    if floor_key and floor_key in metrics:
-        value += f" ({metrics[floor_key]:.4g})"
-    return value
+@dataclass
+class DatasetBlock:
+    """The models of one dataset and their statistics."""
+
+    dataset: str
+    baseline: str
+    rows: list[tuple[str, Any, dict]]                       # (name, spec, metrics json)
+    columns: list[tuple] = field(default_factory=list)
+    stats: dict[str, dict[str, Summary | None]] = field(default_factory=dict)  # metric -> model -> summary
+    floors: dict[str, float] = field(default_factory=dict)
+    rank: dict[str, dict[str, int]] = field(default_factory=dict)
+    p: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    plots: list[tuple[str, Path]] = field(default_factory=list)  # (caption, png)
+
+    def cell(self, metric: str, name: str) -> str:
+        summary = self.stats[metric].get(name)
+        if summary is None:
+            return "–"
+        text = f"{format_summary(summary)} #{self.rank[metric][name]}"
+        if name == self.baseline:
+            return text + " (baseline)"
+        p = self.p[metric].get(name)
+        return text if p is None else f"{text} p{'' if format_p(p).startswith('<') else '='}{format_p(p)}"
 
 
-def feature_space_lines(models: dict[str, Any], featurenet_root: Path) -> list[str]:
-    lines = ["## Feature spaces", "", "| dataset | kind | test accuracy | weights sha256 |", "|---|---|---|---|"]
-    for dataset in sorted({spec.dataset for spec in models.values()}):
-        path = featurenet_root / dataset / "featurenet.json"
-        if not path.exists():
-            continue
-        meta = json.loads(path.read_text())
-        accuracy = f"{meta['test_accuracy']:.4f}" if "test_accuracy" in meta else "–"
-        lines.append(f"| {dataset} | {meta['kind']} | {accuracy} | {meta.get('sha256', '–')[:16]} |")
-    return lines + [""]
+def _block(dataset: str, baseline: str, rows: list[tuple[str, Any, dict]]) -> DatasetBlock:
+    block = DatasetBlock(dataset, baseline, rows)
+    block.columns = [c for c in COLUMNS if any(c[0] in m for _, _, m in rows)]
+    for key, floor_key, _, better in block.columns:
+        block.stats[key] = {name: summarize(per_seed_values(m, key)) for name, _, m in rows}
+        present = {n: s.mean for n, s in block.stats[key].items() if s is not None}
+        block.rank[key] = ranks(present, better)
+        base = block.stats[key].get(baseline)
+        block.p[key] = {n: welch_p(s, base) if s and base else None for n, s in block.stats[key].items()}
+        floors = [m[floor_key] for _, _, m in rows if floor_key and m.get(floor_key) is not None]
+        if floors:
+            block.floors[key] = floors[0]  # one reference set per dataset: every model has the same floor
+    return block
 
 
-def _table(rows: list[tuple[str, Any, dict]], columns: list[tuple], samples_rel: Path | None) -> list[str]:
-    used = [c for c in columns if any(c[0] in m for _, _, m in rows)]
-    if not used:
-        return []
-    header = ["model", "family", "dataset", "steps", "seeds"] + [label for _, _, label, _ in used]
-    header += ["samples"] if samples_rel else []
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for name, spec, m in rows:
-        cells = [name, spec.model + ("" if not getattr(spec, "c_dim", 0) else " (cond.)"), spec.dataset,
-                 str(spec.train.steps), str(m.get("n_seeds", 1))]
-        cells += [_cell(m, key, floor) for key, floor, _, _ in used]
-        cells += [f"[png]({(samples_rel / f'{name}.png').as_posix()})"] if samples_rel else []
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines + [""]
-
-
-def protocol_lines(protocol: dict[str, Any] | None) -> list[str]:
-    if not protocol:
-        return []
-    return [f"Protocol: {protocol['n_generated']} generated samples per model, up to "
-            f"{protocol.get('n_real', '?')} real samples of the `{protocol['reference_split']}` split, "
-            f"evaluation seed {protocol['seed']}. FID, KID and precision / recall / density / coverage are "
-            "measured in each dataset's feature space (a classifier trained on its training split; the 2-D "
-            "mixtures use the points themselves). Values in parentheses are the real-vs-real floor: training "
-            "rows scored as if they were samples, same counts, i.e. what a perfect model gets here. With "
-            "several seeds a value is the mean over seeds ± their standard deviation.", ""]
-
-
-def build_report(models: dict[str, Any], metrics_dir: str | Path, samples_dir: str | Path,
-                 out_dir: str | Path, featurenet_root: str | Path = "models/featurenet") -> str:
-    """Write ``out_dir/comparison.md`` from ``metrics_dir/<model>.json``; return its text."""
-    metrics_dir, samples_dir, out_dir = Path(metrics_dir), Path(samples_dir), Path(out_dir)
-    rows, protocol = [], None
+def load_blocks(models: dict[str, Any], metrics_dir: Path, baselines: dict[str, str]) -> list[DatasetBlock]:
+    by_dataset: dict[str, list[tuple[str, Any, dict]]] = {}
     for name, spec in models.items():
         path = metrics_dir / f"{name}.json"
         if not path.exists():
             raise DataError(f"{path}: missing; run the evaluate stage for model {name!r}")
-        m = json.loads(path.read_text())
-        protocol = protocol or m.get("protocol")
-        rows.append((name, spec, m))
+        by_dataset.setdefault(spec.dataset, []).append((name, spec, json.loads(path.read_text())))
+    return [_block(ds, baselines.get(ds) or rows[0][0], rows) for ds, rows in by_dataset.items()]
+
+
+def _training_logs(models_dir: Path, names: list[str]) -> dict[str, list[list[dict]]]:
+    logs = {}
+    for name in names:
+        seeds = sorted((models_dir / name).glob("seed_*/train_log.csv"))
+        logs[name] = [read_log_csv(path) for path in seeds]
+    return logs
+
+
+def draw_plots(block: DatasetBlock, models_dir: Path, plots_dir: Path) -> None:
+    names = [name for name, _, _ in block.rows]
+    panels = [(label, better, block.stats[key], block.floors.get(key))
+              for key, _, label, better in block.columns if key in BAR_METRICS]
+    ds = block.dataset
+    if panels:
+        block.plots.append((f"{ds}: metrics, mean over seeds with 95 % CI; dashed: real-vs-real floor",
+                            report_plots.metric_bars(ds, names, panels, plots_dir / f"{ds}-metrics.png")))
+    if "precision" in block.stats and "recall" in block.stats:
+        floor = (block.floors["precision"], block.floors["recall"]) if "precision" in block.floors \
+            and "recall" in block.floors else None
+        points = {n: (block.stats["precision"][n], block.stats["recall"][n]) for n in names}
+        block.plots.append((f"{ds}: precision (fidelity) vs recall (diversity)", report_plots.precision_recall(
+            ds, points, floor, plots_dir / f"{ds}-precision-recall.png")))
+    logs = _training_logs(models_dir, names)
+    if any(any(seeds) for seeds in logs.values()):
+        block.plots.append((f"{ds}: training losses (seed 0 solid, other seeds faint)", report_plots.training_curves(
+            ds, logs, plots_dir / f"{ds}-training.png")))
+
+
+def sweep_plots(sweeps_dir: Path | None, plots_dir: Path) -> list[tuple[str, Path]]:
+    """Every sweep's score distribution, and each sweep's own best-so-far picture."""
+    if sweeps_dir is None or not sweeps_dir.is_dir():
+        return []
+    from genflow.sweep_results import plot_scores, read_trials_for_plot
+
+    found = read_trials_for_plot(sweeps_dir)
+    if not found:
+        return []
+    with atomic_path(plots_dir / "sweeps.png") as tmp:
+        plot_scores(found["by_sweep"], found["metric"], found["mode"], tmp)
+    out = [("sweeps: final score of every trial (the spread is the hyperparameter sensitivity)",
+            plots_dir / "sweeps.png")]
+    return out + [(f"sweep {name}: best score so far", sweeps_dir / name / "best_so_far.png")
+                  for name in found["by_sweep"] if (sweeps_dir / name / "best_so_far.png").exists()]
+
+
+def protocol_lines(protocol: dict[str, Any] | None, blocks: list[DatasetBlock]) -> list[str]:
+    if not protocol:
+        return []
+    budgets = "; ".join(f"{name}: {spec.train.steps} steps × batch {spec.train.batch_size}, seeds {spec.seeds}"
+                        for b in blocks for name, spec, _ in b.rows)
+    return [f"**Protocol.** {protocol['n_generated']} generated samples per model and seed, up to "
+            f"{protocol.get('n_real', '?')} real samples of the `{protocol['reference_split']}` split, evaluation "
+            f"seed {protocol['seed']}. FID, KID and precision / recall / density / coverage are measured in each "
+            "dataset's feature space (a classifier trained on its training split; the 2-D mixtures use the points "
+            "themselves). The *floor* row is the real-vs-real value: training rows scored as if they were samples, "
+            "same counts, i.e. what a perfect model gets. A cell is the mean over seeds ± the 95 % CI (Student's t), "
+            "#rank among the dataset's models, and p: Welch's two-sided t-test against the dataset's baseline on "
+            "per-seed values (n/a with one seed).", "", f"**Training budget.** {budgets}.", ""]
+
+
+def markdown_table(block: DatasetBlock, samples_dir: Path, samples_rel: Path) -> list[str]:
+    header = ["model", "family", "steps", "seeds"] + [label for _, _, label, _ in block.columns] + ["samples"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, spec, m in block.rows:
+        cells = [name, spec.model + (" (cond.)" if getattr(spec, "c_dim", 0) else ""), str(spec.train.steps),
+                 str(m.get("n_seeds", 1))] + [block.cell(key, name) for key, _, _, _ in block.columns]
+        link = f"[png]({(samples_rel / f'{name}.png').as_posix()})" if (samples_dir / f"{name}.png").exists() else "–"
+        lines.append("| " + " | ".join(cells + [link]) + " |")
+    floor = ["real data (floor)", "", "", ""] + [f"{block.floors[k]:.4g}" if k in block.floors else ""
+                                                 for k, _, _, _ in block.columns] + [""]
+    return lines + ["| " + " | ".join(floor) + " |", ""]
+
+
+def feature_spaces(blocks: list[DatasetBlock], featurenet_root: Path) -> list[dict[str, str]]:
+    rows = []
+    for block in blocks:
+        path = featurenet_root / block.dataset / "featurenet.json"
+        if path.exists():
+            meta = json.loads(path.read_text())
+            rows.append({"dataset": block.dataset, "kind": meta["kind"],
+                         "accuracy": f"{meta['test_accuracy']:.4f}" if "test_accuracy" in meta else "–",
+                         "sha256": meta.get("sha256", "–")[:16]})
+    return rows
+
+
+def build_report(models: dict[str, Any], metrics_dir: str | Path, samples_dir: str | Path, out_dir: str | Path,
+                 featurenet_root: str | Path = "models/featurenet", *, models_dir: str | Path | None = None,
+                 sweeps_dir: str | Path | None = None, baselines: dict[str, str] | None = None) -> str:
+    """Write ``out_dir/comparison.md``, ``comparison.html`` and ``plots/``; return the Markdown."""
+    metrics_dir, samples_dir, out_dir = Path(metrics_dir), Path(samples_dir), Path(out_dir)
+    blocks = load_blocks(models, metrics_dir, baselines or {})
+    plots_dir = out_dir / "plots"
+    for block in blocks:
+        draw_plots(block, Path(models_dir) if models_dir else Path(featurenet_root).parent, plots_dir)
+    sweeps = sweep_plots(Path(sweeps_dir) if sweeps_dir else None, plots_dir)
+    protocol = next((m.get("protocol") for b in blocks for _, _, m in b.rows if m.get("protocol")), None)
     rel = Path("..") / samples_dir.name
-    lines = ["# genflow model comparison", ""] + protocol_lines(protocol)
-    lines += ["## Samples: quality, diversity, mode coverage", ""] + _table(rows, SAMPLE_COLUMNS, rel)
-    model_table = _table(rows, MODEL_COLUMNS, None)
-    if model_table:
-        lines += ["## The models themselves: conditioning, likelihood, latent smoothness, anomaly detection", "",
-                  "Path length: mean squared feature-space distance between images decoded at t and t + ε along "
-                  "random slerp paths in latent space, / ε² (1 % tails dropped); lower is smoother. Anomaly "
-                  "AUROC: the model never saw `holdout_class`; 0.5 is chance.", ""] + model_table
-    lines += feature_space_lines(models, Path(featurenet_root))
-    lines += ["## Samples", ""]
-    lines += [f"### {name}\n\n![{name}]({(rel / f'{name}.png').as_posix()})\n" for name, _, _ in rows]
+    lines = ["# genflow model comparison", ""] + protocol_lines(protocol, blocks)
+    for block in blocks:
+        lines += [f"## {block.dataset} (baseline: {block.baseline})", ""] + markdown_table(block, samples_dir, rel)
+        lines += [f"![{caption}]({Path('plots') / png.name})" for caption, png in block.plots if png.parent ==
+                  plots_dir] + [""]
+    if sweeps:
+        lines += ["## Sweeps", "", f"![{sweeps[0][0]}](plots/{sweeps[0][1].name})", ""]
+    spaces = feature_spaces(blocks, Path(featurenet_root))
+    lines += ["## Feature spaces", "", "| dataset | kind | test accuracy | weights sha256 |", "|---|---|---|---|"]
+    lines += [f"| {r['dataset']} | {r['kind']} | {r['accuracy']} | {r['sha256']} |" for r in spaces] + [""]
     text = "\n".join(lines) + "\n"
     write_text(out_dir / "comparison.md", text)
+    html = render_html(blocks, protocol_lines(protocol, blocks), sweeps, spaces, samples_dir)
+    write_text(out_dir / "comparison.html", html)
     return text

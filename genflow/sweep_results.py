@@ -187,3 +187,19 @@ def read_best_overrides(path: str | Path, model: str) -> dict[str, Any]:
     if body.get("model") != model:
         raise GenflowError(f"{path}: holds the best params of model {body.get('model')!r}, not {model!r}")
     return body["overrides"]
+
+
+def read_trials_for_plot(sweeps_dir: str | Path) -> dict[str, Any] | None:
+    """Every finished sweep under ``sweeps_dir`` as plot_scores' input; None when there is none.
+
+    Sweeps are only drawn together when they optimise the same metric (the first one found
+    decides); the others are left to their own ``scores.png``."""
+    by_sweep, metric, mode = {}, None, None
+    for summary_path in sorted(Path(sweeps_dir).glob("*/summary.json")):
+        summary = json.loads(summary_path.read_text())
+        if metric is not None and summary["metric"] != metric:
+            continue
+        metric, mode = summary["metric"], summary["mode"]
+        table = pq.read_table(summary_path.parent / "trials.parquet", columns=["status", metric]).to_pylist()
+        by_sweep[summary["sweep"]] = [{"status": row["status"], "value": row[metric]} for row in table]
+    return {"by_sweep": by_sweep, "metric": metric, "mode": mode} if by_sweep else None

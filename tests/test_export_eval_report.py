@@ -176,7 +176,7 @@ def test_export_conditional_generator(prepared_dir, tmp_path):
 def test_report_lists_every_model(evaluated, features_dir):
     out = evaluated / "reports"
     text = build_report(TINY.models, evaluated / "metrics", evaluated / "samples", out, features_dir)
-    assert (out / "comparison.md").read_text() == text
+    assert (out / "comparison.md").read_text() == text and (out / "comparison.html").exists()
     for name in MODEL_NAMES:
         row = next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
         assert f"[png](../samples/{name}.png)" in row
@@ -188,6 +188,75 @@ def test_report_lists_every_model(evaluated, features_dir):
     assert any(line.startswith("| ring8 | identity |") for line in text.splitlines())
     fid = json.loads((evaluated / "metrics" / "vae_digits.json").read_text())["fid"]
     assert f"{fid:.4g}" in next(line for line in text.splitlines() if line.startswith("| vae_digits |"))
+
+
+def _chromium() -> str | None:
+    import shutil
+
+    return next((found for name in ("chromium", "chromium-browser", "google-chrome") if (found := shutil.which(name))),
+                None)
+
+
+# Counts the page's images and how many failed to decode, once everything has loaded, into the DOM
+# that --dump-dom prints (the report itself has no script; this probe is added to a copy).
+PROBE = """<script>window.addEventListener('load', () => {
+  const imgs = [...document.images];
+  const broken = imgs.filter(i => !i.complete || i.naturalWidth === 0).length;
+  document.body.setAttribute('data-probe', `images=${imgs.length} broken=${broken} `
+    + `tables=${document.querySelectorAll('table.comparison').length} `
+    + `rows=${document.querySelectorAll('table.comparison tr').length}`);
+});</script></body>"""
+
+
+def test_report_html_renders_in_headless_chromium(evaluated, features_dir, trained_dir, tmp_path):
+    import re
+    import subprocess
+
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("headless Chromium not found: install Debian's package (apt-get install -y chromium), "
+                    "as .ci/run does")
+    out = tmp_path / "reports"
+    build_report(TINY.models, evaluated / "metrics", evaluated / "samples", out, features_dir, models_dir=trained_dir)
+    html = (out / "comparison.html").read_text()
+    assert "<script" not in html and "src=\"http" not in html  # self-contained, nothing to fetch or run
+    probe = tmp_path / "probe.html"
+    probe.write_text(html.replace("</body>", PROBE))
+    proc = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
+                           "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = re.search(r'data-probe="images=(\d+) broken=(\d+) tables=(\d+) rows=(\d+)"', proc.stdout)
+    assert found, proc.stdout[:2000]
+    images, broken, tables, rows = map(int, found.groups())
+    n_datasets = len({spec.dataset for spec in TINY.models.values()})
+    assert broken == 0 and images >= len(TINY.models) + 2 * n_datasets
+    assert tables == n_datasets and rows == len(TINY.models) + 2 * n_datasets  # header + floor per table
+    for name in TINY.models:
+        assert f"<td>{name}</td>" in proc.stdout
+
+
+def test_report_statistics_with_several_seeds(evaluated, tmp_path):
+    """Three seeds: mean ± t-interval, ranks, and Welch's test against the baseline, by hand."""
+    from genflow.report_stats import format_p, summarize, welch_p
+
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    raw = tiny_params_dict()
+    raw["models"] = {"base": raw["models"]["gan_ring8"], "other": raw["models"]["gan_ring8"]}
+    values = {"base": [0.30, 0.34, 0.32], "other": [0.10, 0.12, 0.11]}
+    for name, fids in values.items():
+        per_seed = {str(i): {"fid": v} for i, v in enumerate(fids)}
+        (metrics / f"{name}.json").write_text(json.dumps({"fid": sum(fids) / 3, "fid_floor": 0.01, "n_seeds": 3,
+                                                          "per_seed": per_seed}))
+    text = build_report(config.validate(raw).models, metrics, tmp_path / "samples", tmp_path / "reports",
+                        tmp_path / "none", models_dir=tmp_path / "none")
+    base, other = summarize(values["base"]), summarize(values["other"])
+    assert abs(base.mean - 0.32) < 1e-12 and abs(base.ci - 4.302652729911275 * 0.02 / 3 ** 0.5) < 1e-9
+    p = welch_p(other, base)
+    assert 0 < p < 0.01
+    assert f"| base | gan | 20 | 3 | 0.32 ± {base.ci:.2g} #2 (baseline) |" in text
+    assert f"| other | gan | 20 | 3 | 0.11 ± {other.ci:.2g} #1 p={format_p(p)} |" in text
+    assert "| real data (floor) |  |  |  | 0.01 |" in text
 
 
 def test_report_missing_metrics(evaluated, features_dir, tmp_path):

@@ -38,6 +38,7 @@ PARAMS = {
                        "train": {"steps": 10, "batch_size": 32, "lr": 0.001, "log_every": 5,
                                  "checkpoint_every": 10}},
     },
+    "report": {"baselines": {"ring8": "gan_ring8"}},
     "sweeps": {
         "gan_ring8": {"model": "gan_ring8", "dataset": "ring8", "preset": "narrow", "trials": 2, "steps": 10,
                       "report_every": 5, "grace_steps": 5, "probe_samples": 100, "probe_real": 100},
@@ -127,6 +128,10 @@ def test_repro_builds_everything(pipeline):
     assert "elbo" in json.loads((repo / "metrics" / "vae_digits.json").read_text())
     report = (repo / "reports" / "comparison.md").read_text()
     assert all(f"| {m} |" in report for m in MODELS)
+    html = (repo / "reports" / "comparison.html").read_text()
+    assert all(f"<td>{m}</td>" in html for m in MODELS) and "data:image/png;base64," in html
+    plots = {p.name for p in (repo / "reports" / "plots").iterdir()}
+    assert {"ring8-metrics.png", "ring8-training.png", "sweeps.png"} <= plots
     assert (repo / "dvc.lock").exists()
     trials = (repo / "sweeps" / "gan_ring8" / "trials.parquet")
     assert trials.exists() and (repo / "sweeps" / "gan_ring8" / "best_params.yaml").exists()
@@ -171,7 +176,7 @@ def test_changed_model_params_rerun_only_that_model(pipeline):
         assert f"Running stage '{stage}'" not in rerun.output, stage
     repo = pipeline.repo
     assert json.loads((repo / "models" / "gan_ring8" / "seed_0" / "meta.json").read_text())["step"] == 12
-    assert "| gan_ring8 | gan | ring8 | 12 |" in (repo / "reports" / "comparison.md").read_text()
+    assert "| gan_ring8 | gan | 12 | 1 |" in (repo / "reports" / "comparison.md").read_text()
     assert "Data and pipelines are up to date" in pipeline.dvc("status").output
 
 
@@ -278,3 +283,27 @@ def test_exported_model_is_fetched_with_dvc_artifacts_get(pipeline, tmp_path):
     card = json.loads((fetched / "model_card.json").read_text())
     assert card["name"] == "gan_ring8" and (fetched / "generator.onnx").exists()
     assert cli.main(["sample", str(fetched), "--out", str(tmp_path / "s.png")]) == 0  # usable on its own
+
+
+def _hashes(repo: Path, patterns: tuple[str, ...]) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(repo)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for pattern in patterns for p in sorted(repo.glob(pattern)) if p.is_file()}
+
+
+def test_forced_rerun_gives_byte_identical_metrics_and_report(pipeline):
+    """`dvc repro -f` twice on one machine and one code revision: the same metric files, report
+    tables and pictures, checkpoints and exports, byte for byte."""
+    pipeline.write_params(pipeline.params)  # the params of the first run (other tests changed them)
+    patterns = ("metrics/*.json", "reports/comparison.md", "reports/plots/*.png", "samples/*.png",
+                "models/*/seed_*/*", "export/*/*")
+    runs = []
+    for _ in range(2):
+        forced = pipeline.dvc("repro", "-f")
+        assert forced.returncode == 0, forced.output[-3000:]
+        runs.append(_hashes(pipeline.repo, patterns))
+    before, after = runs
+    assert len(before) > 20 and before.keys() == after.keys()
+    changed = sorted(k for k in before if before[k] != after[k])
+    assert not changed, changed

@@ -1,0 +1,91 @@
+"""The comparison report as one HTML file that opens anywhere: no scripts, no external files.
+
+Every picture is embedded as a base64 data URI and the styling is inline, so the file can
+be mailed, attached to a PR or opened from a DVC remote as it is.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import re
+from pathlib import Path
+from typing import Any
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; padding: 0 1em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.85em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; white-space: nowrap; }
+th:first-child, td:first-child { text-align: left; }
+tr.floor td { font-style: italic; background: #f4f4f4; }
+td.best { font-weight: bold; background: #e8f4e8; }
+figure { display: inline-block; margin: 0.5em 1em 1em 0; vertical-align: top; }
+figcaption { font-size: 0.8em; color: #555; max-width: 40em; }
+img { max-width: 100%; }
+.samples img { image-rendering: pixelated; width: 256px; }
+"""
+
+
+def data_uri(png: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
+
+
+def _markdown_inline(text: str) -> str:
+    """The protocol paragraphs are written once, in Markdown: **bold** and `code` suffice here."""
+    text = html.escape(text)
+    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+    text = re.sub(r"\*(.+?)\*", r"<em>\1</em>", text)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+
+def _figure(caption: str, png: Path, css: str = "") -> str:
+    return (f'<figure class="{css}"><img src="{data_uri(png)}" alt="{html.escape(caption)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _table(block) -> str:
+    head = ["model", "family", "steps", "seeds"] + [label for _, _, label, _ in block.columns]
+    rows = ["<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
+    for name, spec, metrics in block.rows:
+        cells = [name, spec.model + (" (cond.)" if getattr(spec, "c_dim", 0) else ""), str(spec.train.steps),
+                 str(metrics.get("n_seeds", 1))]
+        row = "".join(f"<td>{html.escape(c)}</td>" for c in cells)
+        for key, _, _, _ in block.columns:
+            best = block.rank[key].get(name) == 1 and len(block.rank[key]) > 1
+            row += f'<td{" class=best" if best else ""}>{html.escape(block.cell(key, name))}</td>'
+        rows.append(f"<tr>{row}</tr>")
+    floor = "".join(f"<td>{block.floors[k]:.4g}</td>" if k in block.floors else "<td></td>"
+                    for k, _, _, _ in block.columns)
+    rows.append(f'<tr class="floor"><td>real data (floor)</td><td></td><td></td><td></td>{floor}</tr>')
+    return '<table class="comparison">' + "\n".join(rows) + "</table>"
+
+
+def render_html(blocks: list, protocol: list[str], sweeps: list[tuple[str, Path]], spaces: list[dict[str, str]],
+                samples_dir: Path) -> str:
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             "<title>genflow model comparison</title>", f"<style>{STYLE}</style></head><body>",
+             "<h1>genflow model comparison</h1>"]
+    parts += [f"<p>{_markdown_inline(p)}</p>" for p in protocol if p]
+    for block in blocks:
+        parts += [f"<h2>{html.escape(block.dataset)} <small>(baseline: {html.escape(block.baseline)})</small></h2>",
+                  _table(block)]
+        parts += [_figure(caption, png) for caption, png in block.plots]
+        parts.append("<h3>Samples</h3><div>")
+        parts += [_figure(f"{name}: samples", samples_dir / f"{name}.png", "samples")
+                  for name, _, _ in block.rows if (samples_dir / f"{name}.png").exists()]
+        parts.append("</div>")
+    if sweeps:
+        parts.append("<h2>Sweeps</h2>")
+        parts += [_figure(caption, png) for caption, png in sweeps]
+    if spaces:
+        parts.append("<h2>Feature spaces</h2><table><tr><th>dataset</th><th>kind</th><th>test accuracy</th>"
+                     "<th>weights sha256</th></tr>")
+        parts += [f"<tr><td>{html.escape(r['dataset'])}</td><td>{html.escape(r['kind'])}</td>"
+                  f"<td>{r['accuracy']}</td><td><code>{r['sha256']}</code></td></tr>" for r in spaces]
+        parts.append("</table>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def summary_counts(text: str) -> dict[str, Any]:
+    """How many tables and images a rendered report holds (used by the tests and the CLI line)."""
+    return {"tables": text.count("<table"), "images": text.count("<img ")}

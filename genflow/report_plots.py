@@ -1,0 +1,101 @@
+"""The report's pictures: metric bars with 95 % CIs, precision vs recall, training curves.
+
+Each function writes one PNG (matplotlib, Agg, no timestamp metadata, so a rerun on the
+same machine writes the same bytes) and returns its path.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from genflow.io import atomic_path
+from genflow.report_stats import Summary
+
+PNG_METADATA = {"Software": None}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", metadata=PNG_METADATA)
+    _pyplot().close(fig)
+    return path
+
+
+def metric_bars(title: str, models: Sequence[str], panels: Sequence[tuple[str, str, dict, float | None]],
+                path: Path) -> Path:
+    """One panel per metric: (label, better, {model: Summary}, floor); bars = mean, whiskers = 95 % CI."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) + 0.6, 3.6), dpi=100, squeeze=False)
+    for ax, (label, better, summaries, floor) in zip(axes[0], panels):
+        xs = range(len(models))
+        means = [summaries[m].mean if summaries.get(m) else float("nan") for m in models]
+        errs = [(summaries[m].ci or 0.0) if summaries.get(m) else 0.0 for m in models]
+        ax.bar(xs, means, yerr=errs, capsize=3, color="tab:blue", alpha=0.8)
+        if floor is not None:
+            ax.axhline(floor, color="tab:red", linestyle="--", linewidth=1, label="real data (floor)")
+            ax.legend(fontsize=7)
+        ax.set_xticks(list(xs), models, rotation=40, ha="right", fontsize=7)
+        ax.set_title(f"{label} ({better} is better)", fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def precision_recall(title: str, points: dict[str, tuple[Summary | None, Summary | None]],
+                     floor: tuple[float, float] | None, path: Path) -> Path:
+    """Each model's mean precision and recall, with 95 % CI whiskers; the floor as a star."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.6, 4.2), dpi=100)
+    for name, (p, r) in points.items():
+        if p is None or r is None:
+            continue
+        ax.errorbar(r.mean, p.mean, xerr=r.ci or 0.0, yerr=p.ci or 0.0, fmt="o", capsize=3, label=name)
+    if floor is not None:
+        ax.scatter([floor[1]], [floor[0]], marker="*", s=120, c="black", label="real data (floor)", zorder=3)
+    ax.set_xlabel("recall (diversity) →")
+    ax.set_ylabel("precision (fidelity) →")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def training_curves(title: str, logs: dict[str, list[list[dict[str, Any]]]], path: Path) -> Path:
+    """One panel per model: every logged loss against the step, one line per seed."""
+    plt = _pyplot()
+    names = [n for n, seeds in logs.items() if any(seeds)]
+    cols = min(4, max(1, len(names)))
+    rows = -(-len(names) // cols) or 1
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.6 * rows), dpi=100, squeeze=False)
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat, names):
+        colours = {}
+        for seed_index, rows_ in enumerate(logs[name]):
+            keys = [k for k in (rows_[0] if rows_ else {}) if k not in ("step", "epoch")]
+            for key in keys:
+                line, = ax.plot([r["step"] for r in rows_], [r.get(key) for r in rows_], linewidth=1,
+                                color=colours.get(key), alpha=0.9 if seed_index == 0 else 0.4,
+                                label=key if seed_index == 0 else None)
+                colours[key] = line.get_color()
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
