@@ -79,6 +79,7 @@ class Engine:
         self.optimizers = [torch.optim.Adam(self._owned_params(p.owns), lr=p.lr, betas=(train.beta1, train.beta2))
                            for p in self.phases]
         self.batches_per_step = max(p.repeats for p in self.phases)
+        self._parameters = list(model.parameters())  # checked for finiteness after every step
         self.step = 0
         self.log: list[dict[str, Any]] = []
 
@@ -156,9 +157,9 @@ class Engine:
 
     def _check_weights(self) -> None:
         """Every step, so no checkpoint ever holds a non-finite weight: one fused reduction
-        over all parameters (~1 % of a tiny step), then a per-tensor search only on failure."""
-        params = list(self.model.parameters())
-        if torch.stack(torch._foreach_norm(params)).isfinite().all():
+        over all parameters (2-4 % of a small step, docs/benchmarks.md), then a per-tensor
+        search only on failure."""
+        if torch.stack(torch._foreach_norm(self._parameters)).isfinite().all():
             return
         for name, p in self.model.named_parameters():
             if not torch.isfinite(p).all():

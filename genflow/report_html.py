@@ -9,7 +9,6 @@ import base64
 import html
 import re
 from pathlib import Path
-from typing import Any
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; padding: 0 1em; color: #222; }
@@ -85,7 +84,3 @@ def render_html(blocks: list, protocol: list[str], sweeps: list[tuple[str, Path]
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
-
-def summary_counts(text: str) -> dict[str, Any]:
-    """How many tables and images a rendered report holds (used by the tests and the CLI line)."""
-    return {"tables": text.count("<table"), "images": text.count("<img ")}
