@@ -10,30 +10,22 @@ from typing import Any, Sequence
 
 from genflow.io import atomic_path
 from genflow.report_stats import Summary
+from genflow.visualize import pyplot
 
 PNG_METADATA = {"Software": None}
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _save(fig, path: Path) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", metadata=PNG_METADATA)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path
 
 
 def metric_bars(title: str, models: Sequence[str], panels: Sequence[tuple[str, str, dict, float | None]],
                 path: Path) -> Path:
     """One panel per metric: (label, better, {model: Summary}, floor); bars = mean, whiskers = 95 % CI."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) + 0.6, 3.6), dpi=100, squeeze=False)
     for ax, (label, better, summaries, floor) in zip(axes[0], panels):
         xs = range(len(models))
@@ -54,7 +46,7 @@ def metric_bars(title: str, models: Sequence[str], panels: Sequence[tuple[str, s
 def precision_recall(title: str, points: dict[str, tuple[Summary | None, Summary | None]],
                      floor: tuple[float, float] | None, path: Path) -> Path:
     """Each model's mean precision and recall, with 95 % CI whiskers; the floor as a star."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.6, 4.2), dpi=100)
     for name, (p, r) in points.items():
         if p is None or r is None:
@@ -75,7 +67,7 @@ def precision_recall(title: str, points: dict[str, tuple[Summary | None, Summary
 
 def training_curves(title: str, logs: dict[str, list[list[dict[str, Any]]]], path: Path) -> Path:
     """One panel per model: every logged loss against the step, one line per seed."""
-    plt = _pyplot()
+    plt = pyplot()
     names = [n for n, seeds in logs.items() if any(seeds)]
     cols = min(4, max(1, len(names)))
     rows = -(-len(names) // cols) or 1

@@ -92,10 +92,9 @@ def best_params(name: str, sweep, best: dict[str, Any], n_trials: int) -> str:
 
 
 def plot(records: list[dict[str, Any]], name: str, metric: str, mode: str, out: Path) -> None:
-    import matplotlib
+    from genflow.visualize import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     done, compute, best = best_so_far(records, mode)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), dpi=100)
@@ -122,10 +121,9 @@ def _log_scale_if_wide(ax, values: list[float]) -> None:
 
 def plot_scores(by_sweep: dict[str, list[dict[str, Any]]], metric: str, mode: str, path: Path) -> None:
     """Every trial's final score per sweep, by status (the spread is the sensitivity)."""
-    import matplotlib
+    from genflow.visualize import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(by_sweep) + 2), 3.6), dpi=100)
     rng = np.random.default_rng(0)  # horizontal jitter only, fixed so the picture is reproducible

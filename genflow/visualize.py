@@ -34,11 +34,18 @@ def save_image_grid(images: torch.Tensor, path: str | Path, scale: int | None = 
     image.save(path, format="PNG")
 
 
-def save_points(samples: np.ndarray, centers: np.ndarray | None, path: str | Path, title: str = "") -> None:
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (imported lazily: it is slow to import)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_points(samples: np.ndarray, centers: np.ndarray | None, path: str | Path, title: str = "") -> None:
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
     ax.scatter(samples[:, 0], samples[:, 1], s=2, alpha=0.4, label="generated")
