@@ -55,6 +55,8 @@ class RaySpec(Strict):
     dashboard_host: str = Field("127.0.0.1", description="'0.0.0.0' exposes the dashboard to the network")
     storage_path: str = ".ray_storage"
     max_failures: int = Field(0, ge=0, le=100)
+    # where a run's workers go: PACK fills a node first; STRICT_SPREAD puts each on its own node
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
 
     @field_validator("storage_path", "address")
     @classmethod

@@ -117,6 +117,16 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def package_digest() -> str:
+    """sha256 over genflow's own source files (paths and bytes): two processes that agree on it
+    run the same code, wherever each imported it from."""
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 def code_revision(root: str | Path | None = None) -> str:
     """The git commit of the code, with '-dirty' when tracked files changed.
 

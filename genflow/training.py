@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import shutil
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from genflow.data.loader import load_split
 from genflow.data.shards import manifest_hash, read_manifest
 from genflow.engine import Engine, PrintReporter, distributed
 from genflow.errors import ConfigError, DataError, DivergenceError
-from genflow.io import atomic_dir, code_revision, write_json
+from genflow.io import atomic_dir, code_revision, package_digest, write_json
 from genflow.models import registry
 from genflow.models.specs import SPEC_BY_MODEL
 
@@ -50,9 +51,22 @@ def worker_config(name: str, params: Params, data_root: str | Path, seed: int | 
     data_shape = [shape[2], shape[0], shape[1]] if manifest["kind"] == "image" else shape
     return {"data_shape": data_shape, "num_classes": manifest["num_classes"], "name": name,
             "spec": spec.model_dump(mode="json"), "data_dir": str(data_dir.resolve()),
-            "threads": params.ray.threads_per_worker, "code_revision": code_revision(),
+            "threads": params.ray.threads_per_worker, "code_revision": code_revision(), "code_digest": package_digest(),
             "data_manifest_sha256": manifest_hash(data_dir), "seed": seed,
             "fingerprint": fingerprint({"spec": spec.model_dump(mode="json"), "seed": seed})}
+
+
+def check_worker_environment(config: dict[str, Any]) -> None:
+    """On a worker of another node: the same genflow code as the driver, and the data in reach."""
+    if config.get("code_digest") not in (None, package_digest()):
+        raise RuntimeError(f"this worker imports genflow from {Path(__file__).parent} (source digest "
+                           f"{package_digest()}), not the driver's code (digest {config['code_digest']}); "
+                           "attach through ray.address / RAY_ADDRESS, which ships the driver's genflow, or "
+                           "install the same revision on every node")
+    if not Path(config["data_dir"]).is_dir():
+        raise DataError(f"{config['data_dir']}: the prepared data is not visible on node {socket.gethostname()}; "
+                        "on a multi-node cluster the DVC workspace must be on storage every node mounts "
+                        "(infra/README.md, 'Shared storage')")
 
 
 def check_fits_data(name: str, spec, manifest: dict[str, Any]) -> None:

@@ -80,6 +80,8 @@ CASES = [
     ("unknown-loss", {"models.gan_digits.loss": "wasserstein"}, ["models.gan_digits.loss", "'wgan-gp'"]),
     ("unknown-arch", {"models.gan_digits.arch": "transformer"}, ["models.gan_digits.arch", "'conv'", "'mlp'"]),
     ("unknown-reference-split", {"evaluate.reference_split": "holdout"}, ["evaluate.reference_split", "'test'"]),
+    ("unknown-placement-strategy", {"ray.placement_strategy": "spread"}, ["ray.placement_strategy",
+                                                                         "'STRICT_SPREAD'"]),
     # bad search spaces
     ("sweep-unknown-space-key", {"sweeps.s.space": {"train.momentum": {"choice": [0.9]}}},
      ["sweeps.s.space.train.momentum: not a key of a gan model"]),

@@ -23,10 +23,11 @@ import torch
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
+import genflow
 from genflow import checkpoint
 from genflow.checkpoint_store import first_intact
 from genflow.engine import PrintReporter
-from genflow.training import checkpoint_meta, finish, run_name, run_worker
+from genflow.training import check_worker_environment, checkpoint_meta, finish, run_name, run_worker
 
 # Ray must not wait on a phone-home connection that this network refuses.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -71,6 +72,7 @@ def run_from(resume, config: dict[str, Any], reporter, device: torch.device | No
 
     A registered checkpoint that fails its sha256 check is skipped for the previous one
     in the same run (``CheckpointConfig(num_to_keep=2)`` keeps it)."""
+    check_worker_environment(config)
     local = Path(tempfile.mkdtemp(prefix="genflow-resume-"))
     try:
         copies = ((c.path, _local_copy(c, local / str(i))) for i, c in enumerate(_candidates(resume)))
@@ -103,7 +105,11 @@ def init_ray(ray_spec) -> None:
         return
     address = ray_spec.address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=True, runtime_env={"env_vars": RAY_ENV})
+        # The cluster's workers run this driver's genflow, not whatever their image holds:
+        # Ray uploads the package (content-addressed, so once per code revision) and puts it
+        # first on the workers' path. check_worker_environment verifies it on every worker.
+        ray.init(address=address, log_to_driver=True,
+                 runtime_env={"env_vars": RAY_ENV, "py_modules": [str(Path(genflow.__file__).parent)]})
         return
     os.environ.update(RAY_ENV)  # a local instance's processes inherit the driver's environment
     cpus = max(os.cpu_count() or 1, int(ray_spec.num_workers * ray_spec.cpus_per_worker) + 1)
@@ -145,7 +151,8 @@ def train_with_ray(config: dict[str, Any], out: str | Path, ray_spec) -> None:
         train_loop_per_worker,
         train_loop_config={**config, "use_gpu": ray_spec.use_gpu},
         scaling_config=ScalingConfig(num_workers=ray_spec.num_workers, use_gpu=ray_spec.use_gpu,
-                                     resources_per_worker={"CPU": ray_spec.cpus_per_worker}),
+                                     resources_per_worker={"CPU": ray_spec.cpus_per_worker},
+                                     placement_strategy=ray_spec.placement_strategy),
         run_config=RunConfig(name=name, storage_path=storage_path(ray_spec),
                              failure_config=FailureConfig(max_failures=ray_spec.max_failures,
                                                           controller_failure_limit=3),

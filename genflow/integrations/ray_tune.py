@@ -185,7 +185,8 @@ def _trial_with_train(params: dict[str, Any], *, base: dict, sweep: dict, featur
         _train_worker_loop,
         train_loop_config={"config": config, "sweep": sweep, "featurenet_dir": featurenet_dir},
         scaling_config=ScalingConfig(num_workers=spec.workers_per_trial, use_gpu=ray_spec["use_gpu"],
-                                     resources_per_worker={"CPU": spec.cpus_per_trial}),
+                                     resources_per_worker={"CPU": spec.cpus_per_trial},
+                                     placement_strategy=ray_spec["placement_strategy"]),
         run_config=ray.train.RunConfig(
             # stable per trial: a restored sweep's trial resumes its Train run's checkpoint
             name=f"{run}-{tune.get_context().get_trial_id()}", storage_path=ray_spec["storage"],
@@ -251,7 +252,7 @@ def run_sweep(name: str, sweep: SweepSpec, base: dict[str, Any], featurenet_dir:
     else:
         # the trials' Train runs live inside the experiment, so they go when it goes
         ray_args = {"use_gpu": ray_spec.use_gpu, "storage": str(experiment / "train"),
-                    "max_failures": ray_spec.max_failures}
+                    "max_failures": ray_spec.max_failures, "placement_strategy": ray_spec.placement_strategy}
         # the trial function only drives its TorchTrainer, whose workers hold the CPUs (Tune
         # refuses an empty request, hence a token share)
         trainable = tune.with_resources(tune.with_parameters(_trial_with_train, ray_spec=ray_args, run=run, **fixed),
