@@ -41,7 +41,10 @@ PARAMS = {
     "report": {"baselines": {"ring8": "gan_ring8"}},
     "sweeps": {
         "gan_ring8": {"model": "gan_ring8", "dataset": "ring8", "preset": "narrow", "trials": 2, "steps": 10,
-                      "report_every": 5, "grace_steps": 5, "probe_samples": 100, "probe_real": 100},
+                      "report_every": 5, "grace_steps": 5, "probe_samples": 100, "probe_real": 100,
+                      # one trial at a time: which trial reaches an ASHA rung first, and so which is
+                      # stopped, would otherwise vary from run to run (docs/sweeps.md, "Reproducibility")
+                      "max_concurrent": 1},
     },
 }
 
@@ -283,6 +286,59 @@ def test_exported_model_is_fetched_with_dvc_artifacts_get(pipeline, tmp_path):
     card = json.loads((fetched / "model_card.json").read_text())
     assert card["name"] == "gan_ring8" and (fetched / "generator.onnx").exists()
     assert cli.main(["sample", str(fetched), "--out", str(tmp_path / "s.png")]) == 0  # usable on its own
+
+
+ROUND_TRIP = ("export/*/*", "sweeps/*/*", "sweeps/*/*/*")
+
+
+def test_push_pull_round_trips_exports_and_sweeps(pipeline):
+    """infra/README.md's remote flow with a local DVC remote: push everything, lose the exported
+    models, the sweep results and the cache, pull them back byte for byte."""
+    repo = pipeline.repo
+    pipeline.write_params(pipeline.params)  # the params of the first run (other tests changed them)
+    if (repo / "data" / "raw" / "tinymnist.dvc").exists():  # test_dvc_tracked_raw_folder_feeds_prepare's
+        assert pipeline.dvc("remove", "data/raw/tinymnist.dvc").returncode == 0
+        shutil.rmtree(repo / "data" / "raw" / "tinymnist", ignore_errors=True)
+    rebuilt = pipeline.dvc("repro")  # the committed state below must be the built one
+    assert rebuilt.returncode == 0, rebuilt.output[-3000:]
+    for cmd in (["git", "add", "-A"], ["git", "commit", "-qm", "state to push", "--allow-empty"]):
+        assert pipeline.run(*cmd).returncode == 0
+    remote = pipeline.root / "remote-roundtrip"
+    assert pipeline.dvc("remote", "add", "--local", "--force", "--default", "roundtrip", str(remote)).returncode == 0
+    pushed = pipeline.dvc("push")
+    assert pushed.returncode == 0, pushed.output[-3000:]
+    before = _hashes(repo, ROUND_TRIP)
+    assert any(k.startswith("export/gan_ring8/") for k in before) and "sweeps/gan_ring8/trials.parquet" in before
+    aside = pipeline.root / "aside"
+    outputs = [p.relative_to(repo) for p in [*(repo / "export").iterdir(), *(repo / "sweeps").iterdir()] if p.is_dir()]
+    for rel in [*outputs, Path(".dvc/cache")]:
+        (aside / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(repo / rel, aside / rel)
+    assert not (repo / "export" / "gan_ring8").exists() and not (repo / "sweeps" / "gan_ring8").exists()
+    assert "Data and pipelines are up to date" not in pipeline.dvc("status").output
+    pulled = pipeline.dvc("pull")
+    assert pulled.returncode == 0, pulled.output[-3000:]
+    assert _hashes(repo, ROUND_TRIP) == before
+    assert "Data and pipelines are up to date" in pipeline.dvc("status").output
+
+
+def test_cluster_entrypoint_on_a_fresh_clone_pulls_instead_of_rebuilding(pipeline, tmp_path):
+    """infra/remote/dvc-repro.sh, as a RayJob runs it: clone the revision, pull from the remote,
+    `dvc repro` (nothing left to build), push."""
+    remote = pipeline.root / "remote-roundtrip"
+    if not remote.is_dir():
+        raise RuntimeError("precondition: test_push_pull_round_trips_exports_and_sweeps pushed to this remote")
+    workdir = tmp_path / "workspace"
+    env = {**pipeline.env, "GENFLOW_GIT_URL": str(pipeline.repo), "GENFLOW_GIT_REV": "HEAD",
+           "GENFLOW_WORKDIR": str(workdir), "GENFLOW_DVC_REMOTE": str(remote)}
+    env.pop("PYTHONPATH")  # the script points it at the clone
+    run = pipeline.run("bash", str(REPO / "infra" / "remote" / "dvc-repro.sh"), env=env, timeout=600)
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-3000:]
+    assert "Running stage" not in output and "[dvc-repro] done: code " in output
+    head = pipeline.run("git", "rev-parse", "HEAD").stdout.strip()
+    assert f"done: code {head}" in output
+    assert _hashes(workdir, ROUND_TRIP) == _hashes(pipeline.repo, ROUND_TRIP)
 
 
 def _hashes(repo: Path, patterns: tuple[str, ...]) -> dict[str, str]:
