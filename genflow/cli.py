@@ -59,10 +59,11 @@ def cmd_validate(args) -> None:
 
 
 def cmd_prepare(args) -> None:
-    spec = _require(_params(args).data, args.dataset, "dataset")
+    params = _params(args)
+    spec = _require(params.data, args.dataset, "dataset")
     from genflow.data.prepare import prepare
 
-    prepare(spec, Path(args.out or f"data/prepared/{args.dataset}"))
+    prepare(spec, Path(args.out or f"data/prepared/{args.dataset}"), ray_spec=params.ray)
 
 
 def cmd_featurenet(args) -> None:
@@ -105,7 +106,8 @@ def cmd_evaluate(args) -> None:
 
     evaluate_model(Path(args.models_root) / args.model, Path(args.data_root) / spec.dataset,
                    Path(args.models_root) / "featurenet" / spec.dataset, params.evaluate,
-                   Path(args.metrics_root) / f"{args.model}.json", Path(args.samples_root) / f"{args.model}.png")
+                   Path(args.metrics_root) / f"{args.model}.json", Path(args.samples_root) / f"{args.model}.png",
+                   ray_spec=params.ray)
 
 
 def cmd_export(args) -> None:

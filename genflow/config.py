@@ -86,6 +86,9 @@ class EvaluateSpec(Strict):
     path_epsilon: float = Field(1e-4, gt=0.0, le=0.1)
     inception_weights: str | None = Field(None, description="pytorch-fid's pt_inception-2015-12-05 .pth: FID, "
                                                             "KID and PRDC in Inception-v3 space instead")
+    num_workers: int = Field(0, ge=0, le=4096, description="0: sample and embed in the stage's process; N: in N "
+                                                           "Ray tasks (the same samples, the same metrics)")
+    cpus_per_worker: float = Field(1.0, gt=0.0, le=1024, description="CPUs (and torch threads) per Ray task")
 
 
 class ReportSpec(Strict):

@@ -21,8 +21,8 @@ from genflow.featurenet import FeatureSpace
 from genflow.io import atomic_path, code_revision, write_json
 from genflow.metrics import discrete_modes, frechet_distance, kid, mixture_modes
 from genflow.metrics.manifolds import prdc_many
-from genflow.model_metrics import (anomaly_auroc, class_accuracy, class_fid, generate, likelihood_metrics,
-                                   path_length)
+from genflow.model_metrics import (anomaly_auroc, chunk_labels, class_accuracy, class_fid, generate,
+                                   likelihood_metrics, path_length)
 from genflow.training import load_trained, trained_seeds
 from genflow.visualize import save_image_grid, save_points
 
@@ -93,10 +93,21 @@ class Reference:
         return {f"{key}_floor": value for key, value in floor.items()}
 
 
-def seed_metrics(model, ref: Reference) -> tuple[dict[str, float], torch.Tensor]:
+def samples_and_features(model, ref: Reference, ray_spec=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The protocol's sample draw and its features: here, or sharded over Ray tasks."""
     spec = ref.spec
-    fake, c = generate(model, spec.n_samples, spec.seed)
-    f_fake = ref.features(fake)
+    if spec.num_workers == 0:
+        fake, _ = generate(model, spec.n_samples, spec.seed)
+        return fake, ref.features(fake)
+    from genflow.integrations.ray_eval import sharded_samples
+
+    return sharded_samples(model, ref.features, spec.n_samples, spec.seed, spec, ray_spec)
+
+
+def seed_metrics(model, ref: Reference, ray_spec=None) -> tuple[dict[str, float], torch.Tensor]:
+    spec = ref.spec
+    fake, f_fake = samples_and_features(model, ref, ray_spec)
+    c = chunk_labels(model, spec.n_samples)
     metrics = ref.sample_metrics(fake, f_fake)
     if c is not None and ref.real_c is not None:
         metrics.update(ref.conditional_metrics(fake, f_fake, c))
@@ -137,6 +148,7 @@ def protocol(ref: Reference, per_seed: dict, states: dict, meta: dict) -> dict[s
                                                                  spec.n_samples), "kernel": "(x.y/d + 1)^3"},
         "k_precision_recall": spec.k_precision_recall, "k_density_coverage": spec.k_density_coverage,
         "iwae_samples": spec.iwae_samples, "path_samples": spec.path_samples, "path_epsilon": spec.path_epsilon,
+        "sample_streams": "one seeded stream per chunk of 1024 samples: the same draw for any number of workers",
         "anomaly": {"holdout_class": meta["spec"].get("holdout_class"), "split": "test"},
         "data_manifest_sha256": manifest_hash(ref.data_dir), "model_state_sha256": states,
         "model_code_revision": meta["code_revision"], "code_revision": code_revision(),
@@ -144,14 +156,14 @@ def protocol(ref: Reference, per_seed: dict, states: dict, meta: dict) -> dict[s
 
 
 def evaluate_model(model_dir: str | Path, data_dir: str | Path, featurenet_dir: str | Path, spec,
-                   out_json: str | Path, out_png: str | Path, log=print) -> dict[str, Any]:
+                   out_json: str | Path, out_png: str | Path, log=print, ray_spec=None) -> dict[str, Any]:
     """Metrics of every trained seed, their mean (and std), the floors, and the protocol."""
     ref = Reference.load(Path(data_dir), Path(featurenet_dir), spec)
     per_seed, states = {}, {}
     for index, directory in enumerate(trained_seeds(Path(model_dir))):
         model, meta, _ = load_trained(directory)
         log(f"[evaluate] {meta['name']} seed {meta['seed']}: sampling and scoring ...")
-        values, fake = seed_metrics(model, ref)
+        values, fake = seed_metrics(model, ref, ray_spec)
         per_seed[str(meta["seed"])] = {k: _clean(v) for k, v in values.items()}
         states[str(meta["seed"])] = meta["state_sha256"]
         log(f"[evaluate] {meta['name']} seed {meta['seed']}: {per_seed[str(meta['seed'])]}")

@@ -21,13 +21,40 @@ from genflow.metrics import auroc, frechet_distance
 MIN_CLASS_ROWS = 10  # a per-class FID on fewer real rows says nothing
 
 
+SAMPLE_CHUNK = 1024  # the unit of generation: chunk i always holds the same samples
+
+
+def chunk_generator(seed: int, index: int) -> torch.Generator:
+    """Chunk ``index``'s own random stream, so a chunk's samples do not depend on which
+    process draws it, or on the chunks drawn before it."""
+    state = np.random.SeedSequence([seed, index]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def chunk_labels(model, n: int) -> torch.Tensor | None:
+    """Balanced labels for conditional models: sample i gets class i mod c_dim."""
+    return torch.arange(n) % model.spec.c_dim if model.spec.c_dim else None
+
+
 @torch.no_grad()
-def generate(model, n: int, seed: int, batch: int = 1024) -> tuple[torch.Tensor, torch.Tensor | None]:
+def generate_chunks(model, n: int, seed: int, chunks) -> torch.Tensor:
+    """The samples of the given chunk indices of an ``n``-sample draw, in that order."""
+    c = chunk_labels(model, n)
+    parts = []
+    for index in chunks:
+        start = index * SAMPLE_CHUNK
+        size = min(SAMPLE_CHUNK, n - start)
+        parts.append(model.sample(size, None if c is None else c[start:start + size], chunk_generator(seed, index)))
+    return torch.cat(parts)
+
+
+def num_chunks(n: int) -> int:
+    return -(-n // SAMPLE_CHUNK)
+
+
+def generate(model, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``n`` samples from fixed latents; conditional models get balanced labels."""
-    gen = torch.Generator().manual_seed(seed)
-    c = torch.arange(n) % model.spec.c_dim if model.spec.c_dim else None
-    chunks = [model.sample(min(batch, n - i), None if c is None else c[i:i + batch], gen) for i in range(0, n, batch)]
-    return torch.cat(chunks), c
+    return generate_chunks(model, n, seed, range(num_chunks(n))), chunk_labels(model, n)
 
 
 def _chunks(x: torch.Tensor, c: torch.Tensor | None, size: int = 256):
