@@ -80,20 +80,26 @@ def decode(path: Path, grayscale: bool, size: int | None, crop: str) -> np.ndarr
     return to_array(image)
 
 
-def imagefolder_source(spec, log=print) -> RawData:
+def decode_all(files: list[Path], spec, ray_spec=None) -> list[np.ndarray]:
+    if spec.num_workers:
+        from genflow.integrations.ray_data import decode_sharded
+
+        return decode_sharded(files, spec, ray_spec)
+    return [decode(path, spec.grayscale, spec.size, spec.crop) for path in files]
+
+
+def imagefolder_source(spec, log=print, ray_spec=None) -> RawData:
     root = Path(spec.path)
     files, labels, classes = list_images(root, spec.labels)
-    log(f"[prepare] {root}: decoding {len(files)} images"
-        + (f" in {len(classes)} classes" if classes else ""))
-    arrays, first = [], None
-    for path in files:
-        array = decode(path, spec.grayscale, spec.size, spec.crop)
+    where = f" with {spec.num_workers} Ray tasks" if spec.num_workers else ""
+    log(f"[prepare] {root}: decoding {len(files)} images" + (f" in {len(classes)} classes" if classes else "") + where)
+    arrays, first = decode_all(files, spec, ray_spec), None
+    for path, array in zip(files, arrays):
         if first is None:
             first = (path, array.shape)
         elif array.shape != first[1]:
             raise DataError(f"{path}: image is {array.shape[1]}x{array.shape[0]}, but {first[0]} is "
                             f"{first[1][1]}x{first[1][0]}; set size: <pixels> to resize every image")
-        arrays.append(array)
     x = np.stack(arrays)
     return RawData(kind="image", x=x, labels=labels, num_classes=len(classes) if classes else 0,
                    class_names=classes, splits=split_indices(len(x), spec.val_fraction, spec.test_fraction, spec.seed))

@@ -8,10 +8,14 @@ from genflow.data.shards import write_prepared
 from genflow.data.sources import load_source
 
 
-def prepare(spec, out: str | Path, log=print) -> dict[str, Any]:
-    raw = load_source(spec, log=log)
+def prepare(spec, out: str | Path, log=print, ray_spec=None) -> dict[str, Any]:
+    """``ray_spec`` is only used by sources that decode with Ray tasks (``num_workers``)."""
+    raw = load_source(spec, log=log, ray_spec=ray_spec)
     log(f"[prepare] {spec.source}: {len(raw.x)} examples of shape {tuple(raw.x.shape[1:])}")
-    manifest = write_prepared(raw, out, source=spec.model_dump(mode="json"), val_fraction=spec.val_fraction,
+    # how many workers decoded is not part of the data: the manifest (and what depends on its
+    # hash) is the same for any number
+    source = spec.model_dump(mode="json", exclude={"num_workers"})
+    manifest = write_prepared(raw, out, source=source, val_fraction=spec.val_fraction,
                               test_fraction=spec.test_fraction, seed=spec.seed)
     counts = ", ".join(f"{k} {v['rows']}" for k, v in manifest["splits"].items())
     log(f"[prepare] wrote {out}: {counts}")

@@ -15,6 +15,7 @@ Ground-truth factors (sprites, stacked digits) are extra numeric columns.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from genflow.errors import DataError
 from genflow.io import atomic_dir, sha256_file, write_json
 
 SHARD_BYTES = 64 << 20
+WRITE_THREADS = 4
 FORMAT_VERSION = 1
 SHAPE_KEY = "genflow.shape"
 
@@ -63,16 +65,21 @@ def column_to_numpy(column: pa.ChunkedArray) -> np.ndarray:
     return array.flatten().to_numpy(zero_copy_only=False).reshape(len(array), width)
 
 
+def _write_shard(piece: pa.Table, path: Path) -> dict[str, Any]:
+    pq.write_table(piece, path, compression="zstd")
+    return {"file": path.name, "rows": piece.num_rows, "sha256": sha256_file(path)}
+
+
 def _write_split(table: pa.Table, out: Path, split: str) -> list[dict[str, Any]]:
+    """Shards of at most SHARD_BYTES, written by a few threads at once (pyarrow's zstd
+    encoder releases the GIL); a shard's bytes depend only on its rows."""
     row_bytes = max(1, table.nbytes // max(1, table.num_rows))
     rows_per_shard = max(1, SHARD_BYTES // row_bytes)
-    shards = []
-    for index, start in enumerate(range(0, max(table.num_rows, 1), rows_per_shard)):
-        piece = table.slice(start, rows_per_shard)
-        name = f"{split}-{index:05d}.parquet"
-        pq.write_table(piece, out / name, compression="zstd")
-        shards.append({"file": name, "rows": piece.num_rows, "sha256": sha256_file(out / name)})
-    return shards
+    starts = range(0, max(table.num_rows, 1), rows_per_shard)
+    pieces = [(table.slice(start, rows_per_shard), out / f"{split}-{index:05d}.parquet")
+              for index, start in enumerate(starts)]
+    with ThreadPoolExecutor(max_workers=min(WRITE_THREADS, len(pieces))) as pool:
+        return list(pool.map(lambda job: _write_shard(*job), pieces))
 
 
 def write_prepared(raw: RawData, out: str | Path, *, source: dict[str, Any], val_fraction: float,

@@ -43,7 +43,7 @@ def mixture(source: str, n_samples: int, std: float, seed: int) -> RawData:
                    centers=centers.astype(np.float32), std=std)
 
 
-def load_source(spec, log=print) -> RawData:
+def load_source(spec, log=print, ray_spec=None) -> RawData:
     """Build the raw data a ``data.<name>`` params entry describes."""
     source = spec.source
     if source == "digits":
@@ -69,7 +69,7 @@ def load_source(spec, log=print) -> RawData:
     if source == "imagefolder":
         from genflow.data.imagefolder import imagefolder_source
 
-        return imagefolder_source(spec, log=log)
+        return imagefolder_source(spec, log=log, ray_spec=ray_spec)
     if source == "parquet":
         from genflow.data.parquet_source import parquet_source
 

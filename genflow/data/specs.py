@@ -104,6 +104,8 @@ class ImageFolderData(_Split):
     size: int | None = Field(None, ge=4, le=1024, description="resize to size x size (required if sizes differ)")
     crop: Literal["center", "none"] = Field("center", description="center: keep aspect and crop; none: stretch")
     grayscale: bool = False
+    num_workers: int = Field(0, ge=0, le=4096, description="0: decode in the stage's process; N: in N Ray tasks "
+                                                           "(the same shards, byte for byte)")
 
 
 class ParquetData(_Split):
