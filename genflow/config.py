@@ -57,6 +57,10 @@ class RaySpec(Strict):
     max_failures: int = Field(0, ge=0, le=100)
     # where a run's workers go: PACK fills a node first; STRICT_SPREAD puts each on its own node
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    # auto: a one-worker run (nothing to all-reduce) is a plain Ray task running the engine, which
+    # skips Ray Train's controller and worker-group start-up (~10 s a run here, docs/benchmarks.md);
+    # a data-parallel run, or one whose storage_path is a URL, is a TorchTrainer. trainer: always.
+    launcher: Literal["auto", "trainer"] = "auto"
 
     @field_validator("storage_path", "address")
     @classmethod

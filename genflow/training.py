@@ -158,18 +158,32 @@ def finish(checkpoint_dir: str | Path, out: str | Path, config: dict[str, Any]) 
         write_json(tmp / "resolved_params.json", {"name": config["name"], "seed": config["seed"], **config["spec"]})
 
 
-def train_in_process(config: dict[str, Any], out: str | Path, work_dir: str | Path) -> None:
-    """``num_workers: 0``: no Ray; resumable from ``work_dir`` like a Ray run.
+def train_resumable(config: dict[str, Any], work_dir: str | Path, device: torch.device | None = None) -> Path:
+    """Train one seed on this process, resuming from ``work_dir``; return its final checkpoint.
 
-    A diverged run stops with its last good checkpoint kept in ``work_dir`` (every
-    checkpoint passed the engine's finiteness check) and ``out`` untouched."""
+    Each checkpoint goes to ``work_dir/<run name>/step_<N>/`` (the newest two kept), so a
+    rerun, or a retried Ray task, continues from the newest intact one. A diverged run stops
+    with its last good checkpoint kept there (every checkpoint passed the engine's
+    finiteness check)."""
     store = CheckpointStore(Path(work_dir) / run_name(config))
     reporter = DirectoryReporter(config["name"], store, checkpoint_meta(config))
     try:
-        run_worker(config, reporter, resume_dir=store.latest())
+        run_worker(config, reporter, resume_dir=store.latest(), device=device)
     except DivergenceError as err:
         raise DivergenceError(err.step, f"{err.what}; last good checkpoint: {store.describe_latest()}") from None
-    finish(store.latest(), out, config)
+    return store.latest()
+
+
+def train_in_process(config: dict[str, Any], out: str | Path, work_dir: str | Path) -> None:
+    """``num_workers: 0``: no Ray; resumable from ``work_dir`` like a Ray run; ``out`` is
+    written only once the run is complete."""
+    finish(train_resumable(config, work_dir), out, config)
+
+
+def runs_as_tasks(ray_spec) -> bool:
+    """``launcher: auto`` runs a one-worker run as a Ray task (integrations/ray_tasks.py):
+    there is nothing to all-reduce, and its checkpoints need a path every node can open."""
+    return ray_spec.launcher == "auto" and ray_spec.num_workers == 1 and "://" not in ray_spec.storage_path
 
 
 def train_model(name: str, params: Params, data_root: str | Path, out: str | Path) -> None:
@@ -185,6 +199,10 @@ def train_model(name: str, params: Params, data_root: str | Path, out: str | Pat
         if params.ray.num_workers == 0:
             for config, directory in jobs:
                 train_in_process(config, directory, params.ray.storage_path)
+        elif runs_as_tasks(params.ray):
+            from genflow.integrations.ray_tasks import train_seeds_as_tasks
+
+            train_seeds_as_tasks(jobs, params.ray)
         else:
             from genflow.integrations.ray_train import train_seeds_with_ray
 

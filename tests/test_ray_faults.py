@@ -1,7 +1,8 @@
-"""Failures under Ray Train: a worker killed with SIGKILL mid-run, and the stage's driver
-killed and the stage rerun. Both runs must finish with weights bit-identical to an
-uninterrupted run (every random draw is a function of (seed, step), and a checkpoint
-holds all networks, optimizers, EMA and the step)."""
+"""Failures under Ray, for both launchers of a one-worker run (a Ray Train TorchTrainer, and
+the plain Ray task of ``ray.launcher: auto``): a worker killed with SIGKILL mid-run, and the
+stage's driver killed and the stage rerun. Every run must finish with weights bit-identical
+to an uninterrupted run (every random draw is a function of (seed, step), and a checkpoint
+holds all networks, optimizers, EMA and the step), and the two launchers must agree."""
 from __future__ import annotations
 
 import json
@@ -26,33 +27,61 @@ pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationW
 STEPS, EVERY = 6000, 1000
 
 
-def params_dict(storage: Path) -> dict:
+LAUNCHERS = ("trainer", "auto")  # auto: a one-worker run is a Ray task (integrations/ray_tasks.py)
+
+
+def params_dict(storage: Path, launcher: str = "trainer") -> dict:
     raw = tiny_params_dict()
     gan = raw["models"]["gan_ring8"]
     gan["train"].update(steps=STEPS, checkpoint_every=EVERY, log_every=EVERY)
     raw["models"] = {"gan_ring8": gan}
-    raw["ray"].update(num_workers=1, storage_path=str(storage), max_failures=2)
+    raw["ray"].update(num_workers=1, storage_path=str(storage), max_failures=2, launcher=launcher)
     return raw
 
 
-def registered_checkpoint(storage: Path, timeout: float = 120.0) -> int:
-    """Wait until the Train controller has registered a checkpoint of the run; return its step.
+def registered_checkpoint(storage: Path, launcher: str, timeout: float = 120.0) -> int:
+    """Wait until the run has a checkpoint it will resume from; return its step.
 
-    A checkpoint directory appears as soon as a worker has written it, but Ray resumes only
-    from checkpoints its controller has registered (at its next poll of the workers), which
-    it records in checkpoint_manager_snapshot.json. A failure before that restarts from
-    scratch, which a bit-identity check alone cannot tell apart from a resume."""
+    Trainer: a checkpoint directory appears as soon as a worker has written it, but Ray
+    resumes only from checkpoints its controller has registered (at its next poll of the
+    workers), which it records in checkpoint_manager_snapshot.json. A failure before that
+    restarts from scratch, which a bit-identity check alone cannot tell apart from a resume.
+    Task: a ``step_<N>/`` directory is swapped in whole once written, so it counts at once."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for snapshot in storage.glob("*/checkpoint_manager_snapshot.json"):
-            try:
-                latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result")
-            except (OSError, json.JSONDecodeError):  # being rewritten
-                continue
-            if latest and latest["metrics"]["step"] < STEPS:
-                return int(latest["metrics"]["step"])
+        step = _trainer_checkpoint(storage) if launcher == "trainer" else _task_checkpoint(storage)
+        if step is not None and step < STEPS:
+            return step
         time.sleep(0.02)
     raise TimeoutError(f"no registered checkpoint under {storage} within {timeout} s")
+
+
+def _trainer_checkpoint(storage: Path) -> int | None:
+    for snapshot in storage.glob("*/checkpoint_manager_snapshot.json"):
+        try:
+            latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result")
+        except (OSError, json.JSONDecodeError):  # being rewritten
+            continue
+        if latest:
+            return int(latest["metrics"]["step"])
+    return None
+
+
+def _task_checkpoint(storage: Path) -> int | None:
+    steps = [int(path.name.split("_")[1]) for path in storage.glob("*/step_*") if path.name.split("_")[1].isdigit()]
+    return max(steps, default=None)
+
+
+def train(cfg: dict, out: Path, ray_spec) -> None:
+    """The launcher the train stage would pick for this one-worker run."""
+    if training.runs_as_tasks(ray_spec):
+        from genflow.integrations.ray_tasks import train_seeds_as_tasks
+
+        train_seeds_as_tasks([(cfg, out)], ray_spec)
+    else:
+        from genflow.integrations.ray_train import train_with_ray
+
+        train_with_ray(cfg, out, ray_spec)
 
 
 def assert_bit_identical(a: Path, b: Path) -> None:
@@ -66,39 +95,46 @@ def assert_bit_identical(a: Path, b: Path) -> None:
 
 @pytest.fixture(scope="module")
 def uninterrupted(ray_session, prepared_dir, tmp_path_factory) -> Path:
-    from genflow.integrations.ray_train import train_with_ray
-
     root = tmp_path_factory.mktemp("uninterrupted")
-    params = config.validate(params_dict(root / "storage"))
-    train_with_ray(training.worker_config("gan_ring8", params, prepared_dir), root / "out", params.ray)
+    params = config.validate(params_dict(root / "storage", "trainer"))
+    train(training.worker_config("gan_ring8", params, prepared_dir), root / "out", params.ray)
     return root / "out"
 
 
-def _train_worker_pids(ray_session) -> list[int]:
-    from ray.util.state import list_actors
+def test_task_launcher_equals_trainer_bit_for_bit(ray_session, uninterrupted, prepared_dir, tmp_path):
+    params = config.validate(params_dict(tmp_path / "storage", "auto"))
+    assert training.runs_as_tasks(params.ray)
+    train(training.worker_config("gan_ring8", params, prepared_dir), tmp_path / "out", params.ray)
+    assert_bit_identical(tmp_path / "out", uninterrupted)
 
-    actors = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
-    return [actor.pid for actor in actors]
+
+def _train_worker_pids(launcher: str, name: str) -> list[int]:
+    from ray.util.state import list_actors, list_tasks
+
+    if launcher == "trainer":
+        actors = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+        return [actor.pid for actor in actors]
+    tasks = list_tasks(filters=[("name", "=", name), ("state", "=", "RUNNING")])
+    return [task.worker_pid for task in tasks]
 
 
+@pytest.mark.parametrize("launcher", LAUNCHERS)
 def test_killed_worker_restarts_from_checkpoint_bit_identical(ray_session, uninterrupted, prepared_dir, tmp_path,
-                                                              capfd):
-    from genflow.integrations.ray_train import train_with_ray
-
-    params = config.validate(params_dict(tmp_path / "storage"))
+                                                              capfd, launcher):
+    params = config.validate(params_dict(tmp_path / "storage", launcher))
     cfg = training.worker_config("gan_ring8", params, prepared_dir)
     errors: list[BaseException] = []
 
     def fit():
         try:
-            train_with_ray(cfg, tmp_path / "out", params.ray)
+            train(cfg, tmp_path / "out", params.ray)
         except BaseException as exc:  # noqa: BLE001  (re-raised in the test thread)
             errors.append(exc)
 
     runner = threading.Thread(target=fit)
     runner.start()
-    step = registered_checkpoint(tmp_path / "storage")
-    pids = _train_worker_pids(ray_session)
+    step = registered_checkpoint(tmp_path / "storage", launcher)
+    pids = _train_worker_pids(launcher, training.run_name(cfg))
     assert len(pids) == 1
     os.kill(pids[0], signal.SIGKILL)
     runner.join(timeout=300)
@@ -118,13 +154,14 @@ def _stage(params_path: Path, prepared_dir: Path, out: Path, address: str) -> su
                             start_new_session=True)
 
 
-def test_killed_driver_rerun_resumes_bit_identical(ray_session, uninterrupted, prepared_dir, tmp_path):
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_killed_driver_rerun_resumes_bit_identical(ray_session, uninterrupted, prepared_dir, tmp_path, launcher):
     params_path = tmp_path / "params.yaml"
-    params_path.write_text(yaml.safe_dump(params_dict(tmp_path / "storage")))
+    params_path.write_text(yaml.safe_dump(params_dict(tmp_path / "storage", launcher)))
     address = ray_session.get_runtime_context().gcs_address
     first = _stage(params_path, prepared_dir, tmp_path / "out", address)
     try:
-        step = registered_checkpoint(tmp_path / "storage")
+        step = registered_checkpoint(tmp_path / "storage", launcher)
     finally:
         os.killpg(first.pid, signal.SIGKILL)  # the driver and anything it started in its session
         first.communicate(timeout=60)
@@ -136,3 +173,24 @@ def test_killed_driver_rerun_resumes_bit_identical(ray_session, uninterrupted, p
     resumed = [line for line in output.splitlines() if "resumed from checkpoint at step" in line]
     assert resumed and int(resumed[0].rsplit(" ", 1)[1]) >= step, output[-3000:]
     assert_bit_identical(tmp_path / "out" / "seed_0", uninterrupted)
+
+
+def test_task_error_is_raised_with_its_own_message(ray_session, prepared_dir, tmp_path):
+    from genflow.errors import DataError
+    from genflow.integrations.ray_tasks import train_seeds_as_tasks
+
+    params = config.validate(params_dict(tmp_path / "storage", "auto"))
+    cfg = {**training.worker_config("gan_ring8", params, prepared_dir), "data_dir": str(tmp_path / "gone")}
+    with pytest.raises(DataError, match="the prepared data is not visible") as info:
+        train_seeds_as_tasks([(cfg, tmp_path / "out")], params.ray)
+    assert "Traceback" not in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("workers, launcher, storage, tasks", [
+    (1, "auto", ".ray_storage", True), (1, "trainer", ".ray_storage", False), (2, "auto", ".ray_storage", False),
+    (1, "auto", "s3://bucket/runs", False), (0, "auto", ".ray_storage", False)])
+def test_which_runs_are_ray_tasks(workers, launcher, storage, tasks):
+    raw = tiny_params_dict()["ray"]
+    raw.update(num_workers=workers, launcher=launcher, storage_path=storage)
+    assert training.runs_as_tasks(config.RaySpec(**raw)) is tasks
