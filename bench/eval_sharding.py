@@ -53,7 +53,7 @@ def timed(fn, repeat: int = 3) -> tuple[float, object]:
 
 
 def main() -> None:
-    from genflow.integrations.ray_train import init_ray
+    from genflow.integrations.ray_session import init_ray
 
     base = config.load(ROOT / "params.yaml")
     init_ray(base.ray)

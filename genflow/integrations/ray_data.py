@@ -16,7 +16,7 @@ import ray
 from genflow.data.imagefolder import decode
 from genflow.errors import DataError
 from genflow.integrations.ray_eval import blocks
-from genflow.integrations.ray_train import init_ray
+from genflow.integrations.ray_session import init_ray
 
 
 @ray.remote

@@ -14,7 +14,7 @@ from typing import Any
 import ray
 import torch
 
-from genflow.integrations.ray_train import init_ray
+from genflow.integrations.ray_session import init_ray
 from genflow.model_metrics import generate_chunks, num_chunks
 
 

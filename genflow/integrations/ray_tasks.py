@@ -24,7 +24,7 @@ import ray
 import torch
 
 from genflow.errors import GenflowError
-from genflow.integrations.ray_train import init_ray, storage_path
+from genflow.integrations.ray_session import init_ray, storage_path
 from genflow.training import check_worker_environment, finish, run_name, train_resumable
 
 

@@ -8,7 +8,6 @@ start a fresh run instead of resuming a stale one.
 """
 from __future__ import annotations
 
-import os
 import posixpath
 import shutil
 import tempfile
@@ -23,17 +22,12 @@ import torch
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-import genflow
 from genflow import checkpoint
 from genflow.checkpoint_store import first_intact
 from genflow.engine import PrintReporter
+from genflow.integrations.ray_session import init_ray, storage_path
 from genflow.training import check_worker_environment, checkpoint_meta, finish, run_name, run_worker
 
-# Ray must not wait on a phone-home connection that this network refuses.
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-# The Train controller polls its workers every 2 s by default, so every run (and every
-# seed) idled up to 2 s after its last report; 0.5 s cuts ~4 s off a stage (docs/benchmarks.md).
-RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")}
 
 
 class RayReporter(PrintReporter):
@@ -97,29 +91,6 @@ def _local_copy(candidate, local: Path) -> Path:
     with candidate.as_directory() as directory:
         shutil.copytree(directory, local, dirs_exist_ok=True)
     return local
-
-
-def init_ray(ray_spec) -> None:
-    """Connect to ``ray.address`` / RAY_ADDRESS, or start a local instance sized for the run."""
-    if ray.is_initialized():
-        return
-    address = ray_spec.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        # The cluster's workers run this driver's genflow, not whatever their image holds:
-        # Ray uploads the package (content-addressed, so once per code revision) and puts it
-        # first on the workers' path. check_worker_environment verifies it on every worker.
-        ray.init(address=address, log_to_driver=True,
-                 runtime_env={"env_vars": RAY_ENV, "py_modules": [str(Path(genflow.__file__).parent)]})
-        return
-    os.environ.update(RAY_ENV)  # a local instance's processes inherit the driver's environment
-    cpus = max(os.cpu_count() or 1, int(ray_spec.num_workers * ray_spec.cpus_per_worker) + 1)
-    ray.init(num_cpus=cpus, object_store_memory=256 << 20, include_dashboard=True,
-             dashboard_host=ray_spec.dashboard_host, log_to_driver=True)
-
-
-def storage_path(ray_spec) -> str:
-    path = ray_spec.storage_path
-    return path if "://" in path else str(Path(path).resolve())
 
 
 def concurrent_runs(ray_spec, n_runs: int) -> int:

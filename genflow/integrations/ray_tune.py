@@ -39,7 +39,8 @@ from genflow import checkpoint
 from genflow.checkpoint_store import CheckpointStore
 from genflow.config import fingerprint
 from genflow.errors import ConfigError
-from genflow.integrations.ray_train import init_ray, run_from, storage_path
+from genflow.integrations.ray_session import init_ray, storage_path
+from genflow.integrations.ray_train import run_from
 from genflow.integrations.tune_ledger import TRIAL_ID_ATTR, Ledger, replay
 from genflow.sweep import Probe, ProbeReporter, metric_mode, trial_config
 from genflow.sweep_config import Dimension, SweepSpec, resolved_space
