@@ -11,12 +11,11 @@ import csv
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from genflow.errors import DataError, GenflowError
 from genflow.exported import ExportedModel
 from genflow.io import atomic_path
-from genflow.model_metrics import slerp
+from genflow.model_metrics import slerp_paths
 from genflow.visualize import save_image_grid, save_points
 
 MASKS = ("left", "right", "top", "bottom", "center")
@@ -89,10 +88,7 @@ def interpolate(model: ExportedModel, pairs: int, steps: int, seed: int, out: st
     """One row per pair of random latents: ``steps`` images along the slerp path between them."""
     if not model.is_image:
         raise GenflowError(f"interpolate: model {model.name!r} generates 2-D points, not images")
-    rng = np.random.default_rng(seed)
-    ends = rng.standard_normal((2, pairs, 1, model.io["z_dim"]))
-    t = np.linspace(0.0, 1.0, steps)[None, :, None]
-    z = slerp(*(torch.from_numpy(v) for v in (ends[0], ends[1], t))).numpy().reshape(pairs * steps, -1)
+    z = slerp_paths(model.io["z_dim"], pairs, steps, seed).numpy()
     x = model.generate(z, None if label is None else np.full(len(z), label))
     _save(x, out, cols=steps)
     return x

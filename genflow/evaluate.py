@@ -1,10 +1,13 @@
-"""Evaluate one trained model: metrics JSON (with its protocol) and a sample picture.
+"""Evaluate one trained model: metrics JSON (with its protocol), a sample picture and a
+latent-interpolation picture.
 
 Every model is measured on the same protocol: ``evaluate.n_samples`` generated
 samples (seeded), up to ``evaluate.n_real`` rows of the reference split, the
 dataset's feature space. The real-vs-real floor of every sample metric
 (training rows scored as if they were samples, same counts) is written beside
 it, so a reader knows what "perfect" scores on this data with these counts.
+A model trained without ``holdout_class`` also gets its ROC curve for finding that class
+(``anomaly_roc``: TPR at fixed FPRs, per seed; a list, so `dvc metrics` leaves it out).
 """
 from __future__ import annotations
 
@@ -21,10 +24,13 @@ from genflow.featurenet import FeatureSpace
 from genflow.io import atomic_path, code_revision, write_json
 from genflow.metrics import discrete_modes, frechet_distance, kid, mixture_modes
 from genflow.metrics.manifolds import prdc_many
-from genflow.model_metrics import (anomaly_auroc, chunk_labels, class_accuracy, class_fid, generate,
-                                   likelihood_metrics, path_length)
+from genflow.model_metrics import (ROC_POINTS, anomaly_detection, chunk_labels, class_accuracy, class_fid,
+                                   generate, likelihood_metrics, path_length, slerp_paths)
 from genflow.training import load_trained, trained_seeds
-from genflow.visualize import save_image_grid, save_points
+from genflow.visualize import interpolation_png, save_image_grid, save_paths, save_points
+
+# the interpolation picture: `genflow interpolate`'s defaults, decoded by the first seed's model
+INTERPOLATION_PAIRS, INTERPOLATION_STEPS = 4, 8
 
 
 def sample_rows(split: Split, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -114,11 +120,19 @@ def seed_metrics(model, ref: Reference, ray_spec=None) -> tuple[dict[str, float]
     metrics.update(likelihood_metrics(model, ref.real, ref.real_c, spec.seed, spec.iwae_samples))
     if spec.path_samples:
         metrics["path_length"] = path_length(model, ref.features, spec.path_samples, spec.seed, spec.path_epsilon)
-    if model.spec.holdout_class is not None:
-        test = load_split(ref.data_dir, "test")
-        metrics["anomaly_auroc"] = anomaly_auroc(model, *test.batch(torch.arange(len(test))),
-                                                 model.spec.holdout_class, spec.seed)
     return metrics, fake
+
+
+def anomaly_metrics(model, ref: Reference) -> tuple[float, np.ndarray]:
+    """AUROC and ROC curve (TPR at ROC_POINTS FPRs) of finding the held-out class in the test split."""
+    test = load_split(ref.data_dir, "test")
+    return anomaly_detection(model, *test.batch(torch.arange(len(test))), model.spec.holdout_class, ref.spec.seed)
+
+
+def roc_section(tpr_by_seed: dict[str, np.ndarray]) -> dict[str, Any]:
+    """metrics["anomaly_roc"]: the shared FPR grid and each seed's TPR on it."""
+    rounded = {seed: [_clean(v) for v in tpr] for seed, tpr in tpr_by_seed.items()}
+    return {"fpr": [_clean(v) for v in np.linspace(0.0, 1.0, ROC_POINTS)], "tpr": rounded}
 
 
 def _clean(value: float) -> float | None:
@@ -149,7 +163,9 @@ def protocol(ref: Reference, per_seed: dict, states: dict, meta: dict) -> dict[s
         "k_precision_recall": spec.k_precision_recall, "k_density_coverage": spec.k_density_coverage,
         "iwae_samples": spec.iwae_samples, "path_samples": spec.path_samples, "path_epsilon": spec.path_epsilon,
         "sample_streams": "one seeded stream per chunk of 1024 samples: the same draw for any number of workers",
-        "anomaly": {"holdout_class": meta["spec"].get("holdout_class"), "split": "test"},
+        "anomaly": {"holdout_class": meta["spec"].get("holdout_class"), "split": "test", "roc_points": ROC_POINTS},
+        "interpolation": {"pairs": INTERPOLATION_PAIRS, "steps": INTERPOLATION_STEPS, "path": "slerp",
+                          "seed": spec.seed},
         "data_manifest_sha256": manifest_hash(ref.data_dir), "model_state_sha256": states,
         "model_code_revision": meta["code_revision"], "code_revision": code_revision(),
     }
@@ -157,25 +173,32 @@ def protocol(ref: Reference, per_seed: dict, states: dict, meta: dict) -> dict[s
 
 def evaluate_model(model_dir: str | Path, data_dir: str | Path, featurenet_dir: str | Path, spec,
                    out_json: str | Path, out_png: str | Path, log=print, ray_spec=None) -> dict[str, Any]:
-    """Metrics of every trained seed, their mean (and std), the floors, and the protocol."""
+    """Metrics of every trained seed, their mean (and std), the floors, and the protocol; the first
+    seed's samples in ``out_png`` and its latent interpolation beside it (interpolation_png)."""
     ref = Reference.load(Path(data_dir), Path(featurenet_dir), spec)
-    per_seed, states = {}, {}
+    per_seed, states, roc = {}, {}, {}
     for index, directory in enumerate(trained_seeds(Path(model_dir))):
         model, meta, _ = load_trained(directory)
-        log(f"[evaluate] {meta['name']} seed {meta['seed']}: sampling and scoring ...")
+        seed = str(meta["seed"])
+        log(f"[evaluate] {meta['name']} seed {seed}: sampling and scoring ...")
         values, fake = seed_metrics(model, ref, ray_spec)
-        per_seed[str(meta["seed"])] = {k: _clean(v) for k, v in values.items()}
-        states[str(meta["seed"])] = meta["state_sha256"]
-        log(f"[evaluate] {meta['name']} seed {meta['seed']}: {per_seed[str(meta['seed'])]}")
+        if model.spec.holdout_class is not None:
+            values["anomaly_auroc"], roc[seed] = anomaly_metrics(model, ref)
+        per_seed[seed] = {k: _clean(v) for k, v in values.items()}
+        states[seed] = meta["state_sha256"]
+        log(f"[evaluate] {meta['name']} seed {seed}: {per_seed[seed]}")
         if index == 0:
             picture(fake[: spec.grid_size ** 2] if model.is_image else fake, ref.manifest, out_png, meta["name"])
+            interpolation_picture(model, ref.manifest, spec.seed, interpolation_png(out_png), meta["name"])
     floors = ref.floors(conditional=bool(model.spec.c_dim))
     metrics: dict[str, Any] = {**aggregate(per_seed), **{k: _clean(v) for k, v in floors.items()}}
     metrics["n_seeds"] = len(per_seed)
     metrics["per_seed"] = per_seed
+    if roc:
+        metrics["anomaly_roc"] = roc_section(roc)
     metrics["protocol"] = protocol(ref, per_seed, states, meta)
     write_json(out_json, metrics)
-    shown = {k: v for k, v in metrics.items() if k not in ("protocol", "per_seed")}
+    shown = {k: v for k, v in metrics.items() if k not in ("protocol", "per_seed", "anomaly_roc")}
     log(f"[evaluate] {meta['name']} ({len(per_seed)} seeds): {shown}")
     return metrics
 
@@ -187,3 +210,21 @@ def picture(samples: torch.Tensor, manifest: dict[str, Any], out_png: str | Path
         else:
             centers = np.asarray(manifest["mixture"]["centers"])
             save_points(samples.numpy(), centers, tmp, title=title)
+
+
+@torch.no_grad()
+def interpolation_picture(model, manifest: dict[str, Any], seed: int, out_png: str | Path, title: str) -> None:
+    """Images decoded along slerp paths between random latent pairs (`genflow interpolate`'s
+    latents), one row per path; for 2-D data the decoded paths drawn over the true means.
+    A conditional model draws row i in class i mod c_dim."""
+    pairs, steps = INTERPOLATION_PAIRS, INTERPOLATION_STEPS
+    z = slerp_paths(model.spec.z_dim, pairs, steps, seed).float()
+    c = (torch.arange(pairs) % model.spec.c_dim).repeat_interleave(steps) if model.spec.c_dim else None
+    x = model.decoder().eval()(z, c)
+    with atomic_path(out_png) as tmp:
+        if manifest["kind"] == "image":
+            save_image_grid(x, tmp, cols=steps)
+        else:
+            centers = manifest.get("mixture", {}).get("centers")
+            save_paths(x.reshape(pairs, steps, -1).numpy(), None if centers is None else np.asarray(centers), tmp,
+                       title=f"{title}: latent interpolation")

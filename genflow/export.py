@@ -188,7 +188,8 @@ def _metrics_section(metrics_path: Path | None) -> dict[str, Any] | None:
     if metrics_path is None or not metrics_path.exists():
         return None
     metrics = json.loads(metrics_path.read_text())
-    return {"values": {k: v for k, v in metrics.items() if k not in ("protocol", "per_seed")},
+    # the card's values are numbers; per-seed values and the ROC curve stay in metrics/<model>.json
+    return {"values": {k: v for k, v in metrics.items() if k not in ("protocol", "per_seed", "anomaly_roc")},
             "protocol": metrics.get("protocol")}
 
 

@@ -9,14 +9,14 @@
 * conditional models: class-conditional FID (per class, averaged) and the
   share of samples the feature classifier assigns to the requested class;
 * anomaly detection: each family's ``anomaly_score`` on the test split of a
-  model trained without ``holdout_class``, summarised as AUROC.
+  model trained without ``holdout_class``, summarised as AUROC and an ROC curve.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from genflow.metrics import auroc, frechet_distance
+from genflow.metrics import auroc, frechet_distance, roc_on_grid
 
 MIN_CLASS_ROWS = 10  # a per-class FID on fewer real rows says nothing
 
@@ -84,6 +84,15 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
 
 
+def slerp_paths(z_dim: int, pairs: int, steps: int, seed: int) -> torch.Tensor:
+    """``pairs`` random pairs of Gaussian latents (seeded) and ``steps`` latents along the slerp
+    path of each, path after path: (pairs * steps, z_dim), float64. What `genflow interpolate`
+    decodes, and the evaluate stage's interpolation picture."""
+    ends = np.random.default_rng(seed).standard_normal((2, pairs, 1, z_dim))
+    t = np.linspace(0.0, 1.0, steps)[None, :, None]
+    return slerp(*(torch.from_numpy(v) for v in (ends[0], ends[1], t))).reshape(pairs * steps, z_dim)
+
+
 @torch.no_grad()
 def path_length(model, features, n: int, seed: int, epsilon: float) -> float:
     """Mean squared feature-space speed along random latent paths (lower = smoother)."""
@@ -116,9 +125,19 @@ def class_fid(f_a: torch.Tensor, c_a: torch.Tensor, f_b: torch.Tensor, c_b: torc
     return float(np.mean(fids)) if fids else None
 
 
+ROC_POINTS = 101  # FPRs 0, 0.01, ..., 1: the ROC curve evaluate writes per seed
+
+
 @torch.no_grad()
-def anomaly_auroc(model, x: torch.Tensor, labels: torch.Tensor, holdout: int, seed: int) -> float:
-    """AUROC of the model's anomaly score for finding the held-out class among test images."""
+def anomaly_scores(model, x: torch.Tensor, seed: int) -> np.ndarray:
+    """The model's anomaly score of every row (higher = less like the training data)."""
     gen = torch.Generator().manual_seed(seed)
-    scores = torch.cat([model.anomaly_score(xb, gen) for xb, _ in _chunks(x, None)])
-    return auroc(scores.numpy(), (labels == holdout).numpy())
+    return torch.cat([model.anomaly_score(xb, gen) for xb, _ in _chunks(x, None)]).numpy()
+
+
+def anomaly_detection(model, x: torch.Tensor, labels: torch.Tensor, holdout: int,
+                      seed: int) -> tuple[float, np.ndarray]:
+    """AUROC of the anomaly score for finding the held-out class among test images, and the ROC
+    curve's TPR at ROC_POINTS evenly spaced FPRs (roc_on_grid)."""
+    scores, positive = anomaly_scores(model, x, seed), (labels == holdout).numpy()
+    return auroc(scores, positive), roc_on_grid(scores, positive, ROC_POINTS)[1]

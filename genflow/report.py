@@ -3,8 +3,9 @@
 For each metric a cell holds the mean over seeds ± the 95 % CI, the model's rank among the
 models of its dataset, and the p-value of Welch's t-test against the dataset's baseline
 (genflow.report_stats says why these). The real-vs-real floor is its own row. Pictures:
-metric bars with CIs, precision vs recall, training curves, every model's samples, and the
-sweeps' score distributions when there are sweeps.
+metric bars with CIs, precision vs recall, training curves, anomaly ROC curves when a model
+has a ``holdout_class``, every model's samples and latent interpolation, and the sweeps'
+score distributions when there are sweeps.
 """
 from __future__ import annotations
 
@@ -13,12 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from genflow import report_plots
 from genflow.checkpoint import read_log_csv
 from genflow.errors import DataError
 from genflow.io import atomic_path, write_text
 from genflow.report_html import render_html
 from genflow.report_stats import Summary, format_p, format_summary, per_seed_values, ranks, summarize, welch_p
+from genflow.visualize import interpolation_png
 
 # (metric, floor key, label, better) in the order the tables show them: first what the
 # samples look like (quality, diversity, mode collapse), then what the model itself offers
@@ -118,10 +122,27 @@ def draw_plots(block: DatasetBlock, models_dir: Path, plots_dir: Path) -> None:
         points = {n: (block.stats["precision"][n], block.stats["recall"][n]) for n in names}
         block.plots.append((f"{ds}: precision (fidelity) vs recall (diversity)", report_plots.precision_recall(
             ds, points, floor, plots_dir / f"{ds}-precision-recall.png")))
+    curves = roc_curves(block)
+    if curves:
+        block.plots.append((f"{ds}: anomaly detection, held-out class vs the rest of the test split (ROC, TPR "
+                            "averaged over seeds at each FPR)", report_plots.roc_curves(
+                                f"{ds}: anomaly ROC", curves, plots_dir / f"{ds}-roc.png")))
     logs = _training_logs(models_dir, names)
     if any(any(seeds) for seeds in logs.values()):
         block.plots.append((f"{ds}: training losses (seed 0 solid, other seeds faint)", report_plots.training_curves(
             ds, logs, plots_dir / f"{ds}-training.png")))
+
+
+def roc_curves(block: DatasetBlock) -> dict[str, tuple[list[float], list[float], str]]:
+    """{model: (FPR grid, TPR averaged over seeds, AUROC mean ± CI)} of the models evaluate wrote
+    an ``anomaly_roc`` for: those with a ``holdout_class``."""
+    curves = {}
+    for name, _, metrics in block.rows:
+        roc = metrics.get("anomaly_roc")
+        if roc and roc["tpr"]:
+            tpr = np.mean([seed_tpr for seed_tpr in roc["tpr"].values()], axis=0)
+            curves[name] = (roc["fpr"], tpr.tolist(), format_summary(block.stats["anomaly_auroc"].get(name)))
+    return curves
 
 
 def sweep_plots(sweeps_dir: Path | None, plots_dir: Path) -> list[tuple[str, Path]]:
@@ -156,16 +177,22 @@ def protocol_lines(protocol: dict[str, Any] | None, blocks: list[DatasetBlock]) 
             "per-seed values (n/a with one seed).", "", f"**Training budget.** {budgets}.", ""]
 
 
+def _png_link(picture: Path, samples_rel: Path) -> str:
+    return f"[png]({(samples_rel / picture.name).as_posix()})" if picture.exists() else "–"
+
+
 def markdown_table(block: DatasetBlock, samples_dir: Path, samples_rel: Path) -> list[str]:
-    header = ["model", "family", "steps", "seeds"] + [label for _, _, label, _ in block.columns] + ["samples"]
+    header = ["model", "family", "steps", "seeds"] + [label for _, _, label, _ in block.columns]
+    header += ["samples", "interpolation"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, spec, m in block.rows:
         cells = [name, spec.model + (" (cond.)" if getattr(spec, "c_dim", 0) else ""), str(spec.train.steps),
                  str(m.get("n_seeds", 1))] + [block.cell(key, name) for key, _, _, _ in block.columns]
-        link = f"[png]({(samples_rel / f'{name}.png').as_posix()})" if (samples_dir / f"{name}.png").exists() else "–"
-        lines.append("| " + " | ".join(cells + [link]) + " |")
+        samples = samples_dir / f"{name}.png"
+        links = [_png_link(samples, samples_rel), _png_link(interpolation_png(samples), samples_rel)]
+        lines.append("| " + " | ".join(cells + links) + " |")
     floor = ["real data (floor)", "", "", ""] + [f"{block.floors[k]:.4g}" if k in block.floors else ""
-                                                 for k, _, _, _ in block.columns] + [""]
+                                                 for k, _, _, _ in block.columns] + ["", ""]
     return lines + ["| " + " | ".join(floor) + " |", ""]
 
 

@@ -10,6 +10,8 @@ import html
 import re
 from pathlib import Path
 
+from genflow.visualize import interpolation_png
+
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; padding: 0 1em; color: #222; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 0.85em; }
@@ -21,6 +23,7 @@ figure { display: inline-block; margin: 0.5em 1em 1em 0; vertical-align: top; }
 figcaption { font-size: 0.8em; color: #555; max-width: 40em; }
 img { max-width: 100%; }
 .samples img { image-rendering: pixelated; width: 256px; }
+.strip img { image-rendering: pixelated; }
 """
 
 
@@ -58,6 +61,22 @@ def _table(block) -> str:
     return '<table class="comparison">' + "\n".join(rows) + "</table>"
 
 
+def _pictures(block, samples_dir: Path) -> list[str]:
+    """Every model's samples, then its latent interpolation (one row per slerp path between two
+    random latents; for 2-D data the decoded paths over the true means)."""
+    samples = {name: samples_dir / f"{name}.png" for name, _, _ in block.rows}
+    paths = {name: interpolation_png(png) for name, png in samples.items() if interpolation_png(png).exists()}
+    parts = ["<h3>Samples</h3><div>"]
+    parts += [_figure(f"{name}: samples", png, "samples") for name, png in samples.items() if png.exists()]
+    parts.append("</div>")
+    if paths:
+        parts.append("<h3>Latent interpolation</h3><div>")
+        parts += [_figure(f"{name}: decoded along slerp paths between random latent pairs (images: one row a "
+                          "path)", png, "strip") for name, png in paths.items()]
+        parts.append("</div>")
+    return parts
+
+
 def render_html(blocks: list, protocol: list[str], sweeps: list[tuple[str, Path]], spaces: list[dict[str, str]],
                 samples_dir: Path) -> str:
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -68,10 +87,7 @@ def render_html(blocks: list, protocol: list[str], sweeps: list[tuple[str, Path]
         parts += [f"<h2>{html.escape(block.dataset)} <small>(baseline: {html.escape(block.baseline)})</small></h2>",
                   _table(block)]
         parts += [_figure(caption, png) for caption, png in block.plots]
-        parts.append("<h3>Samples</h3><div>")
-        parts += [_figure(f"{name}: samples", samples_dir / f"{name}.png", "samples")
-                  for name, _, _ in block.rows if (samples_dir / f"{name}.png").exists()]
-        parts.append("</div>")
+        parts += _pictures(block, samples_dir)
     if sweeps:
         parts.append("<h2>Sweeps</h2>")
         parts += [_figure(caption, png) for caption, png in sweeps]

@@ -1,4 +1,5 @@
-"""The report's pictures: metric bars with 95 % CIs, precision vs recall, training curves.
+"""The report's pictures: metric bars with 95 % CIs, precision vs recall, training curves,
+anomaly-detection ROC curves.
 
 Each function writes one PNG (matplotlib, Agg, no timestamp metadata, so a rerun on the
 same machine writes the same bytes) and returns its path.
@@ -89,5 +90,24 @@ def training_curves(title: str, logs: dict[str, list[list[dict[str, Any]]]], pat
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
     fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def roc_curves(title: str, curves: dict[str, tuple[Sequence[float], Sequence[float], str]], path: Path) -> Path:
+    """One ROC curve per model, {model: (fpr, tpr, AUROC text)}, over the chance diagonal."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(4.6, 4.2), dpi=100)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="chance (AUROC 0.5)")
+    for name, (fpr, tpr, auroc_text) in curves.items():
+        ax.plot(fpr, tpr, linewidth=1.5, label=f"{name} (AUROC {auroc_text})")
+    ax.set_xlabel("false positive rate (normal test rows flagged)", fontsize=8)
+    ax.set_ylabel("true positive rate (held-out rows found)", fontsize=8)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_aspect("equal")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, path)

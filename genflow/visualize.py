@@ -1,4 +1,4 @@
-"""Pictures: sample grids for images, scatter plots for 2-D mixtures (PNG, deterministic)."""
+"""Pictures: sample grids for images, scatter plots and latent paths for 2-D mixtures (PNG, deterministic)."""
 from __future__ import annotations
 
 import math
@@ -7,6 +7,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+
+
+def interpolation_png(samples_png: str | Path) -> Path:
+    """Where evaluate puts a model's latent interpolation: beside ``samples/<model>.png``, as
+    ``samples/<model>.interpolation.png`` (model names have no dots: it is no model's samples)."""
+    samples_png = Path(samples_png)
+    return samples_png.with_name(f"{samples_png.stem}.interpolation.png")
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -44,19 +51,38 @@ def pyplot():
     return plt
 
 
-def save_points(samples: np.ndarray, centers: np.ndarray | None, path: str | Path, title: str = "") -> None:
-    plt = pyplot()
-
-    fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
-    ax.scatter(samples[:, 0], samples[:, 1], s=2, alpha=0.4, label="generated")
+def _plane(ax, centers: np.ndarray | None, data: np.ndarray, title: str) -> None:
+    """Square axes around the true means (or the data), the means as red crosses."""
     if centers is not None:
-        ax.scatter(centers[:, 0], centers[:, 1], s=30, marker="x", c="red", label="true means")
-    lim = float(np.abs(centers if centers is not None else samples).max()) * 1.5
+        ax.scatter(centers[:, 0], centers[:, 1], s=30, marker="x", c="red", label="true means", zorder=3)
+    lim = float(np.abs(centers if centers is not None else data).max()) * 1.5
     ax.set_xlim(-lim, lim)
     ax.set_ylim(-lim, lim)
     ax.set_aspect("equal")
     ax.set_title(title)
     ax.legend(loc="upper right", fontsize=7)
+
+
+def _save_figure(fig, path: str | Path) -> None:
     fig.tight_layout()
-    fig.savefig(path, format="png", metadata={"Software": None})
-    plt.close(fig)
+    fig.savefig(path, format="png", metadata={"Software": None})  # no version stamp: same bytes on rerun
+    pyplot().close(fig)
+
+
+def save_points(samples: np.ndarray, centers: np.ndarray | None, path: str | Path, title: str = "") -> None:
+    fig, ax = pyplot().subplots(figsize=(4, 4), dpi=100)
+    ax.scatter(samples[:, 0], samples[:, 1], s=2, alpha=0.4, label="generated")
+    _plane(ax, centers, samples, title)
+    _save_figure(fig, path)
+
+
+def save_paths(paths: np.ndarray, centers: np.ndarray | None, path: str | Path, title: str = "") -> None:
+    """2-D latent interpolation: each (steps, 2) path of ``paths`` as a line of dots from its
+    start (circle) to its end (square), over the true means."""
+    fig, ax = pyplot().subplots(figsize=(4, 4), dpi=100)
+    for index, points in enumerate(paths):
+        line, = ax.plot(points[:, 0], points[:, 1], ".-", linewidth=1, markersize=4,
+                        label="decoded paths" if index == 0 else None)
+        ax.plot(*points[0], "o", *points[-1], "s", color=line.get_color(), markersize=6)
+    _plane(ax, centers, paths.reshape(-1, 2), title)
+    _save_figure(fig, path)

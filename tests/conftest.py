@@ -110,7 +110,7 @@ def ray_session():
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     import ray
 
-    from genflow.integrations.ray_train import init_ray
+    from genflow.integrations.ray_session import init_ray
 
     started = not ray.is_initialized()
     if started:  # the way the train stage starts one (dashboard on 127.0.0.1; tests/test_security.py)
@@ -118,3 +118,37 @@ def ray_session():
     yield ray
     if started:
         ray.shutdown()
+
+
+# Counts the page's images and how many failed to decode, once everything has loaded, into the DOM
+# that --dump-dom prints (the report itself has no script; this probe is added to a copy).
+CHROMIUM_PROBE = """<script>window.addEventListener('load', () => {
+  const imgs = [...document.images];
+  const broken = imgs.filter(i => !i.complete || i.naturalWidth === 0).length;
+  document.body.setAttribute('data-probe', `images=${imgs.length} broken=${broken} `
+    + `tables=${document.querySelectorAll('table.comparison').length} `
+    + `rows=${document.querySelectorAll('table.comparison tr').length}`);
+});</script></body>"""
+
+
+def render_in_chromium(html: str, tmp_path: Path) -> tuple[dict[str, int], str]:
+    """Load a self-contained HTML page in headless Chromium: its image / table counts (broken:
+    images that did not decode) and the rendered DOM. Skips the test without Chromium."""
+    import re
+    import shutil
+    import subprocess
+
+    browser = next((found for name in ("chromium", "chromium-browser", "google-chrome")
+                    if (found := shutil.which(name))), None)
+    if browser is None:
+        pytest.skip("headless Chromium not found: install Debian's package (apt-get install -y chromium), "
+                    "as .ci/run does")
+    assert "<script" not in html and "src=\"http" not in html  # self-contained, nothing to fetch or run
+    probe = tmp_path / "probe.html"
+    probe.write_text(html.replace("</body>", CHROMIUM_PROBE))
+    proc = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
+                           "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = re.search(r'data-probe="images=(\d+) broken=(\d+) tables=(\d+) rows=(\d+)"', proc.stdout)
+    assert found, proc.stdout[:2000]
+    return dict(zip(("images", "broken", "tables", "rows"), map(int, found.groups()))), proc.stdout

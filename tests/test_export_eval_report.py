@@ -17,8 +17,9 @@ from genflow.export import CARD_FILE, TORCHSCRIPT_FILE, WEIGHTS_FILE, export_mod
 from genflow.featurenet import FEATURE_DIM, FeatureSpace
 from genflow.models import registry
 from genflow.report import build_report
+from genflow.visualize import interpolation_png
 
-from conftest import MODEL_NAMES, quiet, tiny_params_dict
+from conftest import MODEL_NAMES, quiet, render_in_chromium, tiny_params_dict
 
 TINY = config.validate(tiny_params_dict())
 
@@ -91,6 +92,9 @@ def test_evaluate_writes_metrics_and_picture(name, evaluated, trained_dir, prepa
     with Image.open(png) as image:
         assert image.format == "PNG" and image.width > 32 and image.height > 32
         image.load()
+    with Image.open(interpolation_png(png)) as strip:  # images: 4 paths (rows) of 8; points: a plot
+        strip.load()
+        assert strip.format == "PNG" and strip.width > (strip.height if spec.dataset == "digits" else 32)
 
 
 def test_evaluate_is_deterministic(evaluated, trained_dir, prepared_dir, features_dir, tmp_path):
@@ -99,6 +103,9 @@ def test_evaluate_is_deterministic(evaluated, trained_dir, prepared_dir, feature
                    tmp_path / "m.json", tmp_path / "s.png", log=quiet)
     assert (tmp_path / "m.json").read_text() == (evaluated / "metrics" / f"{name}.json").read_text()
     assert (tmp_path / "s.png").read_bytes() == (evaluated / "samples" / f"{name}.png").read_bytes()
+    again = interpolation_png(tmp_path / "s.png")
+    assert again.name == "s.interpolation.png"
+    assert again.read_bytes() == interpolation_png(evaluated / "samples" / f"{name}.png").read_bytes()
 
 
 def _reject_constant(name):
@@ -179,7 +186,7 @@ def test_report_lists_every_model(evaluated, features_dir):
     assert (out / "comparison.md").read_text() == text and (out / "comparison.html").exists()
     for name in MODEL_NAMES:
         row = next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
-        assert f"[png](../samples/{name}.png)" in row
+        assert f"[png](../samples/{name}.png) | [png](../samples/{name}.interpolation.png) |" in row
         assert (out / ".." / "samples" / f"{name}.png").exists()
     for label in ("FID", "modes", "high quality", "reverse KL", "ELBO"):
         assert label in text
@@ -190,49 +197,17 @@ def test_report_lists_every_model(evaluated, features_dir):
     assert f"{fid:.4g}" in next(line for line in text.splitlines() if line.startswith("| vae_digits |"))
 
 
-def _chromium() -> str | None:
-    import shutil
-
-    return next((found for name in ("chromium", "chromium-browser", "google-chrome") if (found := shutil.which(name))),
-                None)
-
-
-# Counts the page's images and how many failed to decode, once everything has loaded, into the DOM
-# that --dump-dom prints (the report itself has no script; this probe is added to a copy).
-PROBE = """<script>window.addEventListener('load', () => {
-  const imgs = [...document.images];
-  const broken = imgs.filter(i => !i.complete || i.naturalWidth === 0).length;
-  document.body.setAttribute('data-probe', `images=${imgs.length} broken=${broken} `
-    + `tables=${document.querySelectorAll('table.comparison').length} `
-    + `rows=${document.querySelectorAll('table.comparison tr').length}`);
-});</script></body>"""
-
-
 def test_report_html_renders_in_headless_chromium(evaluated, features_dir, trained_dir, tmp_path):
-    import re
-    import subprocess
-
-    browser = _chromium()
-    if browser is None:
-        pytest.skip("headless Chromium not found: install Debian's package (apt-get install -y chromium), "
-                    "as .ci/run does")
     out = tmp_path / "reports"
     build_report(TINY.models, evaluated / "metrics", evaluated / "samples", out, features_dir, models_dir=trained_dir)
     html = (out / "comparison.html").read_text()
-    assert "<script" not in html and "src=\"http" not in html  # self-contained, nothing to fetch or run
-    probe = tmp_path / "probe.html"
-    probe.write_text(html.replace("</body>", PROBE))
-    proc = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
-                           "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    found = re.search(r'data-probe="images=(\d+) broken=(\d+) tables=(\d+) rows=(\d+)"', proc.stdout)
-    assert found, proc.stdout[:2000]
-    images, broken, tables, rows = map(int, found.groups())
+    probe, dom = render_in_chromium(html, tmp_path)
     n_datasets = len({spec.dataset for spec in TINY.models.values()})
-    assert broken == 0 and images >= len(TINY.models) + 2 * n_datasets
-    assert tables == n_datasets and rows == len(TINY.models) + 2 * n_datasets  # header + floor per table
+    # every model's samples and interpolation, and at least two plots per dataset; none broken
+    assert probe["broken"] == 0 and probe["images"] >= 2 * len(TINY.models) + 2 * n_datasets
+    assert probe["tables"] == n_datasets and probe["rows"] == len(TINY.models) + 2 * n_datasets  # + header, floor
     for name in TINY.models:
-        assert f"<td>{name}</td>" in proc.stdout
+        assert f"<td>{name}</td>" in dom and f'alt="{name}: decoded along slerp paths' in dom
 
 
 def test_report_statistics_with_several_seeds(evaluated, tmp_path):

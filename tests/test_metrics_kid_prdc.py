@@ -1,4 +1,4 @@
-"""KID, precision / recall / density / coverage and AUROC against hand-computed answers."""
+"""KID, precision / recall / density / coverage, AUROC and ROC curves against hand-computed answers."""
 from __future__ import annotations
 
 import itertools
@@ -6,12 +6,12 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import roc_auc_score, roc_curve as sklearn_roc_curve
 
 from genflow import metrics
 from genflow.metrics.kernel_distance import polynomial_mmd2
 from genflow.metrics.manifolds import prdc_many
-from genflow.metrics.ranking import auroc
+from genflow.metrics.ranking import auroc, roc_curve, roc_on_grid
 
 
 def brute_force_mmd2(x: np.ndarray, y: np.ndarray) -> float:
@@ -113,6 +113,37 @@ def test_auroc_matches_sklearn_and_rejects_bad_input():
         auroc([1, 2], [0, 0])
     with pytest.raises(ValueError, match="finite"):
         auroc([1, float("nan")], [0, 1])
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_roc_points_are_monotone_and_their_area_is_the_auroc(tied):
+    rng = np.random.default_rng(11)
+    for _ in range(20):
+        n = int(rng.integers(5, 400))
+        scores = rng.integers(0, 8, size=n).astype(float) if tied else rng.normal(size=n)
+        labels = rng.random(n) < rng.uniform(0.05, 0.5)
+        if labels.all() or not labels.any():
+            continue
+        fpr, tpr = roc_curve(scores, labels)
+        assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0.0, 0.0, 1.0, 1.0)
+        assert (np.diff(fpr) >= 0).all() and (np.diff(tpr) >= 0).all()
+        assert abs(np.trapezoid(tpr, fpr) - auroc(scores, labels)) <= 1e-6
+        grid, grid_tpr = roc_on_grid(scores, labels, points=101)
+        np.testing.assert_array_equal(grid, np.linspace(0, 1, 101))
+        assert (np.diff(grid_tpr) >= 0).all() and 0 <= grid_tpr[0] and grid_tpr[-1] == 1.0
+        # the grid's trapezoids miss the corners between its FPRs: at most half a grid step
+        assert abs(np.trapezoid(grid_tpr, grid) - auroc(scores, labels)) <= 0.5 / 100 + 1e-12
+
+
+def test_roc_on_grid_follows_the_curve():
+    scores, labels = np.random.default_rng(12).normal(size=300), np.random.default_rng(13).random(300) < 0.3
+    fpr, tpr = sklearn_roc_curve(labels, scores, drop_intermediate=False)[:2]
+    grid, grid_tpr = roc_on_grid(scores, labels)
+    for f, t in zip(grid, grid_tpr):  # the top of any vertical step at f, the segment's value otherwise
+        at = tpr[fpr == f]
+        assert t == pytest.approx(at.max() if at.size else np.interp(f, fpr, tpr), abs=1e-12)
+    assert roc_on_grid([0.9, 0.8, 0.1], [1, 1, 0], points=3)[1].tolist() == [1.0, 1.0, 1.0]
+    assert roc_on_grid([0.1, 0.2, 0.9], [1, 0, 0], points=3)[1].tolist() == [0.0, 0.0, 1.0]
 
 
 def test_average_ranks_match_scipy():

@@ -121,6 +121,7 @@ def test_repro_builds_everything(pipeline):
         metrics = json.loads((repo / "metrics" / f"{model}.json").read_text())
         assert {"fid", "fid_floor", "protocol"} <= set(metrics)
         assert (repo / "samples" / f"{model}.png").stat().st_size > 0
+        assert (repo / "samples" / f"{model}.interpolation.png").stat().st_size > 0
         assert (repo / "export" / model / "generator.torchscript.pt").exists()
         assert (repo / "export" / model / "generator.onnx").exists()
         card = json.loads((repo / "export" / model / "model_card.json").read_text())
@@ -189,6 +190,44 @@ def test_metrics_show_lists_both_models(pipeline):
     for model in MODELS:
         assert f"metrics/{model}.json" in shown.output
     assert "fid" in shown.output and "elbo" in shown.output
+
+
+# the loss columns each family's training log has (the phases' stats in genflow/models/)
+FAMILY_LOSSES = {"gan": ["D_loss", "G_loss"], "vae": ["loss"], "vaegan": ["D_loss", "E_loss", "G_loss"]}
+
+
+def _y_fields(content: dict) -> set[str]:
+    """The columns a rendered DVC plot draws: one is named in the y encoding; several become
+    datapoints labelled by "field" under an inferred y."""
+    y = content["layer"][0]["encoding"]["y"]["field"]
+    return {v["field"] for v in content["data"]["values"]} if y == "dvc_inferred_y_value" else {y}
+
+
+def test_plots_show_renders_training_curves(pipeline):
+    """`dvc plots show --json`: every model's training losses against the step (from its first
+    seed's train_log.csv), and its samples and latent interpolation."""
+    shown = pipeline.dvc("plots", "show", "--json")
+    assert shown.returncode == 0, shown.output[-3000:]
+    plots = json.loads(shown.stdout)
+    for model in MODELS:
+        family = pipeline.params["models"][model]["model"]
+        source = f"models/{model}/seed_0/train_log.csv"
+        assert not [e for e in plots.get("errors") or [] if e.get("source") == source], plots["errors"]
+        content = plots["data"][f"training/{model}"][0]["content"]
+        assert _y_fields(content) == set(FAMILY_LOSSES[family])
+        assert len({v["step"] for v in content["data"]["values"]}) >= 2  # log_every 5 of 10 steps: a curve
+        assert {f"samples/{model}.png", f"samples/{model}.interpolation.png"} <= set(plots["data"])
+
+
+def test_every_model_of_params_has_a_training_curve_plot():
+    """dvc.yaml's training/<model> plots follow params.yaml: the model's first seed, its family's losses."""
+    listed = [entry for entry in yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"] if isinstance(entry, dict)]
+    plots = {plot_id: props for entry in listed for plot_id, props in entry.items()}
+    models = yaml.safe_load((REPO / "params.yaml").read_text())["models"]
+    expected = {f"training/{name}": {f"models/{name}/seed_{spec.get('seeds', [0])[0]}/train_log.csv":
+                                     FAMILY_LOSSES[spec["model"]]} for name, spec in models.items()}
+    assert {plot_id: props["y"] for plot_id, props in plots.items()} == expected
+    assert all(props["x"] == "step" and props["template"] == "linear" for props in plots.values())
 
 
 def test_bytecode_does_not_invalidate_pipeline(pipeline):
