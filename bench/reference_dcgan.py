@@ -1,0 +1,84 @@
+"""The reference for bench/train_throughput.py: a plain PyTorch DCGAN loop, no genflow engine.
+
+Written the way the official PyTorch DCGAN example (pytorch/examples, dcgan/main.py) is:
+a DataLoader over the images with shuffling, D updated on a real batch then on G's batch
+(two backward passes), G updated through D on the same fake batch, BCE losses, Adam with
+beta1 0.5. Two differences, both to compare like with like: G and D are genflow's modules
+for `gan_digits` (so the networks are identical), and D ends in logits with
+BCEWithLogitsLoss (the numerically safe form of Sigmoid + BCELoss, and genflow's
+non-saturating loss). No EMA, no checks, no checkpoints: that is the point.
+
+    .venv/bin/python bench/reference_dcgan.py --steps 1200 [--threads 2]
+Prints the loop's seconds on the last line.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn, optim
+from torch.utils.data import DataLoader, TensorDataset
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from genflow import config  # noqa: E402
+from genflow.data.loader import load_split  # noqa: E402
+from genflow.models import registry  # noqa: E402
+
+
+def networks(params_path: Path, model: str = "gan_digits") -> tuple[nn.Module, nn.Module, object]:
+    spec = config.load(params_path).models[model]
+    images = load_split(ROOT / "data" / "prepared" / spec.dataset, "train")
+    gan = registry.build(spec, images.shape, images.num_classes)
+    return gan.G, gan.D, (spec, images)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=1200)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    netG, netD, (spec, images) = networks(args.params)
+    t = spec.train
+    real_images = images.x.float().div_(127.5).sub_(1.0)
+    dataloader = DataLoader(TensorDataset(real_images), batch_size=t.batch_size, shuffle=True, drop_last=True)
+    criterion = nn.BCEWithLogitsLoss()
+    optimizerD = optim.Adam(netD.parameters(), lr=t.lr_d, betas=(t.beta1, t.beta2))
+    optimizerG = optim.Adam(netG.parameters(), lr=t.lr_g, betas=(t.beta1, t.beta2))
+    real_label, fake_label = 1.0, 0.0
+    step, start = 0, time.perf_counter()
+    while step < args.steps:
+        for (real,) in dataloader:
+            # (1) Update D network: maximize log(D(x)) + log(1 - D(G(z)))
+            netD.zero_grad()
+            batch_size = real.size(0)
+            label = torch.full((batch_size,), real_label)
+            errD_real = criterion(netD(real), label)
+            errD_real.backward()
+            noise = torch.randn(batch_size, spec.z_dim)
+            fake = netG(noise)
+            label.fill_(fake_label)
+            errD_fake = criterion(netD(fake.detach()), label)
+            errD_fake.backward()
+            optimizerD.step()
+            # (2) Update G network: maximize log(D(G(z)))
+            netG.zero_grad()
+            label.fill_(real_label)
+            errG = criterion(netD(fake), label)
+            errG.backward()
+            optimizerG.step()
+            step += 1
+            if step == args.steps:
+                break
+    print(f"{time.perf_counter() - start:.4f}")
+
+
+if __name__ == "__main__":
+    main()
