@@ -9,7 +9,7 @@ BCEWithLogitsLoss (the numerically safe form of Sigmoid + BCELoss, and genflow's
 non-saturating loss). No EMA, no checks, no checkpoints: that is the point.
 
     .venv/bin/python bench/reference_dcgan.py --steps 1200 [--threads 2]
-Prints the loop's seconds on the last line.
+Prints progress lines like the engine's (`step N ... steps/s=R`, R since the loop began).
 """
 from __future__ import annotations
 
@@ -75,9 +75,10 @@ def main() -> None:
             errG.backward()
             optimizerG.step()
             step += 1
+            if step % 200 == 0 or step == args.steps:  # the engine's progress line, for the same parser
+                print(f"[reference] step {step} steps/s={step / (time.perf_counter() - start):.6g}", flush=True)
             if step == args.steps:
                 break
-    print(f"{time.perf_counter() - start:.4f}")
 
 
 if __name__ == "__main__":
