@@ -37,6 +37,50 @@ def networks(params_path: Path, model: str = "gan_digits") -> tuple[nn.Module, n
     return gan.G, gan.D, (spec, images)
 
 
+class ReferenceDCGAN:
+    """The example's loop over its DataLoader, resumable in blocks of steps (for A/B runs)."""
+
+    def __init__(self, params_path: Path = ROOT / "params.yaml"):
+        torch.manual_seed(0)
+        self.netG, self.netD, (self.spec, images) = networks(params_path)
+        t = self.spec.train
+        real_images = images.x.float().div_(127.5).sub_(1.0)
+        self.dataloader = DataLoader(TensorDataset(real_images), batch_size=t.batch_size, shuffle=True,
+                                     drop_last=True)
+        self.criterion = nn.BCEWithLogitsLoss()
+        self.optimizerD = optim.Adam(self.netD.parameters(), lr=t.lr_d, betas=(t.beta1, t.beta2))
+        self.optimizerG = optim.Adam(self.netG.parameters(), lr=t.lr_g, betas=(t.beta1, t.beta2))
+        self._batches = iter(())
+
+    def _next_batch(self) -> torch.Tensor:
+        for (real,) in self._batches:
+            return real
+        self._batches = iter(self.dataloader)  # a new epoch
+        return self._next_batch()
+
+    def step(self) -> None:
+        netD, netG, criterion, real_label, fake_label = self.netD, self.netG, self.criterion, 1.0, 0.0
+        real = self._next_batch()
+        # (1) Update D network: maximize log(D(x)) + log(1 - D(G(z)))
+        netD.zero_grad()
+        batch_size = real.size(0)
+        label = torch.full((batch_size,), real_label)
+        errD_real = criterion(netD(real), label)
+        errD_real.backward()
+        noise = torch.randn(batch_size, self.spec.z_dim)
+        fake = netG(noise)
+        label.fill_(fake_label)
+        errD_fake = criterion(netD(fake.detach()), label)
+        errD_fake.backward()
+        self.optimizerD.step()
+        # (2) Update G network: maximize log(D(G(z)))
+        netG.zero_grad()
+        label.fill_(real_label)
+        errG = criterion(netD(fake), label)
+        errG.backward()
+        self.optimizerG.step()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1200)
@@ -44,41 +88,12 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    netG, netD, (spec, images) = networks(args.params)
-    t = spec.train
-    real_images = images.x.float().div_(127.5).sub_(1.0)
-    dataloader = DataLoader(TensorDataset(real_images), batch_size=t.batch_size, shuffle=True, drop_last=True)
-    criterion = nn.BCEWithLogitsLoss()
-    optimizerD = optim.Adam(netD.parameters(), lr=t.lr_d, betas=(t.beta1, t.beta2))
-    optimizerG = optim.Adam(netG.parameters(), lr=t.lr_g, betas=(t.beta1, t.beta2))
-    real_label, fake_label = 1.0, 0.0
-    step, start = 0, time.perf_counter()
-    while step < args.steps:
-        for (real,) in dataloader:
-            # (1) Update D network: maximize log(D(x)) + log(1 - D(G(z)))
-            netD.zero_grad()
-            batch_size = real.size(0)
-            label = torch.full((batch_size,), real_label)
-            errD_real = criterion(netD(real), label)
-            errD_real.backward()
-            noise = torch.randn(batch_size, spec.z_dim)
-            fake = netG(noise)
-            label.fill_(fake_label)
-            errD_fake = criterion(netD(fake.detach()), label)
-            errD_fake.backward()
-            optimizerD.step()
-            # (2) Update G network: maximize log(D(G(z)))
-            netG.zero_grad()
-            label.fill_(real_label)
-            errG = criterion(netD(fake), label)
-            errG.backward()
-            optimizerG.step()
-            step += 1
-            if step % 200 == 0 or step == args.steps:  # the engine's progress line, for the same parser
-                print(f"[reference] step {step} steps/s={step / (time.perf_counter() - start):.6g}", flush=True)
-            if step == args.steps:
-                break
+    loop = ReferenceDCGAN(args.params)
+    start = time.perf_counter()
+    for step in range(1, args.steps + 1):
+        loop.step()
+        if step % 200 == 0 or step == args.steps:  # the engine's progress line, for the same parser
+            print(f"[reference] step {step} steps/s={step / (time.perf_counter() - start):.6g}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,78 @@
+"""The engine's step against the reference loop's, in one process, alternating blocks.
+
+Different processes on this shared VM run up to 20 % apart (bench/train_throughput.py), so
+this A/B runs both loops in the same process, in alternating blocks of 100 steps, 5 rounds,
+and keeps each one's best block (its speed when the machine lets it). It also runs the
+engine with parts of its step switched off, to say where a difference comes from:
+
+  reference       bench/reference_dcgan.py's loop (the official DCGAN example's structure)
+  engine          genflow's Engine.train_step for `gan_digits`, as the train stage runs it
+  engine_no_ema   the same without the EMA of G (train.ema_decay 0)
+  engine_no_check the same without the per-step finiteness check of the weights
+
+    .venv/bin/python bench/engine_vs_reference.py      (needs data/prepared/digits)
+
+Writes bench/results/engine_vs_reference.json.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from genflow import config  # noqa: E402
+from genflow.data.loader import BatchPlan  # noqa: E402
+from genflow.engine import Engine  # noqa: E402
+from genflow.io import code_revision  # noqa: E402
+from genflow.training import build_engine, worker_config  # noqa: E402
+from reference_dcgan import ReferenceDCGAN  # noqa: E402
+
+MODEL, BLOCK, ROUNDS = "gan_digits", 100, 5
+
+
+def engine_stepper(ema: bool = True, check: bool = True):
+    params = config.load(ROOT / "params.yaml", [] if ema else [f"models.{MODEL}.train.ema_decay=0.0"])
+    engine, data = build_engine({**worker_config(MODEL, params, ROOT / "data" / "prepared"), "threads": 2})
+    if not check:
+        engine._check_weights = lambda: None  # the ablation only: training never runs without it
+    plan = BatchPlan(len(data), engine.train.batch_size, 0, 0, 1)
+    assert isinstance(engine, Engine)
+    return lambda: engine.train_step(data, plan)
+
+
+def main() -> None:
+    torch.set_num_threads(2)
+    steppers = {"reference": ReferenceDCGAN().step, "engine": engine_stepper(),
+                "engine_no_ema": engine_stepper(ema=False), "engine_no_check": engine_stepper(check=False)}
+    for step in steppers.values():  # warm-up
+        for _ in range(30):
+            step()
+    blocks: dict[str, list[float]] = {name: [] for name in steppers}
+    for _ in range(ROUNDS):
+        for name, step in steppers.items():
+            start = time.perf_counter()
+            for _ in range(BLOCK):
+                step()
+            blocks[name].append(BLOCK / (time.perf_counter() - start))
+    best = {name: max(rates) for name, rates in blocks.items()}
+    result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"),
+              "code_revision": code_revision(ROOT), "model": MODEL, "threads": 2, "block_steps": BLOCK,
+              "rounds": ROUNDS, "steps_per_s_by_block": {k: [round(r, 1) for r in v] for k, v in blocks.items()},
+              "best_steps_per_s": {k: round(v, 1) for k, v in best.items()},
+              "engine_vs_reference": round(best["engine"] / best["reference"], 3)}
+    out = ROOT / "bench" / "results" / "engine_vs_reference.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in ("best_steps_per_s", "engine_vs_reference")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
