@@ -1,6 +1,7 @@
-"""Ray Train (V2 API) integration: the only place the training path imports Ray.
+"""Ray Train (V2 API) integration: data-parallel training runs (``ray.num_workers`` >= 2), and
+every run under ``ray.launcher: trainer`` (one-worker runs are otherwise Ray tasks: ray_tasks.py).
 
-One ``TorchTrainer`` per model. Its run name is ``<model>-<params fingerprint>``
+One ``TorchTrainer`` per seed. Its run name is ``<model>-s<seed>-<params fingerprint>``
 and its ``storage_path`` lies outside DVC outputs, so rerunning the stage after
 an interruption resumes from Ray's latest checkpoint (V2 resumes when the same
 ``RunConfig(name, storage_path)`` is reused), while changed hyperparameters
@@ -27,7 +28,6 @@ from genflow.checkpoint_store import first_intact
 from genflow.engine import PrintReporter
 from genflow.integrations.ray_session import init_ray, storage_path
 from genflow.training import check_worker_environment, checkpoint_meta, finish, run_name, run_worker
-
 
 
 class RayReporter(PrintReporter):
