@@ -110,6 +110,19 @@ def samples_and_features(model, ref: Reference, ray_spec=None) -> tuple[torch.Te
     return sharded_samples(model, ref.features, spec.n_samples, spec.seed, spec, ray_spec)
 
 
+# the evaluation of models whose task is not "generate": module with
+#   seed_metrics(model, ref) -> {metric: value}            one trained seed
+#   baseline_metrics(model, ref) -> {name: {metric: value}}  what the task's trivial method scores
+#   picture(model, ref, out_png) -> None                     what the model does, as an image grid
+TASK_EVALUATORS = {"translate": "genflow.eval_translate", "upscale": "genflow.eval_upscale"}
+
+
+def task_evaluator(model):
+    import importlib
+
+    return importlib.import_module(TASK_EVALUATORS[model.task])
+
+
 def seed_metrics(model, ref: Reference, ray_spec=None) -> tuple[dict[str, float], torch.Tensor]:
     spec = ref.spec
     fake, f_fake = samples_and_features(model, ref, ray_spec)
@@ -180,25 +193,35 @@ def evaluate_model(model_dir: str | Path, data_dir: str | Path, featurenet_dir: 
     for index, directory in enumerate(trained_seeds(Path(model_dir))):
         model, meta, _ = load_trained(directory)
         seed = str(meta["seed"])
-        log(f"[evaluate] {meta['name']} seed {seed}: sampling and scoring ...")
-        values, fake = seed_metrics(model, ref, ray_spec)
-        if model.spec.holdout_class is not None:
+        log(f"[evaluate] {meta['name']} seed {seed}: {'sampling' if model.task == 'generate' else model.task + 'ing'}"
+            " and scoring ...")
+        if model.task != "generate":
+            values = task_evaluator(model).seed_metrics(model, ref)
+        else:
+            values, fake = seed_metrics(model, ref, ray_spec)
+        if getattr(model.spec, "holdout_class", None) is not None:
             values["anomaly_auroc"], roc[seed] = anomaly_metrics(model, ref)
         per_seed[seed] = {k: _clean(v) for k, v in values.items()}
         states[seed] = meta["state_sha256"]
         log(f"[evaluate] {meta['name']} seed {seed}: {per_seed[seed]}")
-        if index == 0:
+        if index == 0 and model.task != "generate":
+            task_evaluator(model).picture(model, ref, out_png)
+        elif index == 0:
             picture(fake[: spec.grid_size ** 2] if model.is_image else fake, ref.manifest, out_png, meta["name"])
             interpolation_picture(model, ref.manifest, spec.seed, interpolation_png(out_png), meta["name"])
-    floors = ref.floors(conditional=bool(model.spec.c_dim))
-    metrics: dict[str, Any] = {**aggregate(per_seed), **{k: _clean(v) for k, v in floors.items()}}
+    metrics: dict[str, Any] = aggregate(per_seed)
+    if model.task == "generate":
+        metrics.update({k: _clean(v) for k, v in ref.floors(conditional=bool(model.spec.c_dim)).items()})
+    else:  # the task's trivial method (bicubic, identity), measured by the same protocol: the report's baseline rows
+        metrics["baselines"] = {name: {k: _clean(v) for k, v in values.items()}
+                                for name, values in task_evaluator(model).baseline_metrics(model, ref).items()}
     metrics["n_seeds"] = len(per_seed)
     metrics["per_seed"] = per_seed
     if roc:
         metrics["anomaly_roc"] = roc_section(roc)
-    metrics["protocol"] = protocol(ref, per_seed, states, meta)
+    metrics["protocol"] = {"task": model.task, **protocol(ref, per_seed, states, meta)}
     write_json(out_json, metrics)
-    shown = {k: v for k, v in metrics.items() if k not in ("protocol", "per_seed", "anomaly_roc")}
+    shown = {k: v for k, v in metrics.items() if k not in ("protocol", "per_seed", "anomaly_roc", "baselines")}
     log(f"[evaluate] {meta['name']} ({len(per_seed)} seeds): {shown}")
     return metrics
 

@@ -33,6 +33,7 @@ from torch.nn.utils import parametrize
 
 from genflow.data.shards import read_manifest
 from genflow.io import atomic_dir, code_revision, write_json
+from genflow.models.base import ExportNet
 from genflow.training import load_trained, trained_seeds
 
 PARITY_TOLERANCE = 1e-5
@@ -90,9 +91,15 @@ def baked(model):
     return model
 
 
-def networks(model) -> dict[str, tuple[nn.Module, tuple[torch.Tensor, ...], list[str], list[str]]]:
-    """name -> (module, example inputs, input names, output names) of everything to export."""
+def networks(model) -> dict[str, ExportNet]:
+    """name -> (module, example inputs, input names, output names) of everything to export:
+    a ``generate`` model's generator (+ encoder, scorer), then the model's own networks."""
     model = baked(model)
+    nets = generative_networks(model) if model.task == "generate" else {}
+    return {**nets, **model.export_networks()}
+
+
+def generative_networks(model) -> dict[str, ExportNet]:
     spec, n = model.spec, 16
     conditional = spec.c_dim > 0
     z, c = fixed_inputs(spec.z_dim, spec.c_dim, n)
@@ -162,16 +169,17 @@ def _signature(names: list[str], tensors: list[torch.Tensor]) -> dict[str, Any]:
 def export_network(name: str, item, tmp: Path, model_name: str) -> dict[str, Any]:
     module, inputs, in_names, out_names = item
     module.eval()
+    tolerance = TOLERANCE.get(name, PARITY_TOLERANCE)
     files = {"torchscript": f"{name}.torchscript.pt", "onnx": f"{name}.onnx"}
     onnx_error, onnx_inputs = export_onnx(module, inputs, (in_names, out_names), tmp / files["onnx"])
     errors = {"torchscript": export_torchscript(module, inputs, tmp / files["torchscript"]), "onnx": onnx_error}
     for kind, error in errors.items():
-        if not error <= TOLERANCE[name]:
+        if not error <= tolerance:
             raise RuntimeError(f"{kind} export of {model_name}'s {name} differs from eager by {error:.3g} "
-                               f"(> {TOLERANCE[name]})")
+                               f"(> {tolerance})")
     return {"files": files, "inputs": _signature(in_names, list(inputs)), "onnx_inputs": onnx_inputs,
             "outputs": _signature(out_names, _outputs(module, inputs)),
-            "parity": {"max_error": errors, "tolerance": TOLERANCE[name], "n": len(inputs[0]),
+            "parity": {"max_error": errors, "tolerance": tolerance, "n": len(inputs[0]),
                        "error": "max |exported - eager| / max(1, |eager|)"}}
 
 
@@ -193,18 +201,21 @@ def _metrics_section(metrics_path: Path | None) -> dict[str, Any] | None:
             "protocol": metrics.get("protocol")}
 
 
+def generative_io(spec, shape: list[int]) -> dict[str, Any]:
+    return {"z_dim": spec.z_dim, "z_distribution": "standard normal", "c_dim": spec.c_dim,
+            "labels": f"int64 class 0..{spec.c_dim - 1}" if spec.c_dim else "unconditional (c ignored)",
+            "data_shape": shape, "value_range": [-1.0, 1.0] if len(shape) == 3 else "data coordinates",
+            "to_uint8": "round((x + 1) * 127.5)" if len(shape) == 3 else None}
+
+
 def model_card(model, meta: dict[str, Any], nets: dict[str, Any], data_dir: Path | None,
                metrics_path: Path | None) -> dict[str, Any]:
     spec = model.spec
     shape = meta["data_shape"]
     card = {
-        "format": "genflow-export", "format_version": 2, "name": meta["name"], "model": meta["model"],
+        "format": "genflow-export", "format_version": 3, "name": meta["name"], "model": meta["model"],
         "spec": meta["spec"], "seed": meta["seed"],
-        "io": {"z_dim": spec.z_dim, "z_distribution": "standard normal", "c_dim": spec.c_dim,
-               "labels": f"int64 class 0..{spec.c_dim - 1}" if spec.c_dim else "unconditional (c ignored)",
-               "data_shape": shape,
-               "value_range": [-1.0, 1.0] if len(shape) == 3 else "data coordinates",
-               "to_uint8": "round((x + 1) * 127.5)" if len(shape) == 3 else None},
+        "task": model.task, "io": model.card_io() or generative_io(spec, shape),
         "networks": nets, "onnx_opset": ONNX_OPSET,
         "data": _data_section(meta, data_dir), "metrics": _metrics_section(metrics_path),
         "weights": {"file": WEIGHTS_FILE, "load": "safetensors; registry.build(spec, data_shape, num_classes)"},

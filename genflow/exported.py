@@ -40,6 +40,10 @@ class ExportedModel:
         return self.card["name"]
 
     @property
+    def task(self) -> str:
+        return self.card.get("task", "generate")  # cards before format 3 were all generators
+
+    @property
     def is_image(self) -> bool:
         return len(self.io["data_shape"]) == 3
 
@@ -48,7 +52,9 @@ class ExportedModel:
 
     def require(self, network: str, command: str) -> None:
         if not self.has(network):
-            why = {"encoder": f"a {self.card['model']} has no encoder; {command} needs a VAE or VAE-GAN",
+            why = {"generator": f"a {self.card['model']} model {self.task}s images rather than drawing them "
+                                f"from a latent; `genflow {self.task}` runs it",
+                   "encoder": f"a {self.card['model']} has no encoder; {command} needs a VAE or VAE-GAN",
                    "scorer": "anomaly scores are exported for unconditional models only (and not for PacGAN)"}
             raise GenflowError(f"{command}: model {self.name!r} has no {network} ({why.get(network, '')})")
 
@@ -85,6 +91,7 @@ class ExportedModel:
         return session.run(None, {i.name: feeds[i.name] for i in session.get_inputs()})
 
     def generate(self, z: np.ndarray, c: np.ndarray | None = None) -> np.ndarray:
+        self.require("generator", "generate")
         z = np.asarray(z, dtype=np.float32)
         return self._run("generator", {"z": z, "c": self.labels(c, len(z))})[0]
 

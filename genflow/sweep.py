@@ -67,14 +67,18 @@ class Probe:
             raise ConfigError(f"sweep metric {self.metric!r} needs a Gaussian-mixture dataset; "
                               f"{data_dir} is not one (use fid or kid)")
         self.features = FeatureSpace(featurenet_dir)
-        real, _ = sample_rows(load_split(data_dir, "val"), sweep.probe_real, sweep.seed)
-        self.f_real = self.features(real)
+        self.real, self.real_c = sample_rows(load_split(data_dir, "val"), sweep.probe_real, sweep.seed)
+        self.f_real = self.features(self.real)
 
     @torch.no_grad()
     def __call__(self, model) -> float:
         from genflow.model_metrics import generate
 
         model.eval()
+        if model.task != "generate":  # translation, super-resolution: their evaluation module's probe
+            from genflow.evaluate import task_evaluator
+
+            return float(task_evaluator(model).probe(model, self))
         fake, _ = generate(model, self.n_samples, self.seed)
         if self.metric in MIXTURE_METRICS:
             mix = self.manifest["mixture"]

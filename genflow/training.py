@@ -102,6 +102,7 @@ def build_engine(config: dict[str, Any], device: torch.device | None = None) -> 
     np.random.seed(config["seed"])
     random.seed(config["seed"])
     model = registry.build(spec, data.shape, data.num_classes)
+    data = model.training_split(data)
     if device is not None:
         model.to(device)
     return Engine(model, train=spec.train, seed=config["seed"], device=device), data

@@ -64,11 +64,25 @@ class Phase:
     repeats: int = 1
 
 
+# What a model does, which decides how it is evaluated, exported and used:
+#   generate   z (+ c) -> x: samples, interpolation, anomaly scores (GANs, VAEs, StyleGAN)
+#   translate  x of domain A <-> x of domain B, unpaired (CycleGAN)
+#   upscale    a downsampled image -> the full-resolution image (super-resolution)
+TASKS = ("generate", "translate", "upscale")
+
+ExportNet = tuple[nn.Module, tuple[torch.Tensor, ...], list[str], list[str]]
+
+
 class GenerativeModel(nn.Module):
-    """Base class: subclasses set ``network_names`` and implement phases/decode."""
+    """Base class: subclasses set ``network_names`` and implement phases/decode.
+
+    Models whose ``task`` is not ``generate`` have no ``decoder``; they implement
+    ``export_networks`` and ``card_io`` instead, and their task's evaluation
+    module (genflow/evaluate.py, ``TASK_EVALUATORS``) measures them."""
 
     network_names: tuple[str, ...] = ()
     ema_names: tuple[str, ...] = ("G",)
+    task: str = "generate"
 
     def __init__(self, spec, data_shape: tuple[int, ...], num_classes: int):
         super().__init__()
@@ -111,6 +125,20 @@ class GenerativeModel(nn.Module):
     # -- what subclasses provide -----------------------------------------
     def phases(self) -> list[Phase]:
         raise NotImplementedError
+
+    def training_split(self, split):
+        """The rows of the train split this model trains on (CycleGAN: its two domains)."""
+        return split
+
+    def export_networks(self) -> dict[str, ExportNet]:
+        """Networks to export besides the generic ones of a ``generate`` model (generator,
+        encoder, scorer): name -> (module, example inputs, input names, output names). The
+        model is a baked eval-mode copy here (genflow.export.baked)."""
+        return {}
+
+    def card_io(self) -> dict | None:
+        """The model card's ``io`` section when it is not the generic z (+ c) -> x one."""
+        return None
 
     def decoder(self) -> nn.Module:
         """A module (z, c) -> samples in data space, for evaluation and export."""

@@ -28,11 +28,15 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def model_class(name: str) -> type:
+    _load_all()
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown model {name!r}; registered: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
 def build(spec, data_shape: tuple[int, ...], num_classes: int):
     """Instantiate the model ``spec.model`` for data of ``data_shape``."""
-    _load_all()
-    if spec.model not in _REGISTRY:
-        raise KeyError(f"unknown model {spec.model!r}; registered: {', '.join(sorted(_REGISTRY))}")
-    model = _REGISTRY[spec.model](spec, tuple(data_shape), num_classes)
+    model = model_class(spec.model)(spec, tuple(data_shape), num_classes)
     model.enable_ema(spec.train.ema_decay)
     return model
