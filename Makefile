@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine:
 #   make repro   create .venv if missing, install the pinned packages, run `dvc repro`
 #   make test    same set-up, then the whole test suite
+#   make repro-systems   the StyleGAN / CycleGAN / super-resolution preset (presets/systems)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -13,11 +14,12 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export RAY_USAGE_STATS_ENABLED := 0
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install repro test clean-runs help
+.PHONY: install repro repro-systems test clean-runs help
 
 help:
 	@echo "make repro   set up .venv and run the whole DVC pipeline (dvc repro)"
 	@echo "make test    set up .venv and run the test suite"
+	@echo "make repro-systems   the StyleGAN / CycleGAN / super-resolution preset (presets/systems/README.md)"
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +31,10 @@ install: $(STAMP)
 
 repro: $(STAMP)
 	infra/local/with-ray.sh $(BIN)/dvc repro
+
+# its own DVC project (dvc init --subdir): run from its folder, it reads presets/systems/params.yaml
+repro-systems: $(STAMP)
+	cd presets/systems && ../../infra/local/with-ray.sh $(abspath $(BIN))/dvc repro
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

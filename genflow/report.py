@@ -46,23 +46,73 @@ MODEL_COLUMNS = [
     ("path_length", None, "path length ↓", "lower"),
     ("anomaly_auroc", None, "anomaly AUROC ↑", "higher"),
 ]
-COLUMNS = SAMPLE_COLUMNS + MODEL_COLUMNS
-BAR_METRICS = ("fid", "precision", "recall", "coverage", "modes", "high_quality", "reverse_kl")
+# translation (A -> B and B -> A) and super-resolution: their reference rows are the task's
+# trivial method (identity, bicubic) measured by the same protocol, not a real-data floor
+TRANSLATE_COLUMNS = [
+    ("accuracy_ab", None, "accuracy A→B ↑", "higher"),
+    ("accuracy_ba", None, "accuracy B→A ↑", "higher"),
+    ("fid_ab", None, "FID A→B ↓", "lower"),
+    ("fid_ba", None, "FID B→A ↓", "lower"),
+    ("cycle_mse_a", None, "cycle MSE A ↓", "lower"),
+    ("cycle_mse_b", None, "cycle MSE B ↓", "lower"),
+    ("pose_error", None, "pose error (px) ↓", "lower"),
+]
+UPSCALE_COLUMNS = [
+    ("psnr", None, "PSNR (dB) ↑", "higher"),
+    ("ssim", None, "SSIM ↑", "higher"),
+]
+COLUMNS = SAMPLE_COLUMNS + UPSCALE_COLUMNS + TRANSLATE_COLUMNS + MODEL_COLUMNS
+BAR_METRICS = ("fid", "precision", "recall", "coverage", "modes", "high_quality", "reverse_kl", "psnr", "ssim",
+               "accuracy_ab", "accuracy_ba", "pose_error")
+TASK_TITLES = {"generate": "", "translate": ": translation", "upscale": ": super-resolution"}
+TASK_NOTES = {
+    "translate": "A→B translates the test images of class `domain_a` into class `domain_b` (B→A the reverse). "
+                 "Accuracy: the share of translations the dataset's classifier puts in the target class; FID: "
+                 "translations against the real target-class images; cycle MSE: per-pixel squared error of A→B→A "
+                 "(B→A→B) against the input; pose error: distance in pixels between the intensity centroids of "
+                 "each input and its translation. The reference row is the identity mapping (the input unchanged).",
+    "upscale": "Each test image is downsampled by average pooling and upscaled back; PSNR (dB) and SSIM (11×11 "
+               "Gaussian window) against the original on the [0, 1] pixel scale, FID of the upscaled set against the "
+               "real images. The reference row is bicubic upsampling of the same inputs.",
+}
 
 
 @dataclass
 class DatasetBlock:
-    """The models of one dataset and their statistics."""
+    """The models of one dataset and task, and their statistics."""
 
     dataset: str
     baseline: str
     rows: list[tuple[str, Any, dict]]                       # (name, spec, metrics json)
+    task: str = "generate"
     columns: list[tuple] = field(default_factory=list)
     stats: dict[str, dict[str, Summary | None]] = field(default_factory=dict)  # metric -> model -> summary
     floors: dict[str, float] = field(default_factory=dict)
+    # rows that are not models: the real-vs-real floor, or a task's trivial method (label -> metric -> value)
+    references: dict[str, dict[str, float]] = field(default_factory=dict)
     rank: dict[str, dict[str, int]] = field(default_factory=dict)
     p: dict[str, dict[str, float | None]] = field(default_factory=dict)
     plots: list[tuple[str, Path]] = field(default_factory=list)  # (caption, png)
+
+    @property
+    def title(self) -> str:
+        return self.dataset + TASK_TITLES.get(self.task, f": {self.task}")
+
+    @property
+    def note(self) -> str:
+        return TASK_NOTES.get(self.task, "")
+
+    @property
+    def picture_caption(self) -> str:
+        return {"translate": "rows: A, A→B, A→B→A, B, B→A, B→A→B (first seed)",
+                "upscale": "rows: downsampled input, bicubic, model, original (first seed)"}.get(self.task, "samples")
+
+    def reference_line(self, metric: str) -> tuple[float, str] | None:
+        """The first reference row's value of ``metric`` and its label (the bars' dashed line)."""
+        for label, values in self.references.items():
+            if values.get(metric) is not None:
+                return values[metric], label
+        return None
 
     def cell(self, metric: str, name: str) -> str:
         summary = self.stats[metric].get(name)
@@ -75,8 +125,8 @@ class DatasetBlock:
         return text if p is None else f"{text} p{'' if format_p(p).startswith('<') else '='}{format_p(p)}"
 
 
-def _block(dataset: str, baseline: str, rows: list[tuple[str, Any, dict]]) -> DatasetBlock:
-    block = DatasetBlock(dataset, baseline, rows)
+def _block(dataset: str, baseline: str, rows: list[tuple[str, Any, dict]], task: str = "generate") -> DatasetBlock:
+    block = DatasetBlock(dataset, baseline, rows, task)
     block.columns = [c for c in COLUMNS if any(c[0] in m for _, _, m in rows)]
     for key, floor_key, _, better in block.columns:
         block.stats[key] = {name: summarize(per_seed_values(m, key)) for name, _, m in rows}
@@ -87,17 +137,31 @@ def _block(dataset: str, baseline: str, rows: list[tuple[str, Any, dict]]) -> Da
         floors = [m[floor_key] for _, _, m in rows if floor_key and m.get(floor_key) is not None]
         if floors:
             block.floors[key] = floors[0]  # one reference set per dataset: every model has the same floor
+    if block.floors:
+        block.references["real data (floor)"] = block.floors
+    for label, values in rows[0][2].get("baselines", {}).items():  # the same data for every model of the block
+        block.references[f"{label} (trivial baseline)"] = values
     return block
 
 
+def task_of(metrics: dict[str, Any]) -> str:
+    return (metrics.get("protocol") or {}).get("task", "generate")
+
+
 def load_blocks(models: dict[str, Any], metrics_dir: Path, baselines: dict[str, str]) -> list[DatasetBlock]:
-    by_dataset: dict[str, list[tuple[str, Any, dict]]] = {}
+    """One block per (dataset, task): a translator's FID is not comparable with a generator's."""
+    by_block: dict[tuple[str, str], list[tuple[str, Any, dict]]] = {}
     for name, spec in models.items():
         path = metrics_dir / f"{name}.json"
         if not path.exists():
             raise DataError(f"{path}: missing; run the evaluate stage for model {name!r}")
-        by_dataset.setdefault(spec.dataset, []).append((name, spec, json.loads(path.read_text())))
-    return [_block(ds, baselines.get(ds) or rows[0][0], rows) for ds, rows in by_dataset.items()]
+        metrics = json.loads(path.read_text())
+        by_block.setdefault((spec.dataset, task_of(metrics)), []).append((name, spec, metrics))
+    blocks = []
+    for (ds, task), rows in by_block.items():
+        chosen = baselines.get(ds)
+        blocks.append(_block(ds, chosen if chosen in {n for n, _, _ in rows} else rows[0][0], rows, task))
+    return blocks
 
 
 def _training_logs(models_dir: Path, names: list[str]) -> dict[str, list[list[dict]]]:
@@ -110,12 +174,14 @@ def _training_logs(models_dir: Path, names: list[str]) -> dict[str, list[list[di
 
 def draw_plots(block: DatasetBlock, models_dir: Path, plots_dir: Path) -> None:
     names = [name for name, _, _ in block.rows]
-    panels = [(label, better, block.stats[key], block.floors.get(key))
+    panels = [(label, better, block.stats[key], block.reference_line(key))
               for key, _, label, better in block.columns if key in BAR_METRICS]
-    ds = block.dataset
+    ds = block.dataset if block.task == "generate" else f"{block.dataset}-{block.task}"
     if panels:
-        block.plots.append((f"{ds}: metrics, mean over seeds with 95 % CI; dashed: real-vs-real floor",
-                            report_plots.metric_bars(ds, names, panels, plots_dir / f"{ds}-metrics.png")))
+        dashed = "; ".join(dict.fromkeys(line[1] for *_, line in panels if line))
+        block.plots.append((f"{block.title}: metrics, mean over seeds with 95 % CI" + (f"; dashed: {dashed}"
+                                                                                       if dashed else ""),
+                            report_plots.metric_bars(block.title, names, panels, plots_dir / f"{ds}-metrics.png")))
     if "precision" in block.stats and "recall" in block.stats:
         floor = (block.floors["precision"], block.floors["recall"]) if "precision" in block.floors \
             and "recall" in block.floors else None
@@ -191,9 +257,11 @@ def markdown_table(block: DatasetBlock, samples_dir: Path, samples_rel: Path) ->
         samples = samples_dir / f"{name}.png"
         links = [_png_link(samples, samples_rel), _png_link(interpolation_png(samples), samples_rel)]
         lines.append("| " + " | ".join(cells + links) + " |")
-    floor = ["real data (floor)", "", "", ""] + [f"{block.floors[k]:.4g}" if k in block.floors else ""
-                                                 for k, _, _, _ in block.columns] + ["", ""]
-    return lines + ["| " + " | ".join(floor) + " |", ""]
+    for label, values in block.references.items():
+        cells = [label, "", "", ""] + [f"{values[k]:.4g}" if values.get(k) is not None else ""
+                                       for k, _, _, _ in block.columns] + ["", ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def feature_spaces(blocks: list[DatasetBlock], featurenet_root: Path) -> list[dict[str, str]]:
@@ -222,7 +290,9 @@ def build_report(models: dict[str, Any], metrics_dir: str | Path, samples_dir: s
     rel = Path("..") / samples_dir.name
     lines = ["# genflow model comparison", ""] + protocol_lines(protocol, blocks)
     for block in blocks:
-        lines += [f"## {block.dataset} (baseline: {block.baseline})", ""] + markdown_table(block, samples_dir, rel)
+        lines += [f"## {block.title} (baseline: {block.baseline})", ""]
+        lines += [block.note, ""] if block.note else []
+        lines += markdown_table(block, samples_dir, rel)
         lines += [f"![{caption}]({Path('plots') / png.name})" for caption, png in block.plots if png.parent ==
                   plots_dir] + [""]
     if sweeps:

@@ -55,9 +55,10 @@ def _table(block) -> str:
             best = block.rank[key].get(name) == 1 and len(block.rank[key]) > 1
             row += f'<td{" class=best" if best else ""}>{html.escape(block.cell(key, name))}</td>'
         rows.append(f"<tr>{row}</tr>")
-    floor = "".join(f"<td>{block.floors[k]:.4g}</td>" if k in block.floors else "<td></td>"
-                    for k, _, _, _ in block.columns)
-    rows.append(f'<tr class="floor"><td>real data (floor)</td><td></td><td></td><td></td>{floor}</tr>')
+    for label, values in block.references.items():  # the real-data floor, or the task's trivial method
+        cells = "".join(f"<td>{values[k]:.4g}</td>" if values.get(k) is not None else "<td></td>"
+                        for k, _, _, _ in block.columns)
+        rows.append(f'<tr class="floor"><td>{html.escape(label)}</td><td></td><td></td><td></td>{cells}</tr>')
     return '<table class="comparison">' + "\n".join(rows) + "</table>"
 
 
@@ -66,8 +67,9 @@ def _pictures(block, samples_dir: Path) -> list[str]:
     random latents; for 2-D data the decoded paths over the true means)."""
     samples = {name: samples_dir / f"{name}.png" for name, _, _ in block.rows}
     paths = {name: interpolation_png(png) for name, png in samples.items() if interpolation_png(png).exists()}
-    parts = ["<h3>Samples</h3><div>"]
-    parts += [_figure(f"{name}: samples", png, "samples") for name, png in samples.items() if png.exists()]
+    parts = [f"<h3>{'Samples' if block.task == 'generate' else 'What the models do'}</h3><div>"]
+    parts += [_figure(f"{name}: {block.picture_caption}", png, "samples") for name, png in samples.items()
+              if png.exists()]
     parts.append("</div>")
     if paths:
         parts.append("<h3>Latent interpolation</h3><div>")
@@ -84,8 +86,9 @@ def render_html(blocks: list, protocol: list[str], sweeps: list[tuple[str, Path]
              "<h1>genflow model comparison</h1>"]
     parts += [f"<p>{_markdown_inline(p)}</p>" for p in protocol if p]
     for block in blocks:
-        parts += [f"<h2>{html.escape(block.dataset)} <small>(baseline: {html.escape(block.baseline)})</small></h2>",
-                  _table(block)]
+        parts += [f"<h2>{html.escape(block.title)} <small>(baseline: {html.escape(block.baseline)})</small></h2>"]
+        parts += [f"<p>{_markdown_inline(block.note)}</p>"] if block.note else []
+        parts.append(_table(block))
         parts += [_figure(caption, png) for caption, png in block.plots]
         parts += _pictures(block, samples_dir)
     if sweeps:

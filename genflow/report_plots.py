@@ -23,18 +23,19 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def metric_bars(title: str, models: Sequence[str], panels: Sequence[tuple[str, str, dict, float | None]],
+def metric_bars(title: str, models: Sequence[str], panels: Sequence[tuple[str, str, dict, tuple | None]],
                 path: Path) -> Path:
-    """One panel per metric: (label, better, {model: Summary}, floor); bars = mean, whiskers = 95 % CI."""
+    """One panel per metric: (label, better, {model: Summary}, reference); bars = mean, whiskers = 95 % CI;
+    the reference (value, label), e.g. the real-vs-real floor or bicubic upsampling, as a dashed line."""
     plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) + 0.6, 3.6), dpi=100, squeeze=False)
-    for ax, (label, better, summaries, floor) in zip(axes[0], panels):
+    for ax, (label, better, summaries, reference) in zip(axes[0], panels):
         xs = range(len(models))
         means = [summaries[m].mean if summaries.get(m) else float("nan") for m in models]
         errs = [(summaries[m].ci or 0.0) if summaries.get(m) else 0.0 for m in models]
         ax.bar(xs, means, yerr=errs, capsize=3, color="tab:blue", alpha=0.8)
-        if floor is not None:
-            ax.axhline(floor, color="tab:red", linestyle="--", linewidth=1, label="real data (floor)")
+        if reference is not None:
+            ax.axhline(reference[0], color="tab:red", linestyle="--", linewidth=1, label=reference[1])
             ax.legend(fontsize=7)
         ax.set_xticks(list(xs), models, rotation=40, ha="right", fontsize=7)
         ax.set_title(f"{label} ({better} is better)", fontsize=9)
