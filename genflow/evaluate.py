@@ -25,7 +25,8 @@ from genflow.io import atomic_path, code_revision, write_json
 from genflow.metrics import discrete_modes, frechet_distance, kid, mixture_modes
 from genflow.metrics.manifolds import prdc_many
 from genflow.model_metrics import (ROC_POINTS, anomaly_detection, chunk_labels, class_accuracy, class_fid,
-                                   generate, likelihood_metrics, path_length, slerp_paths)
+                                   generate, likelihood_metrics, path_length, path_length_w,
+                                   slerp_paths)
 from genflow.training import load_trained, trained_seeds
 from genflow.visualize import interpolation_png, save_image_grid, save_paths, save_points
 
@@ -133,6 +134,8 @@ def seed_metrics(model, ref: Reference, ray_spec=None) -> tuple[dict[str, float]
     metrics.update(likelihood_metrics(model, ref.real, ref.real_c, spec.seed, spec.iwae_samples))
     if spec.path_samples:
         metrics["path_length"] = path_length(model, ref.features, spec.path_samples, spec.seed, spec.path_epsilon)
+    if spec.path_samples and hasattr(model.decoder(), "mapping"):  # style-based G: its own PPL, in W
+        metrics["path_length_w"] = path_length_w(model, ref.features, spec.path_samples, spec.seed, spec.path_epsilon)
     return metrics, fake
 
 

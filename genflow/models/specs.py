@@ -143,9 +143,10 @@ class StyleGanSpec(_Network):
         if self.arch != "conv":
             raise ValueError(f"arch: stylegan is a conv model (modulated convolutions), got {self.arch!r}; "
                              "set arch: conv")
-        if "depth" in self.model_fields_set:
-            raise ValueError("depth: stylegan has no MLP of that depth; its MLP is the mapping network "
-                             "(set mapping_layers)")
+        # the default passes: a saved spec is re-validated with every field written out
+        if self.depth != _Network.model_fields["depth"].default:
+            raise ValueError(f"depth: stylegan has no MLP of that depth (got {self.depth}); its MLP is the "
+                             "mapping network (set mapping_layers)")
         return self
 
 
