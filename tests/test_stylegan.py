@@ -225,3 +225,10 @@ def test_genflow_mix_rejects_a_bad_crossover_and_a_model_without_styles(exported
         from genflow.apps_style import style_mixing
 
         style_mixing(ExportedModel(paths["sg"]), 1, 1, -1, 0, tmp_path / "z.png")
+
+
+def test_holdout_class_scores_images_by_minus_d():
+    model = build(holdout_class=3)
+    x = torch.rand(6, 1, 8, 8) * 2 - 1
+    scores = model.anomaly_score(x, torch.Generator().manual_seed(0))
+    assert scores.shape == (6,) and torch.equal(scores, -model.D(x).detach())
