@@ -111,10 +111,12 @@ class VaeGanSpec(_Network):
 
 
 class StyleGanTrain(GanTrain):
-    """StyleGAN2's Adam: no momentum (beta1 0), beta2 0.99."""
+    """StyleGAN2's Adam: no momentum (beta1 0), beta2 0.99; G's weights are stored at unit scale
+    (equalized learning rate), so G takes a 10x larger step than the GAN family's D."""
 
     beta1: float = Field(0.0, ge=0.0, lt=1.0)
     beta2: float = Field(0.99, ge=0.0, lt=1.0)
+    lr_g: float = Field(2e-3, gt=0.0, le=1.0)
 
 
 class StyleGanSpec(_Network):

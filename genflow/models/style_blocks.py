@@ -70,7 +70,8 @@ class ModulatedConv(nn.Module):
         weight = self.weight * self.scale
         y = F.conv2d(x * styles[:, :, None, None], weight, padding=self.padding)
         if not self.demodulate:
-            return y * gain if bias is None else torch.addcmul(bias, y, torch.tensor(gain))
+            y = y * gain if gain != 1.0 else y
+            return y if bias is None else y + bias
         # sum_{i,k} (w[o,i,k] s[n,i])^2 = (s^2) @ (sum_k w^2)^T
         demod = torch.rsqrt(styles.square() @ weight.square().sum(dim=(2, 3)).t() + 1e-8)
         scale = (demod * gain)[:, :, None, None]
