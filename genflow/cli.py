@@ -174,6 +174,16 @@ def cmd_inpaint(args) -> None:
     print(f"[inpaint] wrote {args.out} (masked, completed, original); squared error in the region {error:.4g}")
 
 
+def cmd_mix(args) -> None:
+    from genflow.apps_style import style_mixing
+
+    model = _exported(args)
+    style_mixing(model, args.rows, args.cols, args.crossover, args.seed, args.out)
+    k = model.io["num_ws"] // 2 if args.crossover is None else args.crossover
+    print(f"[mix] wrote {args.out}: {args.rows} x {args.cols} mixes, styles ws[:{k}] from the left column, "
+          f"ws[{k}:] from the top row")
+
+
 def _add_apps(add_app) -> None:
     c = add_app("sample", cmd_sample, "a grid of samples from an exported model")
     c.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
@@ -190,6 +200,12 @@ def _add_apps(add_app) -> None:
     c.add_argument("images", help="a folder of PNG/JPEG files, one image, or a Parquet file in genflow's schema")
     c.add_argument("--mask", default="right", help="region to complete: left, right, top, bottom, center")
     c.add_argument("--iterations", type=int, default=20, help="encode-decode-paste rounds (default 20)")
+    c = add_app("mix", cmd_mix, "style mixing (StyleGAN): coarse styles of the left column's latents with the fine "
+                "styles of the top row's")
+    c.add_argument("--rows", type=int, default=3, help="latents A, the left column (default 3)")
+    c.add_argument("--cols", type=int, default=4, help="latents B, the top row (default 4)")
+    c.add_argument("--crossover", type=int, help="K: cells take ws[:K] from A and ws[K:] from B "
+                   "(0..num_ws; default num_ws // 2)")
 
 
 def parser() -> argparse.ArgumentParser:

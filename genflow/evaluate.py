@@ -24,8 +24,9 @@ from genflow.featurenet import FeatureSpace
 from genflow.io import atomic_path, code_revision, write_json
 from genflow.metrics import discrete_modes, frechet_distance, kid, mixture_modes
 from genflow.metrics.manifolds import prdc_many
-from genflow.model_metrics import (ROC_POINTS, anomaly_detection, chunk_labels, class_accuracy, class_fid,
-                                   generate, likelihood_metrics, path_length, slerp_paths)
+from genflow.model_metrics import (PATH_W_PAIRS, ROC_POINTS, anomaly_detection, chunk_labels, class_accuracy,
+                                   class_fid, generate, likelihood_metrics, path_length, path_length_w,
+                                   slerp_paths)
 from genflow.training import load_trained, trained_seeds
 from genflow.visualize import interpolation_png, save_image_grid, save_paths, save_points
 
@@ -133,6 +134,9 @@ def seed_metrics(model, ref: Reference, ray_spec=None) -> tuple[dict[str, float]
     metrics.update(likelihood_metrics(model, ref.real, ref.real_c, spec.seed, spec.iwae_samples))
     if spec.path_samples:
         metrics["path_length"] = path_length(model, ref.features, spec.path_samples, spec.seed, spec.path_epsilon)
+    if spec.path_samples and hasattr(model.decoder(), "mapping"):  # style-based G: its own PPL, in W
+        metrics["path_length_w"] = path_length_w(model, ref.features, min(spec.path_samples, PATH_W_PAIRS), spec.seed,
+                                                 spec.path_epsilon)
     return metrics, fake
 
 
@@ -175,6 +179,7 @@ def protocol(ref: Reference, per_seed: dict, states: dict, meta: dict) -> dict[s
                                                                  spec.n_samples), "kernel": "(x.y/d + 1)^3"},
         "k_precision_recall": spec.k_precision_recall, "k_density_coverage": spec.k_density_coverage,
         "iwae_samples": spec.iwae_samples, "path_samples": spec.path_samples, "path_epsilon": spec.path_epsilon,
+        "path_w_samples": min(spec.path_samples, PATH_W_PAIRS),
         "sample_streams": "one seeded stream per chunk of 1024 samples: the same draw for any number of workers",
         "anomaly": {"holdout_class": meta["spec"].get("holdout_class"), "split": "test", "roc_points": ROC_POINTS},
         "interpolation": {"pairs": INTERPOLATION_PAIRS, "steps": INTERPOLATION_STEPS, "path": "slerp",

@@ -2,7 +2,7 @@
 
 No genflow training code, no torch model classes and no pickle are involved: the
 ``.onnx`` files are protobuf, the card is JSON. This is what the ``genflow
-sample / interpolate / reconstruct / score / inpaint`` commands run on, and what
+sample / interpolate / reconstruct / score / inpaint / mix`` commands run on, and what
 a user's own service would do.
 """
 from __future__ import annotations
@@ -55,7 +55,11 @@ class ExportedModel:
             why = {"generator": f"a {self.card['model']} model {self.task}s images rather than drawing them "
                                 f"from a latent; `genflow {self.task}` runs it",
                    "encoder": f"a {self.card['model']} has no encoder; {command} needs a VAE or VAE-GAN",
-                   "scorer": "anomaly scores are exported for unconditional models only (and not for PacGAN)"}
+                   "scorer": "anomaly scores are exported for unconditional models only (and not for PacGAN)",
+                   "mapping": f"a {self.card['model']} model has no separate mapping network; {command} needs a "
+                              "style-based generator (stylegan)",
+                   "synthesis": f"a {self.card['model']} model has no synthesis network taking per-layer styles; "
+                                f"{command} needs a style-based generator (stylegan)"}
             raise GenflowError(f"{command}: model {self.name!r} has no {network} ({why.get(network, '')})")
 
     def _session(self, network: str):
@@ -94,6 +98,15 @@ class ExportedModel:
         self.require("generator", "generate")
         z = np.asarray(z, dtype=np.float32)
         return self._run("generator", {"z": z, "c": self.labels(c, len(z))})[0]
+
+    def map(self, z: np.ndarray, c: np.ndarray | None = None) -> np.ndarray:
+        """z (N, z_dim) -> w (N, w_dim): a style-based model's mapping network."""
+        z = np.asarray(z, dtype=np.float32)
+        return self._run("mapping", {"z": z, "c": self.labels(c, len(z))})[0]
+
+    def synthesize(self, ws: np.ndarray) -> np.ndarray:
+        """ws (N, num_ws, w_dim) -> images: a style-based model's synthesis network."""
+        return self._run("synthesis", {"ws": np.asarray(ws, dtype=np.float32)})[0]
 
     def encode(self, x: np.ndarray, c: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         self.check_images(x)

@@ -44,6 +44,7 @@ MODEL_COLUMNS = [
     ("nll_iwae", None, "NLL, IWAE (nats) ↓", "lower"),
     ("recon_mse", None, "recon. SSE ↓", "lower"),
     ("path_length", None, "path length ↓", "lower"),
+    ("path_length_w", None, "path length in W ↓", "lower"),
     ("anomaly_auroc", None, "anomaly AUROC ↑", "higher"),
 ]
 # translation (A -> B and B -> A) and super-resolution: their reference rows are the task's

@@ -79,6 +79,8 @@ PRESETS: dict[str, dict[str, dict[str, Dimension]]] = {
         "vaegan": {"train.lr_g": _d(loguniform=[1e-5, 1e-2]), "train.lr_d": _d(loguniform=[1e-5, 1e-2]),
                    "train.beta1": _d(uniform=[0.0, 0.99]), "beta": _d(loguniform=[0.1, 10.0]),
                    "gamma": _d(loguniform=[1e-3, 1.0])},
+        "stylegan": {"train.lr_g": _d(loguniform=[1e-4, 1e-2]), "train.lr_d": _d(loguniform=[1e-5, 1e-2]),
+                     "r1_gamma": _d(loguniform=[0.01, 100.0]), "mixing_prob": _d(uniform=[0.0, 1.0])},
     },
     "narrow": {
         "gan": {"train.lr_g": _d(loguniform=[1e-4, 1e-3]), "train.lr_d": _d(loguniform=[1e-4, 1e-3]),
@@ -87,6 +89,9 @@ PRESETS: dict[str, dict[str, dict[str, Dimension]]] = {
         "vae": {"train.lr": _d(loguniform=[3e-4, 3e-3]), "beta": _d(choice=[0.5, 1.0, 2.0])},
         "vaegan": {"train.lr_g": _d(loguniform=[1e-4, 1e-3]), "train.lr_d": _d(loguniform=[1e-4, 1e-3]),
                    "beta": _d(choice=[0.5, 1.0, 2.0]), "gamma": _d(loguniform=[1e-3, 1e-1])},
+        # G has equalized-lr weights (StyleGAN2 trains them at 2.5e-3); D is the GAN family's
+        "stylegan": {"train.lr_g": _d(loguniform=[5e-4, 5e-3]), "train.lr_d": _d(loguniform=[1e-4, 1e-3]),
+                     "r1_gamma": _d(choice=[0.1, 1.0, 10.0])},
     },
 }
 # Keys a preset varies only where the model uses them (a penalty weight without a penalty

@@ -50,6 +50,13 @@ VARIANTS: dict[str, list[tuple[str, dict]]] = {
         ("mlp-ring8", {**RING, "gamma": 0.5, "beta": 0.5}),
         ("conv-digits-resblocks", {**DIGITS, "resblocks": True}),
     ],
+    "stylegan": [
+        ("conv-digits", {**DIGITS}),
+        ("conv-digits-r1every1-pl", {**DIGITS, "r1_every": 1, "pl_weight": 2.0, "pl_every": 1}),
+        ("conv-digits-cond-mix1", {**DIGITS, "c_dim": 10, "mixing_prob": 1.0}),
+        ("conv-digits-resblocks-nombstd-noema", {**DIGITS, "resblocks": True, "mbstd": False,
+                                                 "train": {"ema_decay": 0.0}}),
+    ],
 }
 CASES = [pytest.param(family, overrides, id=f"{family}-{vid}")
          for family in registry.names() for vid, overrides in VARIANTS.get(family, [("MISSING", None)])]
@@ -149,6 +156,11 @@ def test_phase_gradients_only_on_owned_networks(family, overrides, splits):
         assert "gp" in engine.phases[0].loss(batch, StepContext(step=0, seed=0))[1]
     if spec.model == "gan" and spec.r1_gamma > 0:
         assert "r1" in engine.phases[0].loss(batch, StepContext(step=0, seed=0))[1]
+    if spec.model == "stylegan":  # lazy regularisers: on the last step of each interval
+        last = StepContext(step=spec.r1_every - 1, seed=0)
+        assert ("r1" in engine.phases[0].loss(batch, last)[1]) == (spec.r1_gamma > 0)
+        last = StepContext(step=spec.pl_every - 1, seed=0, phase=1)
+        assert ("pl_penalty" in engine.phases[1].loss(batch, last)[1]) == (spec.pl_weight > 0)
 
 
 def _trained_state(family, overrides, splits, seed, steps=3):

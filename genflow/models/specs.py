@@ -110,9 +110,52 @@ class VaeGanSpec(_Network):
     train: GanTrain = GanTrain()
 
 
-SPEC_BY_MODEL: dict[str, type[_Network]] = {"gan": GanSpec, "vae": VaeSpec, "vaegan": VaeGanSpec}
+class StyleGanTrain(GanTrain):
+    """StyleGAN2's Adam: no momentum (beta1 0), beta2 0.99; G's weights are stored at unit scale
+    (equalized learning rate), so G takes a 10x larger step than the GAN family's D."""
 
-ModelSpec = Annotated[Union[GanSpec, VaeSpec, VaeGanSpec], Field(discriminator="model")]
+    beta1: float = Field(0.0, ge=0.0, lt=1.0)
+    beta2: float = Field(0.99, ge=0.0, lt=1.0)
+    lr_g: float = Field(2e-3, gt=0.0, le=1.0)
+
+
+class StyleGanSpec(_Network):
+    """StyleGAN2-style generator (mapping network, modulated convs, noise, skip toRGBs) for
+    8-64 px images, against the conv discriminator of the GAN family with lazy R1."""
+
+    model: Literal["stylegan"]
+    w_dim: int = Field(64, ge=1, le=4096, description="size of the intermediate latent w (and styles' input)")
+    mapping_layers: int = Field(4, ge=1, le=8, description="linear layers of the mapping network z -> w")
+    mapping_lr_mul: float = Field(0.01, gt=0.0, le=1.0, description="learning-rate multiplier of the mapping "
+                                  "network (StyleGAN: 0.01)")
+    mixing_prob: float = Field(0.9, ge=0.0, le=1.0, description="share of fakes drawn with two latents' styles "
+                               "(style-mixing regularisation)")
+    r1_gamma: float = Field(1.0, ge=0.0, le=1e4, description="R1 penalty weight on D (0 = off)")
+    r1_every: int = Field(4, ge=1, le=1000, description="lazy R1: applied every r1_every steps, scaled by it")
+    pl_weight: float = Field(0.0, ge=0.0, le=1e4, description="path-length regularisation of G (0 = off; "
+                             "roughly doubles G's step cost when applied)")
+    pl_every: int = Field(4, ge=1, le=1000, description="lazy path-length regularisation interval")
+    mbstd: bool = Field(True, description="minibatch standard deviation feature in D")
+    resblocks: bool = Field(False, description="residual blocks in D at every resolution (StyleGAN2's resnet D); "
+                            "G is always the skip architecture")
+    train: StyleGanTrain = StyleGanTrain()
+
+    @model_validator(mode="after")
+    def _conv_only(self):
+        if self.arch != "conv":
+            raise ValueError(f"arch: stylegan is a conv model (modulated convolutions), got {self.arch!r}; "
+                             "set arch: conv")
+        # the default passes: a saved spec is re-validated with every field written out
+        if self.depth != _Network.model_fields["depth"].default:
+            raise ValueError(f"depth: stylegan has no MLP of that depth (got {self.depth}); its MLP is the "
+                             "mapping network (set mapping_layers)")
+        return self
+
+
+SPEC_BY_MODEL: dict[str, type[_Network]] = {"gan": GanSpec, "vae": VaeSpec, "vaegan": VaeGanSpec,
+                                             "stylegan": StyleGanSpec}
+
+ModelSpec = Annotated[Union[GanSpec, VaeSpec, VaeGanSpec, StyleGanSpec], Field(discriminator="model")]
 
 
 def _constraints(info) -> str:
