@@ -174,6 +174,14 @@ def cmd_inpaint(args) -> None:
     print(f"[inpaint] wrote {args.out} (masked, completed, original); squared error in the region {error:.4g}")
 
 
+def cmd_translate(args) -> None:
+    from genflow import apps
+
+    error = apps.translate(_exported(args), args.images, args.out, direction=args.direction)
+    print(f"[translate] wrote {args.out} (input, translation {args.direction}, translated back); "
+          f"cycle mean squared error {error:.4g}")
+
+
 def _add_apps(add_app) -> None:
     c = add_app("sample", cmd_sample, "a grid of samples from an exported model")
     c.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
@@ -190,6 +198,10 @@ def _add_apps(add_app) -> None:
     c.add_argument("images", help="a folder of PNG/JPEG files, one image, or a Parquet file in genflow's schema")
     c.add_argument("--mask", default="right", help="region to complete: left, right, top, bottom, center")
     c.add_argument("--iterations", type=int, default=20, help="encode-decode-paste rounds (default 20)")
+    c = add_app("translate", cmd_translate, "translate images between a CycleGAN's two domains")
+    c.add_argument("images", help="a folder of PNG/JPEG files, one image, or a Parquet file in genflow's schema")
+    c.add_argument("--direction", choices=("ab", "ba"), default="ab",
+                   help="ab: domain A -> B (default), ba: B -> A (the card's io.domains names the classes)")
 
 
 def parser() -> argparse.ArgumentParser:

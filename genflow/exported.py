@@ -55,7 +55,9 @@ class ExportedModel:
             why = {"generator": f"a {self.card['model']} model {self.task}s images rather than drawing them "
                                 f"from a latent; `genflow {self.task}` runs it",
                    "encoder": f"a {self.card['model']} has no encoder; {command} needs a VAE or VAE-GAN",
-                   "scorer": "anomaly scores are exported for unconditional models only (and not for PacGAN)"}
+                   "scorer": "anomaly scores are exported for unconditional models only (and not for PacGAN)",
+                   "translate_ab": f"it is a {self.task} model; {command} needs a translation model (CycleGAN)",
+                   "translate_ba": f"it is a {self.task} model; {command} needs a translation model (CycleGAN)"}
             raise GenflowError(f"{command}: model {self.name!r} has no {network} ({why.get(network, '')})")
 
     def _session(self, network: str):
@@ -104,6 +106,14 @@ class ExportedModel:
         self.check_images(x)
         noise = np.random.default_rng(seed).standard_normal((len(x), *self.card["anomaly"]["noise_shape"]))
         return self._run("scorer", {"x": x.astype(np.float32), "eps": noise.astype(np.float32)})[0]
+
+    def translate(self, x: np.ndarray, direction: str) -> np.ndarray:
+        """Domain A -> B (``"ab"``) or B -> A (``"ba"``) with a translation model's networks."""
+        if direction not in ("ab", "ba"):
+            raise GenflowError(f"unknown direction {direction!r}; allowed: ab, ba")
+        self.require(f"translate_{direction}", "translate")
+        self.check_images(x)
+        return self._run(f"translate_{direction}", {"x": x.astype(np.float32)})[0]
 
     def check_images(self, x: np.ndarray, where: str = "input") -> None:
         expected = tuple(self.io["data_shape"])
