@@ -230,3 +230,21 @@ def test_translate_refuses_an_export_that_is_not_a_translator(prepared_dir, tmp_
     with pytest.raises(GenflowError, match="translate: model 'g' has no translate_ab .*translation model"):
         translate(ExportedModel(tmp_path / "export"), digits, tmp_path / "t.png")
 
+
+
+@pytest.mark.parametrize("metric", ["fid", "kid"])
+def test_sweep_probe_scores_both_directions_on_val_rows(pipeline, sprites_dir, sprites_features, metric):
+    from genflow.eval_translate import domains, translation_metrics
+    from genflow.sweep import Probe
+    from genflow.sweep_config import SweepSpec
+    from genflow.training import load_trained, trained_seeds
+
+    model, _, _ = load_trained(trained_seeds(pipeline["root"] / "models" / "cg")[0])
+    probe = Probe(sprites_dir, sprites_features, SweepSpec(model="cg", dataset="sprites", metric=metric))
+    value = probe(model)
+    assert np.isfinite(value)
+    if metric == "fid":  # the mean of the two directions' FID, as the evaluation computes them
+        a, b = domains(probe.real, probe.real_c, model.spec)
+        both = translation_metrics(lambda x: model.translate(x, "ab"), lambda x: model.translate(x, "ba"), a, b,
+                                   probe.features, model.spec)
+        assert value == pytest.approx((both["fid_ab"] + both["fid_ba"]) / 2)
