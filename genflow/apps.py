@@ -1,5 +1,6 @@
 """What people do with an exported generative model (the seeds' applications):
-generate, interpolate in latent space, reconstruct, score anomalies, complete images.
+generate, interpolate in latent space, reconstruct, score anomalies, complete images;
+and what people do with a translation model (CycleGAN): translate images between its domains.
 
 Everything runs on an :class:`~genflow.exported.ExportedModel` (ONNX Runtime and the
 model card), never on training code. Images come from a folder of PNG / JPEG files
@@ -73,6 +74,7 @@ def _save(images: np.ndarray, out: str | Path, cols: int | None = None) -> None:
 
 
 def sample(model: ExportedModel, n: int, seed: int, out: str | Path, label: int | None = None) -> np.ndarray:
+    model.require("generator", "sample")  # before reading the latent size a translator's card lacks
     z = np.random.default_rng(seed).standard_normal((n, model.io["z_dim"]))
     x = model.generate(z, None if label is None else np.full(n, label))
     if model.is_image:
@@ -86,6 +88,7 @@ def sample(model: ExportedModel, n: int, seed: int, out: str | Path, label: int 
 def interpolate(model: ExportedModel, pairs: int, steps: int, seed: int, out: str | Path,
                 label: int | None = None) -> np.ndarray:
     """One row per pair of random latents: ``steps`` images along the slerp path between them."""
+    model.require("generator", "interpolate")
     if not model.is_image:
         raise GenflowError(f"interpolate: model {model.name!r} generates 2-D points, not images")
     z = slerp_paths(model.io["z_dim"], pairs, steps, seed).numpy()
@@ -149,3 +152,19 @@ def inpaint(model: ExportedModel, images: str | Path, mask: str, out: str | Path
     current = complete(model, x, known, iterations)
     _save(np.concatenate([x * known - (1 - known), current, x]), out, cols=len(x))
     return float(np.square(current - x).sum() / max(1.0, (1 - known).sum() * len(x) * x.shape[1]))
+
+
+def translate(model: ExportedModel, images: str | Path, out: str | Path, direction: str = "ab",
+              limit: int = 16) -> float:
+    """Translate images A -> B (``ab``) or B -> A (``ba``). Rows: input, translation, and the
+    translation translated back (cycle). Returns the cycle's mean squared error per pixel."""
+    back = {"ab": "ba", "ba": "ab"}.get(direction)
+    if back is None:
+        raise GenflowError(f"unknown direction {direction!r}; allowed: ab, ba")
+    model.require(f"translate_{direction}", "translate")
+    _, x = load_images(images, model)
+    x = x[:limit]
+    y = model.translate(x, direction)
+    cycled = model.translate(y, back)
+    _save(np.concatenate([x, y, cycled]), out, cols=len(x))
+    return float(np.square(cycled - x).mean())

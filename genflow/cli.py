@@ -184,6 +184,14 @@ def cmd_mix(args) -> None:
           f"ws[{k}:] from the top row")
 
 
+def cmd_translate(args) -> None:
+    from genflow import apps
+
+    error = apps.translate(_exported(args), args.images, args.out, direction=args.direction)
+    print(f"[translate] wrote {args.out} (input, translation {args.direction}, translated back); "
+          f"cycle mean squared error {error:.4g}")
+
+
 def _add_apps(add_app) -> None:
     c = add_app("sample", cmd_sample, "a grid of samples from an exported model")
     c.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
@@ -206,6 +214,10 @@ def _add_apps(add_app) -> None:
     c.add_argument("--cols", type=int, default=4, help="latents B, the top row (default 4)")
     c.add_argument("--crossover", type=int, help="K: cells take ws[:K] from A and ws[K:] from B "
                    "(0..num_ws; default num_ws // 2)")
+    c = add_app("translate", cmd_translate, "translate images between a CycleGAN's two domains")
+    c.add_argument("images", help="a folder of PNG/JPEG files, one image, or a Parquet file in genflow's schema")
+    c.add_argument("--direction", choices=("ab", "ba"), default="ab",
+                   help="ab: domain A -> B (default), ba: B -> A (the card's io.domains names the classes)")
 
 
 def parser() -> argparse.ArgumentParser:

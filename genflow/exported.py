@@ -59,7 +59,9 @@ class ExportedModel:
                    "mapping": f"a {self.card['model']} model has no separate mapping network; {command} needs a "
                               "style-based generator (stylegan)",
                    "synthesis": f"a {self.card['model']} model has no synthesis network taking per-layer styles; "
-                                f"{command} needs a style-based generator (stylegan)"}
+                                f"{command} needs a style-based generator (stylegan)",
+                   "translate_ab": f"it is a {self.task} model; {command} needs a translation model (CycleGAN)",
+                   "translate_ba": f"it is a {self.task} model; {command} needs a translation model (CycleGAN)"}
             raise GenflowError(f"{command}: model {self.name!r} has no {network} ({why.get(network, '')})")
 
     def _session(self, network: str):
@@ -117,6 +119,14 @@ class ExportedModel:
         self.check_images(x)
         noise = np.random.default_rng(seed).standard_normal((len(x), *self.card["anomaly"]["noise_shape"]))
         return self._run("scorer", {"x": x.astype(np.float32), "eps": noise.astype(np.float32)})[0]
+
+    def translate(self, x: np.ndarray, direction: str) -> np.ndarray:
+        """Domain A -> B (``"ab"``) or B -> A (``"ba"``) with a translation model's networks."""
+        if direction not in ("ab", "ba"):
+            raise GenflowError(f"unknown direction {direction!r}; allowed: ab, ba")
+        self.require(f"translate_{direction}", "translate")
+        self.check_images(x)
+        return self._run(f"translate_{direction}", {"x": x.astype(np.float32)})[0]
 
     def check_images(self, x: np.ndarray, where: str = "input") -> None:
         expected = tuple(self.io["data_shape"])

@@ -84,6 +84,12 @@ def check_fits_data(name: str, spec, manifest: dict[str, Any]) -> None:
     if spec.c_dim not in (0, manifest["num_classes"]):
         raise ConfigError(f"models.{name}.c_dim: dataset {spec.dataset!r} has {manifest['num_classes']} classes; "
                           f"set c_dim to {manifest['num_classes']} (conditional) or 0; got {spec.c_dim}")
+    for key in ("domain_a", "domain_b"):  # a translation model's two classes
+        label = getattr(spec, key, None)
+        if label is not None and not label < manifest["num_classes"]:
+            have = f"{manifest['num_classes']} classes (0..{manifest['num_classes'] - 1})" \
+                if manifest["num_classes"] else "no class labels"
+            raise ConfigError(f"models.{name}.{key}: dataset {spec.dataset!r} has {have}; got {label}")
 
 
 def run_name(config: dict[str, Any]) -> str:

@@ -18,6 +18,7 @@ from conftest import PYTHON, REPO, tiny_params_dict
 DIGITS = {"dataset": "digits", "arch": "conv", "z_dim": 8, "width": 8}
 DIGITS_MLP = {"dataset": "digits", "arch": "mlp", "z_dim": 8, "width": 16, "depth": 2}
 RING = {"dataset": "ring8", "arch": "mlp", "z_dim": 2, "width": 16, "depth": 2}
+CYCLE = {"dataset": "digits", "width": 8, "n_res": 1, "domain_a": 0, "domain_b": 1}
 
 # family -> [(id, spec overrides)]; a newly registered family fails test_every_family_is_covered
 VARIANTS: dict[str, list[tuple[str, dict]]] = {
@@ -56,6 +57,10 @@ VARIANTS: dict[str, list[tuple[str, dict]]] = {
         ("conv-digits-cond-mix1", {**DIGITS, "c_dim": 10, "mixing_prob": 1.0}),
         ("conv-digits-resblocks-nombstd-noema", {**DIGITS, "resblocks": True, "mbstd": False,
                                                  "train": {"ema_decay": 0.0}}),
+    ],
+    "cyclegan": [  # digits 0 <-> 1 (tests/test_cyclegan.py: sprites squares <-> ellipses)
+        ("conv-digits", {**CYCLE}),
+        ("conv-digits-no-identity-hinge", {**CYCLE, "lambda_identity": 0.0, "loss": "hinge", "n_res": 0}),
     ],
 }
 CASES = [pytest.param(family, overrides, id=f"{family}-{vid}")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib
 
 _REGISTRY: dict[str, type] = {}
-_MODULES = ("genflow.models.gan", "genflow.models.vae", "genflow.models.vaegan", "genflow.models.stylegan")
+_MODULES = ("genflow.models.gan", "genflow.models.vae", "genflow.models.vaegan", "genflow.models.stylegan",
+            "genflow.models.cyclegan")
 
 
 def register(name: str):

@@ -152,10 +152,42 @@ class StyleGanSpec(_Network):
         return self
 
 
-SPEC_BY_MODEL: dict[str, type[_Network]] = {"gan": GanSpec, "vae": VaeSpec, "vaegan": VaeGanSpec,
-                                             "stylegan": StyleGanSpec}
+class CycleGanSpec(_Network):
+    """Unpaired image-to-image translation between two classes of one labelled image dataset
+    (Zhu et al. 2017): ResNet generators A->B and B->A, PatchGAN critics, cycle and identity
+    losses. E.g. sprites squares (0) <-> ellipses (1): the shape changes, the pose is kept.
+    Always conv and unconditional; z_dim, depth, resblocks and holdout_class do not apply
+    (a non-default value is rejected)."""
 
-ModelSpec = Annotated[Union[GanSpec, VaeSpec, VaeGanSpec, StyleGanSpec], Field(discriminator="model")]
+    model: Literal["cyclegan"]
+    domain_a: int = Field(0, ge=0, le=100_000, description="class label of domain A")
+    domain_b: int = Field(1, ge=0, le=100_000, description="class label of domain B (not domain_a)")
+    lambda_cycle: float = Field(10.0, ge=0.0, le=1e4, description="weight of the L1 cycle-consistency loss")
+    lambda_identity: float = Field(0.5, ge=0.0, le=100.0, description="weight of the L1 identity loss relative "
+                                                                      "to lambda_cycle, as in the paper (0 = off)")
+    n_res: int = Field(3, ge=0, le=32, description="residual blocks of each generator at its bottleneck")
+    loss: Literal["lsgan", "ns", "hinge"] = Field("lsgan", description="GAN loss (the paper: lsgan)")
+    train: GanTrain = GanTrain()
+
+    @model_validator(mode="after")
+    def _translation_only(self):
+        if self.domain_a == self.domain_b:
+            raise ValueError(f"domain_b: must differ from domain_a (both {self.domain_a})")
+        if self.c_dim:
+            raise ValueError("c_dim: a CycleGAN is unconditional (its domains are domain_a / domain_b); set 0")
+        if self.arch != "conv":
+            raise ValueError("arch: a CycleGAN translates images with conv networks; set 'conv'")
+        for key in ("z_dim", "depth", "resblocks", "holdout_class"):
+            if getattr(self, key) != _Network.model_fields[key].default:
+                raise ValueError(f"{key}: does not apply to a CycleGAN (it has no latent, no MLP, its own residual "
+                                 "blocks (n_res) and no anomaly score); remove it")
+        return self
+
+
+SPEC_BY_MODEL: dict[str, type[_Network]] = {"gan": GanSpec, "vae": VaeSpec, "vaegan": VaeGanSpec,
+                                             "stylegan": StyleGanSpec, "cyclegan": CycleGanSpec}
+
+ModelSpec = Annotated[Union[GanSpec, VaeSpec, VaeGanSpec, StyleGanSpec, CycleGanSpec], Field(discriminator="model")]
 
 
 def _constraints(info) -> str:
