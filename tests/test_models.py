@@ -50,6 +50,13 @@ VARIANTS: dict[str, list[tuple[str, dict]]] = {
         ("mlp-ring8", {**RING, "gamma": 0.5, "beta": 0.5}),
         ("conv-digits-resblocks", {**DIGITS, "resblocks": True}),
     ],
+    "srgan": [  # no z_dim: G's input is the downsampled image
+        ("digits-x2-l1", {"dataset": "digits", "width": 8, "scale": 2, "pixel_loss": "l1"}),
+        ("digits-x4-l2", {"dataset": "digits", "width": 8, "scale": 4, "pixel_loss": "l2", "n_res": 1}),
+        ("digits-x2-l2-resblocks-ncritic2", {"dataset": "digits", "width": 8, "scale": 2, "pixel_loss": "l2",
+                                             "resblocks": True, "train": {"n_critic": 2}}),
+        ("digits-x4-l1-nores", {"dataset": "digits", "width": 8, "scale": 4, "n_res": 0}),
+    ],
 }
 CASES = [pytest.param(family, overrides, id=f"{family}-{vid}")
          for family in registry.names() for vid, overrides in VARIANTS.get(family, [("MISSING", None)])]

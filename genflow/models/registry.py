@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 _REGISTRY: dict[str, type] = {}
-_MODULES = ("genflow.models.gan", "genflow.models.vae", "genflow.models.vaegan")
+_MODULES = ("genflow.models.gan", "genflow.models.vae", "genflow.models.vaegan", "genflow.models.srgan")
 
 
 def register(name: str):
