@@ -55,7 +55,9 @@ class ExportedModel:
             why = {"generator": f"a {self.card['model']} model {self.task}s images rather than drawing them "
                                 f"from a latent; `genflow {self.task}` runs it",
                    "encoder": f"a {self.card['model']} has no encoder; {command} needs a VAE or VAE-GAN",
-                   "scorer": "anomaly scores are exported for unconditional models only (and not for PacGAN)"}
+                   "scorer": "anomaly scores are exported for unconditional models only (and not for PacGAN)",
+                   "upscaler": f"it is a {self.card['model']} model (task {self.task!r}); {command} needs a "
+                               "super-resolution export such as srgan's"}
             raise GenflowError(f"{command}: model {self.name!r} has no {network} ({why.get(network, '')})")
 
     def _session(self, network: str):
@@ -105,8 +107,15 @@ class ExportedModel:
         noise = np.random.default_rng(seed).standard_normal((len(x), *self.card["anomaly"]["noise_shape"]))
         return self._run("scorer", {"x": x.astype(np.float32), "eps": noise.astype(np.float32)})[0]
 
-    def check_images(self, x: np.ndarray, where: str = "input") -> None:
-        expected = tuple(self.io["data_shape"])
+    def upscale(self, lr: np.ndarray, network: str = "upscaler") -> np.ndarray:
+        """Low-resolution images (N, C, h, w) -> (N, C, h * scale, w * scale); ``network="bicubic"``:
+        the baseline the export ships beside the model."""
+        self.require(network, "upscale")
+        self.check_images(lr, expected=self.io["input_shape"])
+        return self._run(network, {"lr": lr.astype(np.float32)})[0]
+
+    def check_images(self, x: np.ndarray, where: str = "input", expected=None) -> None:
+        expected = tuple(self.io["data_shape"] if expected is None else expected)
         if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != expected:
             raise DataError(f"{where}: inputs of shape {tuple(x.shape[1:])}, but model {self.name!r} takes "
                             f"{expected}")
