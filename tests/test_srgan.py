@@ -17,6 +17,7 @@ from genflow.errors import ConfigError
 from genflow.evaluate import Reference, evaluate_model
 from genflow.export import export_model
 from genflow.exported import ExportedModel
+from genflow.metrics import frechet_distance
 from genflow.metrics.image_quality import SSIM_K1, SSIM_K2, gaussian_window, psnr, ssim
 from genflow.models import registry
 from genflow.models.degrade import bicubic
@@ -214,3 +215,19 @@ def test_cli_upscale_errors(run, pngs, capsys):
                      str(root / "x.png")]) == 2
     assert "the model takes 8x8 or 4x4" in capsys.readouterr().err
     assert not (root / "x.png").exists()
+
+
+@pytest.mark.parametrize("metric", ["fid", "kid"])
+def test_sweep_probe_scores_upscaled_val_rows(metric, prepared_dir, features_dir):
+    from genflow.sweep import Probe
+    from genflow.sweep_config import SweepSpec
+
+    sweep = SweepSpec(model="sr", dataset="digits", metric=metric, probe_real=100)
+    probe = Probe(prepared_dir / "digits", features_dir / "digits", sweep)
+    torch.manual_seed(0)
+    model = registry.build(spec_of(), (1, 8, 8), 10)
+    value = probe(model)
+    assert np.isfinite(value) and value >= 0
+    if metric == "fid":  # untrained G is bicubic: its FID against the val originals, computed directly
+        direct = frechet_distance(probe.f_real, probe.features(bicubic(model.degrade(probe.real), 2)))
+        assert value == pytest.approx(direct)
