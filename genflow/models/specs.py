@@ -43,6 +43,12 @@ class VaeTrain(TrainSpec):
     ema_decay: float = Field(0.0, ge=0.0, lt=1.0)
 
 
+class SrGanTrain(GanTrain):
+    ema_decay: float = Field(0.99, ge=0.0, lt=1.0, description="0 turns the EMA of G off; shorter than a GAN's: "
+                             "SR is scored per pixel, which a lagging average pays for (sprites x4, 1,500 steps: "
+                             "EMA 0.999 +1.0 dB over bicubic, 0.99 +4.1 dB, G itself +3.9 dB)")
+
+
 class _Network(_Strict):
     """Architecture knobs shared by every model."""
 
@@ -128,7 +134,7 @@ class SrGanSpec(_Network):
                                      "distance in D's features (the stand-in for SRGAN's VGG loss)")
     adversarial_weight: float = Field(1e-3, ge=0.0, le=1e3, description="weight of G's non-saturating GAN loss "
                                       "(1e-3 as in SRGAN)")
-    train: GanTrain = GanTrain()
+    train: SrGanTrain = SrGanTrain()
 
     @model_validator(mode="after")
     def _only_what_applies(self):
