@@ -22,14 +22,19 @@ from genflow.visualize import save_image_grid, save_points
 MASKS = ("left", "right", "top", "bottom", "center")
 
 
-def load_images(path: str | Path, model: ExportedModel) -> tuple[list[str], np.ndarray]:
-    """Names and float32 (N, C, H, W) images in [-1, 1] from an image folder / file or Parquet."""
+def load_images(path: str | Path, model: ExportedModel,
+                shapes: list[tuple[int, int, int]] | None = None) -> tuple[list[str], np.ndarray]:
+    """Names and float32 (N, C, H, W) images in [-1, 1] from an image folder / file or Parquet.
+
+    ``shapes``: the (C, H, W) shapes accepted (default: the model's data_shape; an upscaler also
+    takes its low-resolution input shape); all images must share one of them."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
     if not model.is_image:
         return _load_points(path, model)
-    c, h, w = model.io["data_shape"]
+    shapes = [tuple(shape) for shape in shapes or [model.io["data_shape"]]]
+    c, sizes = shapes[0][0], [shape[1:] for shape in shapes]
     if path.suffix == ".parquet" or (path.is_dir() and any(path.glob("*.parquet"))):
         from genflow.data.parquet_source import parquet_source
         from genflow.data.specs import ParquetData
@@ -43,9 +48,15 @@ def load_images(path: str | Path, model: ExportedModel) -> tuple[list[str], np.n
 
         files = [path] if path.is_file() else list_images(path, "none")[0]
         names = [str(f) for f in files]
-        pixels = np.stack([_decoded(f, decode, c, (h, w)) for f in files])
-    if pixels.shape[1:] != (h, w, c):
-        raise DataError(f"{path}: images are {pixels.shape[1:]} (H, W, C); model {model.name!r} takes {(h, w, c)}")
+        decoded = [_decoded(f, decode, c, sizes) for f in files]
+        if len({image.shape for image in decoded}) > 1:
+            raise DataError(f"{path}: images of different sizes ({', '.join(sorted({_wxh(i) for i in decoded}))}); "
+                            "give one size at a time")
+        pixels = np.stack(decoded)
+    accepted = [(h, w, channels) for channels, h, w in shapes]
+    if pixels.shape[1:] not in accepted:
+        raise DataError(f"{path}: images are {pixels.shape[1:]} (H, W, C); model {model.name!r} takes "
+                        f"{' or '.join(map(str, accepted))}")
     return names, pixels.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0
 
 
@@ -60,11 +71,15 @@ def _load_points(path: Path, model: ExportedModel) -> tuple[list[str], np.ndarra
     return [f"{path.name}#{i}" for i in range(len(raw.x))], raw.x.astype(np.float32)
 
 
-def _decoded(file: Path, decode, channels: int, size: tuple[int, int]) -> np.ndarray:
+def _wxh(pixels: np.ndarray) -> str:
+    return f"{pixels.shape[1]}x{pixels.shape[0]}"
+
+
+def _decoded(file: Path, decode, channels: int, sizes: list[tuple[int, int]]) -> np.ndarray:
     pixels = decode(file, grayscale=channels == 1, size=None, crop="none")
-    if pixels.shape[:2] != size:
-        raise DataError(f"{file}: image is {pixels.shape[1]}x{pixels.shape[0]}, the model takes "
-                        f"{size[1]}x{size[0]} (resize it first)")
+    if pixels.shape[:2] not in sizes:
+        raise DataError(f"{file}: image is {_wxh(pixels)}, the model takes "
+                        f"{' or '.join(f'{w}x{h}' for h, w in sizes)} (resize it first)")
     return pixels
 
 

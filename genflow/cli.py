@@ -192,6 +192,17 @@ def cmd_translate(args) -> None:
           f"cycle mean squared error {error:.4g}")
 
 
+def cmd_upscale(args) -> None:
+    from genflow.upscale_app import upscale
+
+    result = upscale(_exported(args), args.images, args.out)
+    if result.had_originals:
+        print(f"[upscale] wrote {args.out} (input, bicubic, model, original) for {result.n} images, each "
+              f"average-pooled first; PSNR model {result.psnr_model:.2f} dB, bicubic {result.psnr_bicubic:.2f} dB")
+    else:
+        print(f"[upscale] wrote {args.out} (input, bicubic, model) for {result.n} images")
+
+
 def _add_apps(add_app) -> None:
     c = add_app("sample", cmd_sample, "a grid of samples from an exported model")
     c.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
@@ -218,6 +229,9 @@ def _add_apps(add_app) -> None:
     c.add_argument("images", help="a folder of PNG/JPEG files, one image, or a Parquet file in genflow's schema")
     c.add_argument("--direction", choices=("ab", "ba"), default="ab",
                    help="ab: domain A -> B (default), ba: B -> A (the card's io.domains names the classes)")
+    c = add_app("upscale", cmd_upscale, "super-resolution (srgan): full-size images are downsampled first and "
+                "compared with the result (PSNR vs bicubic); images of the model's input size are upscaled")
+    c.add_argument("images", help="a folder of PNG/JPEG files, one image, or a Parquet file in genflow's schema")
 
 
 def parser() -> argparse.ArgumentParser:

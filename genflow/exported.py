@@ -61,7 +61,9 @@ class ExportedModel:
                    "synthesis": f"a {self.card['model']} model has no synthesis network taking per-layer styles; "
                                 f"{command} needs a style-based generator (stylegan)",
                    "translate_ab": f"it is a {self.task} model; {command} needs a translation model (CycleGAN)",
-                   "translate_ba": f"it is a {self.task} model; {command} needs a translation model (CycleGAN)"}
+                   "translate_ba": f"it is a {self.task} model; {command} needs a translation model (CycleGAN)",
+                   "upscaler": f"it is a {self.card['model']} model (task {self.task!r}); {command} needs a "
+                               "super-resolution export such as srgan's"}
             raise GenflowError(f"{command}: model {self.name!r} has no {network} ({why.get(network, '')})")
 
     def _session(self, network: str):
@@ -128,8 +130,15 @@ class ExportedModel:
         self.check_images(x)
         return self._run(f"translate_{direction}", {"x": x.astype(np.float32)})[0]
 
-    def check_images(self, x: np.ndarray, where: str = "input") -> None:
-        expected = tuple(self.io["data_shape"])
+    def upscale(self, lr: np.ndarray, network: str = "upscaler") -> np.ndarray:
+        """Low-resolution images (N, C, h, w) -> (N, C, h * scale, w * scale); ``network="bicubic"``:
+        the baseline the export ships beside the model."""
+        self.require(network, "upscale")
+        self.check_images(lr, expected=self.io["input_shape"])
+        return self._run(network, {"lr": lr.astype(np.float32)})[0]
+
+    def check_images(self, x: np.ndarray, where: str = "input", expected=None) -> None:
+        expected = tuple(self.io["data_shape"] if expected is None else expected)
         if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != expected:
             raise DataError(f"{where}: inputs of shape {tuple(x.shape[1:])}, but model {self.name!r} takes "
                             f"{expected}")

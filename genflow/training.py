@@ -77,6 +77,10 @@ def check_fits_data(name: str, spec, manifest: dict[str, Any]) -> None:
     if spec.arch == "conv" and (height != width or height < 8 or height & (height - 1)):
         raise ConfigError(f"models.{name}.arch: dataset {spec.dataset!r} has {height}x{width} images; 'conv' needs "
                           "square power-of-two images of at least 8x8 (resize them when preparing)")
+    scale = getattr(spec, "scale", None)  # super-resolution: the low-resolution input needs 2x2 pixels at least
+    if scale is not None and min(height, width) // scale < 2:
+        raise ConfigError(f"models.{name}.scale: dataset {spec.dataset!r} has {height}x{width} images; divided by "
+                          f"scale {scale} that leaves less than 2x2 pixels to upscale from")
     holdout = spec.holdout_class
     if holdout is not None and not holdout < manifest["num_classes"]:
         raise ConfigError(f"models.{name}.holdout_class: dataset {spec.dataset!r} has {manifest['num_classes']} "

@@ -62,6 +62,13 @@ VARIANTS: dict[str, list[tuple[str, dict]]] = {
         ("conv-digits", {**CYCLE}),
         ("conv-digits-no-identity-hinge", {**CYCLE, "lambda_identity": 0.0, "loss": "hinge", "n_res": 0}),
     ],
+    "srgan": [  # no z_dim: G's input is the downsampled image
+        ("digits-x2-l1", {"dataset": "digits", "width": 8, "scale": 2, "pixel_loss": "l1"}),
+        ("digits-x4-l2", {"dataset": "digits", "width": 8, "scale": 4, "pixel_loss": "l2", "n_res": 1}),
+        ("digits-x2-l2-resblocks-ncritic2", {"dataset": "digits", "width": 8, "scale": 2, "pixel_loss": "l2",
+                                             "resblocks": True, "train": {"n_critic": 2}}),
+        ("digits-x4-l1-nores", {"dataset": "digits", "width": 8, "scale": 4, "n_res": 0}),
+    ],
 }
 CASES = [pytest.param(family, overrides, id=f"{family}-{vid}")
          for family in registry.names() for vid, overrides in VARIANTS.get(family, [("MISSING", None)])]

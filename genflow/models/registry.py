@@ -6,7 +6,7 @@ import importlib
 
 _REGISTRY: dict[str, type] = {}
 _MODULES = ("genflow.models.gan", "genflow.models.vae", "genflow.models.vaegan", "genflow.models.stylegan",
-            "genflow.models.cyclegan")
+            "genflow.models.cyclegan", "genflow.models.srgan")
 
 
 def register(name: str):
