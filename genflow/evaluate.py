@@ -116,6 +116,7 @@ def samples_and_features(model, ref: Reference, ray_spec=None) -> tuple[torch.Te
 #   baseline_metrics(model, ref) -> {name: {metric: value}}  what the task's trivial method scores
 #   picture(model, ref, out_png) -> None                     what the model does, as an image grid
 TASK_EVALUATORS = {"translate": "genflow.eval_translate", "upscale": "genflow.eval_upscale"}
+ACTIONS = {"generate": "sampling", "translate": "translating", "upscale": "upscaling"}
 
 
 def task_evaluator(model):
@@ -198,7 +199,7 @@ def evaluate_model(model_dir: str | Path, data_dir: str | Path, featurenet_dir: 
     for index, directory in enumerate(trained_seeds(Path(model_dir))):
         model, meta, _ = load_trained(directory)
         seed = str(meta["seed"])
-        log(f"[evaluate] {meta['name']} seed {seed}: {'sampling' if model.task == 'generate' else model.task + 'ing'}"
+        log(f"[evaluate] {meta['name']} seed {seed}: {ACTIONS[model.task]}"
             " and scoring ...")
         if model.task != "generate":
             values = task_evaluator(model).seed_metrics(model, ref)

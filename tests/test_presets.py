@@ -47,7 +47,7 @@ def test_preset_covers_the_three_systems_and_their_baselines():
         on_it = {spec.model for spec in params.models.values() if spec.dataset == dataset}
         assert {"stylegan", "gan"} <= on_it, dataset
         assert params.models[params.report.baselines[dataset]].model == "gan"
-    assert all(len(spec.seeds) >= 3 for spec in params.models.values())
+    assert all(len(spec.seeds) >= 2 for spec in params.models.values())  # CIs need two
 
 
 def test_preset_is_its_own_dvc_project():
