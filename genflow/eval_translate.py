@@ -95,6 +95,15 @@ def baseline_metrics(model, ref) -> dict[str, dict[str, float]]:
 
 
 @torch.no_grad()
+def floors(model, ref) -> dict[str, float]:
+    """What a perfect translator scores on accuracy: the classifier on real images of the target
+    domain (its own errors cap every model's accuracy)."""
+    a, b = domains(ref.real, ref.real_c, model.spec)
+    return {"accuracy_ab_floor": float((ref.features.classify(b) == model.spec.domain_b).double().mean()),
+            "accuracy_ba_floor": float((ref.features.classify(a) == model.spec.domain_a).double().mean())}
+
+
+@torch.no_grad()
 def picture(model, ref, out_png: str | Path) -> None:
     """Rows: A, G_AB(A), G_BA(G_AB(A)), B, G_BA(B), G_AB(G_BA(B)); the first 8 test rows of each."""
     a, b = domains(ref.real, ref.real_c, model.spec)

@@ -115,6 +115,7 @@ def samples_and_features(model, ref: Reference, ray_spec=None) -> tuple[torch.Te
 #   seed_metrics(model, ref) -> {metric: value}            one trained seed
 #   baseline_metrics(model, ref) -> {name: {metric: value}}  what the task's trivial method scores
 #   picture(model, ref, out_png) -> None                     what the model does, as an image grid
+#   floors(model, ref) -> {metric_floor: value}              optional: what a perfect model scores
 TASK_EVALUATORS = {"translate": "genflow.eval_translate", "upscale": "genflow.eval_upscale"}
 ACTIONS = {"generate": "sampling", "translate": "translating", "upscale": "upscaling"}
 
@@ -219,8 +220,11 @@ def evaluate_model(model_dir: str | Path, data_dir: str | Path, featurenet_dir: 
     if model.task == "generate":
         metrics.update({k: _clean(v) for k, v in ref.floors(conditional=bool(model.spec.c_dim)).items()})
     else:  # the task's trivial method (bicubic, identity), measured by the same protocol: the report's baseline rows
+        evaluator = task_evaluator(model)
         metrics["baselines"] = {name: {k: _clean(v) for k, v in values.items()}
-                                for name, values in task_evaluator(model).baseline_metrics(model, ref).items()}
+                                for name, values in evaluator.baseline_metrics(model, ref).items()}
+        if hasattr(evaluator, "floors"):  # what a perfect model scores, where the task has such a value
+            metrics.update({k: _clean(v) for k, v in evaluator.floors(model, ref).items()})
     metrics["n_seeds"] = len(per_seed)
     metrics["per_seed"] = per_seed
     if roc:

@@ -60,6 +60,7 @@ def test_each_task_is_measured_against_its_trivial_method(systems):
     identity = translate["baselines"]["identity"]
     assert identity["cycle_mse_a"] == 0 and identity["pose_error"] == 0
     assert {"accuracy_ab", "accuracy_ba", "fid_ab", "fid_ba", "pose_error"} <= set(translate)
+    assert 0 <= translate["accuracy_ab_floor"] <= 1 and 0 <= translate["accuracy_ba_floor"] <= 1
     upscale = json.loads((root / "metrics" / "srgan_digits.json").read_text())
     assert upscale["protocol"]["task"] == "upscale"
     assert {"psnr", "ssim", "fid"} <= set(upscale) and {"psnr", "ssim", "fid"} <= set(upscale["baselines"]["bicubic"])
@@ -79,6 +80,7 @@ def test_report_has_a_block_per_task_with_its_reference_rows(systems):
                                     ("## digits (", "## digits: translation", "## digits: super-resolution"))
     assert "| stylegan_digits |" in generate and "| real data (floor) |" in generate
     assert "| identity (trivial baseline) |" in translate and "accuracy A→B" in translate
+    assert "| real data (floor) |" in translate
     assert "| bicubic (trivial baseline) |" in upscale and "PSNR (dB)" in upscale
     bicubic_row = next(line for line in upscale.splitlines() if line.startswith("| bicubic"))
     psnr = json.loads((root / "metrics" / "srgan_digits.json").read_text())["baselines"]["bicubic"]["psnr"]
