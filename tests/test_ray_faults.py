@@ -109,12 +109,16 @@ def test_task_launcher_equals_trainer_bit_for_bit(ray_session, uninterrupted, pr
 
 
 def _train_worker_pids(launcher: str, name: str) -> list[int]:
+    import ray
     from ray.util.state import list_actors, list_tasks
 
+    # this session's own cluster: another Ray instance on the machine (a `make repro` beside the
+    # tests) would make the state API refuse to guess
+    address = ray.get_runtime_context().gcs_address
     if launcher == "trainer":
-        actors = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+        actors = list_actors(address=address, filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
         return [actor.pid for actor in actors]
-    tasks = list_tasks(filters=[("name", "=", name), ("state", "=", "RUNNING")])
+    tasks = list_tasks(address=address, filters=[("name", "=", name), ("state", "=", "RUNNING")])
     return [task.worker_pid for task in tasks]
 
 
