@@ -166,10 +166,10 @@ def _signature(names: list[str], tensors: list[torch.Tensor]) -> dict[str, Any]:
             for name, t in zip(names, tensors)}
 
 
-def export_network(name: str, item, tmp: Path, model_name: str) -> dict[str, Any]:
+def export_network(name: str, item, tmp: Path, model_name: str, tolerance: float | None = None) -> dict[str, Any]:
     module, inputs, in_names, out_names = item
     module.eval()
-    tolerance = TOLERANCE.get(name, PARITY_TOLERANCE)
+    tolerance = tolerance or TOLERANCE.get(name, PARITY_TOLERANCE)
     files = {"torchscript": f"{name}.torchscript.pt", "onnx": f"{name}.onnx"}
     onnx_error, onnx_inputs = export_onnx(module, inputs, (in_names, out_names), tmp / files["onnx"])
     errors = {"torchscript": export_torchscript(module, inputs, tmp / files["torchscript"]), "onnx": onnx_error}
@@ -233,7 +233,8 @@ def export_model(model_dir: str | Path, out: str | Path, *, data_dir: str | Path
     """Export the first seed's networks (a model's seeds are replicas; the card names the seed)."""
     model, meta, _ = load_trained(trained_seeds(model_dir)[0])
     with atomic_dir(out) as tmp:
-        nets = {name: export_network(name, item, tmp, meta["name"]) for name, item in networks(model).items()}
+        nets = {name: export_network(name, item, tmp, meta["name"], model.export_tolerances.get(name))
+                for name, item in networks(model).items()}
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / WEIGHTS_FILE),
                   # one key: safetensors writes metadata in hash-map order, and the file must be
                   # byte-identical from run to run

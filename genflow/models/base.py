@@ -83,6 +83,9 @@ class GenerativeModel(nn.Module):
     network_names: tuple[str, ...] = ()
     ema_names: tuple[str, ...] = ("G",)
     task: str = "generate"
+    # network -> parity tolerance where a deep network's float32 sums legitimately drift further
+    # than genflow.export's defaults between PyTorch and ONNX Runtime kernels
+    export_tolerances: dict[str, float] = {}
 
     def __init__(self, spec, data_shape: tuple[int, ...], num_classes: int):
         super().__init__()

@@ -67,6 +67,10 @@ def lazy_due(step: int, every: int) -> bool:
 @register("stylegan")
 class StyleGAN(GenerativeModel):
     network_names = ("G", "D")
+    # two demodulated convs per resolution, each an rsqrt of a sum over in_channels x 9 taps: a
+    # trained 32 px G differs from ONNX Runtime by ~1.6e-5 on [-1, 1] outputs (presets/systems),
+    # i.e. 0.002 of one uint8 level; 1e-4 keeps the check meaningful (a wrong op is >= 1e-2)
+    export_tolerances = {"generator": 1e-4, "synthesis": 1e-4}
 
     def __init__(self, spec, data_shape, num_classes):
         super().__init__(spec, data_shape, num_classes)
