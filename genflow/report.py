@@ -110,6 +110,12 @@ class DatasetBlock:
         return {"translate": "rows: A, A→B, A→B→A, B, B→A, B→A→B (first seed)",
                 "upscale": "rows: downsampled input, bicubic, model, original (first seed)"}.get(self.task, "samples")
 
+    @property
+    def baseline_label(self) -> str:
+        """The model the others are tested against, or else the task's trivial method(s)."""
+        trivial = [label.removesuffix(" (trivial baseline)") for label in self.references if "trivial" in label]
+        return self.baseline or ", ".join(trivial) or "none"
+
     def reference_line(self, metric: str) -> tuple[float, str] | None:
         """The first reference row's value of ``metric`` and its label (the bars' dashed line)."""
         for label, values in self.references.items():
@@ -163,7 +169,9 @@ def load_blocks(models: dict[str, Any], metrics_dir: Path, baselines: dict[str, 
     blocks = []
     for (ds, task), rows in by_block.items():
         chosen = baselines.get(ds)
-        blocks.append(_block(ds, chosen if chosen in {n for n, _, _ in rows} else rows[0][0], rows, task))
+        if chosen not in {n for n, _, _ in rows}:  # a task's models are compared with its trivial method
+            chosen = rows[0][0] if task == "generate" else ""
+        blocks.append(_block(ds, chosen, rows, task))
     return blocks
 
 
@@ -269,11 +277,11 @@ def markdown_table(block: DatasetBlock, samples_dir: Path, samples_rel: Path) ->
 
 def feature_spaces(blocks: list[DatasetBlock], featurenet_root: Path) -> list[dict[str, str]]:
     rows = []
-    for block in blocks:
-        path = featurenet_root / block.dataset / "featurenet.json"
+    for dataset in dict.fromkeys(block.dataset for block in blocks):  # a dataset's blocks share one space
+        path = featurenet_root / dataset / "featurenet.json"
         if path.exists():
             meta = json.loads(path.read_text())
-            rows.append({"dataset": block.dataset, "kind": meta["kind"],
+            rows.append({"dataset": dataset, "kind": meta["kind"],
                          "accuracy": f"{meta['test_accuracy']:.4f}" if "test_accuracy" in meta else "–",
                          "sha256": meta.get("sha256", "–")[:16]})
     return rows
@@ -293,7 +301,7 @@ def build_report(models: dict[str, Any], metrics_dir: str | Path, samples_dir: s
     rel = Path("..") / samples_dir.name
     lines = ["# genflow model comparison", ""] + protocol_lines(protocol, blocks)
     for block in blocks:
-        lines += [f"## {block.title} (baseline: {block.baseline})", ""]
+        lines += [f"## {block.title} (baseline: {block.baseline_label})", ""]
         lines += [block.note, ""] if block.note else []
         lines += markdown_table(block, samples_dir, rel)
         lines += [f"![{caption}]({Path('plots') / png.name})" for caption, png in block.plots if png.parent ==

@@ -86,7 +86,7 @@ def render_html(blocks: list, protocol: list[str], sweeps: list[tuple[str, Path]
              "<h1>genflow model comparison</h1>"]
     parts += [f"<p>{_markdown_inline(p)}</p>" for p in protocol if p]
     for block in blocks:
-        parts += [f"<h2>{html.escape(block.title)} <small>(baseline: {html.escape(block.baseline)})</small></h2>"]
+        parts += [f"<h2>{html.escape(block.title)} <small>(baseline: {html.escape(block.baseline_label)})</small></h2>"]
         parts += [f"<p>{_markdown_inline(block.note)}</p>"] if block.note else []
         parts.append(_table(block))
         parts += [_figure(caption, png) for caption, png in block.plots]

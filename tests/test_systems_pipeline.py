@@ -73,8 +73,8 @@ def test_each_task_is_measured_against_its_trivial_method(systems):
 def test_report_has_a_block_per_task_with_its_reference_rows(systems):
     root, _ = systems
     report = (root / "reports" / "comparison.md").read_text()
-    for heading in ("## digits (baseline: gan_digits)", "## digits: translation (baseline: cyclegan_digits)",
-                    "## digits: super-resolution (baseline: srgan_digits)"):
+    for heading in ("## digits (baseline: gan_digits)", "## digits: translation (baseline: identity)",
+                    "## digits: super-resolution (baseline: bicubic)"):
         assert heading in report
     generate, translate, upscale = (report.split(h)[1].split("\n## ")[0] for h in
                                     ("## digits (", "## digits: translation", "## digits: super-resolution"))
@@ -87,5 +87,7 @@ def test_report_has_a_block_per_task_with_its_reference_rows(systems):
     assert f"{psnr:.4g}" in bicubic_row
     plots = {p.name for p in (root / "reports" / "plots").iterdir()}
     assert {"digits-metrics.png", "digits-translate-metrics.png", "digits-upscale-metrics.png"} <= plots
+    assert "(baseline)" not in translate + upscale  # no model is the reference of a task block
+    assert report.split("## Feature spaces")[1].count("| digits |") == 1
     html = (root / "reports" / "comparison.html").read_text()
     assert "digits: super-resolution" in html and "bicubic (trivial baseline)" in html
