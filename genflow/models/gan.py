@@ -79,6 +79,14 @@ def g_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:
     return -fake.mean()  # hinge and WGAN
 
 
+def scored_d_loss(D: nn.Module, x: torch.Tensor, fake: torch.Tensor, c: torch.Tensor | None,
+                  kind: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """D's loss on a real and a fake batch, with the logs every GAN-style D phase reports."""
+    real_score, fake_score = D(x, c), D(fake, c)
+    loss = d_loss(kind, real_score, fake_score)
+    return loss, {"D_loss": loss.detach(), "D_real": real_score.mean().detach(), "D_fake": fake_score.mean().detach()}
+
+
 def input_gradient_sq(D: nn.Module, x: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
     """Per-sample ||dD/dx||^2, with a graph so the penalty can be back-propagated.
 
@@ -113,10 +121,7 @@ class GAN(GenerativeModel):
         c = c if self.spec.c_dim else None
         with torch.no_grad():
             fake = self._fake(x.shape[0], c, ctx)
-        D = self.net("D")
-        real_score, fake_score = D(x, c), D(fake, c)
-        loss = d_loss(self.spec.loss, real_score, fake_score)
-        logs = {"D_loss": loss.detach(), "D_real": real_score.mean().detach(), "D_fake": fake_score.mean().detach()}
+        loss, logs = scored_d_loss(self.net("D"), x, fake, c, self.spec.loss)
         if self.spec.loss == "wgan-gp" and self.spec.gp_lambda > 0:
             alpha = ctx.rand(x.shape[0], *([1] * (x.dim() - 1)))
             mixed = alpha * x + (1 - alpha) * fake

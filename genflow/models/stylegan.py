@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from genflow.models.base import Batch, ExportNet, GenerativeModel, Phase, StepContext
-from genflow.models.gan import Discriminator, d_loss, g_loss, input_gradient_sq
+from genflow.models.gan import Discriminator, g_loss, input_gradient_sq, scored_d_loss
 from genflow.models.registry import register
 from genflow.models.style_blocks import MappingNetwork, SynthesisNetwork
 
@@ -109,10 +109,7 @@ class StyleGAN(GenerativeModel):
         c = c if self.spec.c_dim else None
         with torch.no_grad():
             fake = self._fake(x.shape[0], c, ctx)
-        D = self.net("D")
-        real_score, fake_score = D(x, c), D(fake, c)
-        loss = d_loss("ns", real_score, fake_score)
-        logs = {"D_loss": loss.detach(), "D_real": real_score.mean().detach(), "D_fake": fake_score.mean().detach()}
+        loss, logs = scored_d_loss(self.net("D"), x, fake, c, "ns")
         if self.spec.r1_gamma > 0 and lazy_due(ctx.step, self.spec.r1_every):
             r1 = input_gradient_sq(self.D, x, c).mean()
             loss = loss + 0.5 * self.spec.r1_gamma * self.spec.r1_every * r1
