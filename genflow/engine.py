@@ -76,10 +76,16 @@ class Engine:
         self.phases = model.phases()
         self.wrappers = {name: _wrap(getattr(model, name), self.device) if self.world_size > 1
                          else getattr(model, name) for name in model.network_names}
-        self.optimizers = [torch.optim.Adam(self._owned_params(p.owns), lr=p.lr, betas=(train.beta1, train.beta2))
-                           for p in self.phases]
+        # fused: one kernel per optimizer step instead of a few per tensor; 13 % more steps/s
+        # for the small MLP GANs on CPU, no change for conv nets (docs/benchmarks.md)
+        self.optimizers = [torch.optim.Adam(self._owned_params(p.owns), lr=p.lr, betas=(train.beta1, train.beta2),
+                                            fused=True) for p in self.phases]
         self.batches_per_step = max(p.repeats for p in self.phases)
         self._parameters = list(model.parameters())  # checked for finiteness after every step
+        # cached: walking the modules for every phase was 4-8 % of a small model's step
+        self._network_params = {name: list(getattr(model, name).parameters()) for name in model.network_names}
+        self._grad_on: set[str] = set()  # every network starts frozen; each phase thaws what it owns
+        model.requires_grad_(False)
         self.step = 0
         self.log: list[dict[str, Any]] = []
 
@@ -90,8 +96,11 @@ class Engine:
         return [p for name in owns for p in getattr(self.model, name).parameters()]
 
     def _freeze_all_but(self, owns: tuple[str, ...]) -> None:
-        for name in self.model.network_names:
-            getattr(self.model, name).requires_grad_(name in owns)
+        for name, params in self._network_params.items():
+            if (name in self._grad_on) != (name in owns):
+                for p in params:
+                    p.requires_grad_(name in owns)
+                self._grad_on ^= {name}
         self.model.set_active({name: self.wrappers[name] for name in owns})
 
     # -- state -----------------------------------------------------------------
@@ -112,13 +121,14 @@ class Engine:
         return x.contiguous(memory_format=self.memory_format) if self.memory_format is not None else x
 
     def train_step(self, data: Split, plan: BatchPlan) -> dict[str, torch.Tensor]:
-        self.model.train()
+        if not self.model.training:  # train() walks every module: only when something switched it off
+            self.model.train()
         batches = [data.batch(plan.indices(self.step * self.batches_per_step + r))
                    for r in range(self.batches_per_step)]
         batches = [(self._to_device(x), None if c is None else c.to(self.device)) for x, c in batches]
         logs: dict[str, torch.Tensor] = {}
         for index, (phase, opt) in enumerate(zip(self.phases, self.optimizers)):
-            self._freeze_all_but(phase.owns)
+            self._freeze_all_but(phase.owns + phase.tracks)
             for repeat in range(phase.repeats):
                 ctx = StepContext(step=self.step, seed=self.seed, phase=index, repeat=repeat,
                                   rank=self.rank, world_size=self.world_size)
