@@ -147,7 +147,7 @@ def test_phase_gradients_only_on_owned_networks(family, overrides, splits):
     assert engine.phases and all(set(p.owns) <= set(model.network_names) for p in engine.phases)
     owned_somewhere = set()
     for index, phase in enumerate(engine.phases):
-        engine._freeze_all_but(phase.owns)
+        engine._freeze_all_but(phase.owns + phase.tracks)  # as Engine.train_step does
         model.zero_grad(set_to_none=True)
         loss, logs = phase.loss(batch, StepContext(step=0, seed=0, phase=index))
         assert loss.dim() == 0 and torch.isfinite(loss) and logs

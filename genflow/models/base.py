@@ -62,6 +62,9 @@ class Phase:
     loss: Callable[[Batch, StepContext], tuple[torch.Tensor, dict[str, float]]]
     lr: float
     repeats: int = 1
+    # networks this phase runs with autograd on but does not step: a later phase of the same
+    # step back-propagates through their output (a GAN's G step reusing the D step's fake)
+    tracks: tuple[str, ...] = ()
 
 
 # What a model does, which decides how it is evaluated, exported and used:

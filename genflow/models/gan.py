@@ -107,10 +107,17 @@ class GAN(GenerativeModel):
         self.G = generator(s, data_shape)
         self.D = Discriminator(arch=s.arch, data_shape=data_shape, c_dim=s.c_dim, width=s.width, depth=s.depth,
                                pac=s.pac, sn=s.spectral_norm, mbstd=s.mbstd, resblocks=s.resblocks)
+        self._reuse_fake, self._fake_for_g = False, None
 
     def phases(self) -> list[Phase]:
         t = self.spec.train
-        return [Phase("D", ("D",), self.d_phase, t.lr_d, repeats=t.n_critic),
+        # With one D step per G step, the G step scores the D step's fake batch, as the DCGAN
+        # paper and PyTorch's example do: G runs forward once per step instead of twice. The
+        # batch comes from the D phase's (seed, step) noise, so runs stay independent of the
+        # worker count and resumable from a step. With n_critic > 1, G draws fresh noise.
+        self._reuse_fake = t.n_critic == 1
+        return [Phase("D", ("D",), self.d_phase, t.lr_d, repeats=t.n_critic,
+                      tracks=("G",) if self._reuse_fake else ()),
                 Phase("G", ("G",), self.g_phase, t.lr_g)]
 
     def _fake(self, n: int, c: torch.Tensor | None, ctx: StepContext) -> torch.Tensor:
@@ -119,8 +126,12 @@ class GAN(GenerativeModel):
     def d_phase(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:
         x, c = batch
         c = c if self.spec.c_dim else None
-        with torch.no_grad():
-            fake = self._fake(x.shape[0], c, ctx)
+        if self._reuse_fake:  # with G's graph, for the G phase; D's loss sees it detached
+            self._fake_for_g = self._fake(x.shape[0], c, ctx)
+            fake = self._fake_for_g.detach()
+        else:
+            with torch.no_grad():
+                fake = self._fake(x.shape[0], c, ctx)
         loss, logs = scored_d_loss(self.net("D"), x, fake, c, self.spec.loss)
         if self.spec.loss == "wgan-gp" and self.spec.gp_lambda > 0:
             alpha = ctx.rand(x.shape[0], *([1] * (x.dim() - 1)))
@@ -137,7 +148,10 @@ class GAN(GenerativeModel):
     def g_phase(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:
         x, c = batch
         c = c if self.spec.c_dim else None
-        fake_score = self.net("D")(self._fake(x.shape[0], c, ctx), c)
+        fake, self._fake_for_g = self._fake_for_g, None
+        if fake is None:
+            fake = self._fake(x.shape[0], c, ctx)
+        fake_score = self.net("D")(fake, c)
         loss = g_loss(self.spec.loss, fake_score)
         return loss, {"G_loss": loss.detach()}
 
