@@ -303,3 +303,22 @@ def test_bf16_autocast_and_channels_last_train(family, prepared_dir):
     assert logs["bf16"] != logs["fp32"]
     for a, b in zip(logs["nhwc"], logs["fp32"]):
         assert a == pytest.approx(b, rel=1e-4, abs=1e-5)
+
+
+@pytest.mark.parametrize("n_critic,g_forwards", [(1, 1), (2, 3)])
+def test_g_step_reuses_the_d_steps_fake_only_with_one_critic_step(n_critic, g_forwards, prepared_dir):
+    """One D step per G step: G runs forward once a step (its D-phase batch, kept with its graph,
+    is what the G step scores). With n_critic > 1, each critic step and the G step draw their own."""
+    raw = tiny_params_dict()
+    raw["models"] = {"m": {"model": "gan", "dataset": "digits", "arch": "conv", "z_dim": 4, "width": 8,
+                           "train": {"steps": 2, "batch_size": 16, "n_critic": n_critic,
+                                     "log_every": 1, "checkpoint_every": 2}}}
+    engine, data = training.build_engine(training.worker_config("m", config.validate(raw), prepared_dir))
+    calls = []
+    engine.model.G.register_forward_hook(lambda module, args, out: calls.append(out.requires_grad))
+    before = {k: v.clone() for k, v in engine.model.G.state_dict().items()}
+    engine.fit(data, PrintReporter("m", every=100))
+    assert len(calls) == 2 * g_forwards
+    # the reused batch carries G's graph; fresh critic batches are drawn without one
+    assert calls[:g_forwards] == ([True] if n_critic == 1 else [False] * n_critic + [True])
+    assert any(not torch.equal(v, engine.model.G.state_dict()[k]) for k, v in before.items())  # G learned
