@@ -4,7 +4,7 @@ A model is an ``nn.Module`` holding named networks (``G``, ``D``, ``E``...).
 Training is a list of :class:`Phase` objects; the engine runs each phase with
 only the parameters it owns requiring grad, through its own optimizer. Inside
 a phase a model reaches its networks through :meth:`GenerativeModel.net`,
-which returns the DDP wrapper for the networks the phase owns and the plain
+which returns the DDP wrapper for the networks the phase owns (or tracks) and the plain
 module for the others (their parameters are frozen for this phase, so DDP
 must not wait for their gradients).
 """
