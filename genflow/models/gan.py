@@ -107,15 +107,14 @@ class GAN(GenerativeModel):
         self.G = generator(s, data_shape)
         self.D = Discriminator(arch=s.arch, data_shape=data_shape, c_dim=s.c_dim, width=s.width, depth=s.depth,
                                pac=s.pac, sn=s.spectral_norm, mbstd=s.mbstd, resblocks=s.resblocks)
-        self._reuse_fake, self._fake_for_g = False, None
-
-    def phases(self) -> list[Phase]:
-        t = self.spec.train
         # With one D step per G step, the G step scores the D step's fake batch, as the DCGAN
         # paper and PyTorch's example do: G runs forward once per step instead of twice. The
         # batch comes from the D phase's (seed, step) noise, so runs stay independent of the
         # worker count and resumable from a step. With n_critic > 1, G draws fresh noise.
-        self._reuse_fake = t.n_critic == 1
+        self._reuse_fake, self._fake_for_g = s.train.n_critic == 1, None
+
+    def phases(self) -> list[Phase]:
+        t = self.spec.train
         return [Phase("D", ("D",), self.d_phase, t.lr_d, repeats=t.n_critic,
                       tracks=("G",) if self._reuse_fake else ()),
                 Phase("G", ("G",), self.g_phase, t.lr_g)]
