@@ -1,14 +1,29 @@
 """Shared fixtures: tiny params, prepared data, trained tiny models, one Ray session."""
 from __future__ import annotations
 
+import atexit
 import copy
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 # Must be set before Ray is imported anywhere (no phone-home on this network).
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+# The suite runs as on a fresh machine: an empty HOME (no ~/.ray/auth_token, no caches, no git
+# identity, no DVC config) and no Ray cluster or token given in the environment. A set-up step
+# that only works because a developer's machine accumulated state fails here, not in a new
+# user's first `make repro` (issue #25: a missing Ray token hid that way).
+FRESH_HOME = tempfile.mkdtemp(prefix="genflow-tests-home-")
+atexit.register(shutil.rmtree, FRESH_HOME, ignore_errors=True)
+os.environ["HOME"] = FRESH_HOME
+for _inherited in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME", "RAY_ADDRESS", "RAY_AUTH_TOKEN",
+                   "RAY_AUTH_TOKEN_PATH", "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME",
+                   "GIT_COMMITTER_EMAIL"):
+    os.environ.pop(_inherited, None)
 
 from genflow import config  # noqa: E402  (torch-free)
 

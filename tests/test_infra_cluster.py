@@ -42,7 +42,9 @@ def cluster(tmp_path_factory):
     address = f"127.0.0.1:{(state / 'port').read_text().strip()}"
     assert f"export RAY_ADDRESS={address}" in started.stdout
     groups = {int((state / f"{node}.pid").read_text()) for node in ("head", "worker-1")}
-    yield {"address": address, "state": state, "groups": groups}
+    token = state / "auth_token"  # made by start: a fresh machine has no ~/.ray/auth_token
+    assert f"RAY_AUTH_TOKEN_PATH={token}" in started.stdout and token.stat().st_mode & 0o077 == 0
+    yield {"address": address, "state": state, "groups": groups, "token": str(token)}
     subprocess.run(["bash", str(SCRIPT), "stop", "--state", str(state)], env=_env(), timeout=120)
 
 
@@ -66,7 +68,7 @@ def spread_run(cluster, prepared_dir, tmp_path_factory):
     proc = subprocess.run([str(PYTHON), "-m", "genflow.cli", "train", "--model", "gan_ring8",
                            "--data-root", str(prepared_dir), "--out", str(root / "out")],
                           cwd=root, env=_env(RAY_ADDRESS=cluster["address"], RAY_AUTH_MODE="token",
-                                             PYTHONPATH=str(root / "code")),
+                                             RAY_AUTH_TOKEN_PATH=cluster["token"], PYTHONPATH=str(root / "code")),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
     return root, proc.stdout + proc.stderr

@@ -10,13 +10,14 @@
 #   infra/local/cluster.sh status [--state DIR]
 #   infra/local/cluster.sh stop [--state DIR]
 #
-# start prints `export RAY_ADDRESS=...`; every genflow command run with it attaches to the
-# cluster. stop ends exactly the processes start began (their process groups, by the PIDs
-# recorded in DIR); it never runs `ray stop`, which would kill every Ray process on the host.
+# start prints `export RAY_ADDRESS=... RAY_AUTH_TOKEN_PATH=...`; every genflow command run with
+# it attaches to the cluster (start makes the token in DIR unless RAY_AUTH_TOKEN(_PATH) names one).
+# stop ends exactly the processes start began (their process groups, by the PIDs recorded in
+# DIR); it never runs `ray stop`, which would kill every Ray process on the host.
 # Defaults: 1 worker node, 1 CPU per node, a free-looking port block, DIR=.ray_cluster.
 set -euo pipefail
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "cluster.sh: $*" >&2; exit 2; }
 
 action=${1:-}; [ $# -gt 0 ] && shift
@@ -36,6 +37,21 @@ done
 
 # Ray 2.60 starts clusters with token auth; joining nodes and drivers must use the token too.
 export RAY_AUTH_MODE=token RAY_USAGE_STATS_ENABLED=0
+
+# The cluster's token: the caller's (RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH), or one made by `start`
+# in DIR (this user only; removed by stop). `ray start --head` refuses to start without one, and a
+# fresh machine has no ~/.ray/auth_token.
+use_state_token() {
+  [ -z "${RAY_AUTH_TOKEN:-}" ] && [ -z "${RAY_AUTH_TOKEN_PATH:-}" ] && [ -f "$state/auth_token" ] \
+    && export RAY_AUTH_TOKEN_PATH="$(cd "$state" && pwd)/auth_token"
+  return 0
+}
+make_state_token() {
+  if [ -z "${RAY_AUTH_TOKEN:-}" ] && [ -z "${RAY_AUTH_TOKEN_PATH:-}" ]; then
+    (umask 077; od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$state/auth_token")
+  fi
+  use_state_token
+}
 
 # Node i's ports form a block of 100 above the head's GCS port, so nodes on one host never collide.
 node_ports() {
@@ -65,6 +81,7 @@ start() {
   port=${port:-$((20000 + (RANDOM % 110) * 100))}  # below the ephemeral range (32768+)
   [ $((port + 100 * (workers + 2))) -lt 65535 ] || die "--port $port leaves no room for $workers worker nodes"
   mkdir -p "$state"; echo "$port" >"$state/port"
+  make_state_token
   # Ray's unix sockets live under its temp dir and their paths must stay under 108 bytes
   mktemp -d /tmp/genflow-ray.XXXXXX >"$state/tempdir"
   # shellcheck disable=SC2046
@@ -80,7 +97,7 @@ start() {
     wait_for $((i + 1)) "worker-$i"
   done
   echo "[cluster] $((workers + 1)) nodes on 127.0.0.1 ($cpus CPU each); dashboard http://127.0.0.1:$((port + 2))"
-  echo "export RAY_ADDRESS=127.0.0.1:$port RAY_AUTH_MODE=token"
+  echo "export RAY_ADDRESS=127.0.0.1:$port RAY_AUTH_MODE=token${RAY_AUTH_TOKEN_PATH:+ RAY_AUTH_TOKEN_PATH=$RAY_AUTH_TOKEN_PATH}"
 }
 
 wait_for() {  # wait_for NODE_COUNT LAST_LAUNCHED
@@ -135,6 +152,7 @@ for node in json.load(sys.stdin):
     print("node", node["node_id"][:12], role, "ALIVE", f"CPU={cpus:g}")'
 }
 
+use_state_token
 case "$action" in
   start) start ;;
   stop) stop ;;

@@ -19,14 +19,26 @@ cpus=${GENFLOW_RAY_CPUS:-$(nproc)}
 workdir=$(mktemp -d "${TMPDIR:-/tmp}/genflow-ray.XXXXXX")
 # Ray 2.60 starts local clusters with token auth; clients must be told to use the token too.
 export RAY_AUTH_MODE=token RAY_USAGE_STATS_ENABLED=0 RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=${RAY_TRAIN_HEALTH_CHECK_INTERVAL_S:-0.5}
+# `ray start --head` refuses to start without a token, and a fresh machine has no ~/.ray/auth_token.
+# This head lives only as long as the command, so it gets a token of its own, in its own temp dir
+# (readable by this user only, removed with the head); the stages inherit RAY_AUTH_TOKEN_PATH.
+# A token the caller already chose (RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH) is used as it is.
+if [ -z "${RAY_AUTH_TOKEN:-}" ] && [ -z "${RAY_AUTH_TOKEN_PATH:-}" ]; then
+  (umask 077; od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$workdir/auth_token")
+  export RAY_AUTH_TOKEN_PATH="$workdir/auth_token"
+fi
 
 setsid ray start --head --block --node-ip-address=127.0.0.1 --port="$port" --num-cpus="$cpus" --object-store-memory=$((256 << 20)) \
   --include-dashboard=true --dashboard-host="${GENFLOW_RAY_DASHBOARD_HOST:-127.0.0.1}" --dashboard-port=0 --temp-dir="$workdir" >"$workdir/head.log" 2>&1 &
 head_pid=$!
+group_alive() { ps -eo pgid=,stat= | awk -v g="$head_pid" '$1 == g && $2 !~ /^Z/ {n++} END {exit n == 0}'; }
 stop_head() {
-  kill -TERM -- "-$head_pid" 2>/dev/null || true
-  for _ in $(seq 50); do kill -0 "$head_pid" 2>/dev/null || break; sleep 0.2; done
+  # TERM to `ray start --block` alone shuts its processes down in order within seconds (TERM to
+  # the whole group makes the head linger); whatever is left after 10 s is killed.
+  kill -TERM "$head_pid" 2>/dev/null || true
+  for _ in $(seq 50); do group_alive || break; sleep 0.2; done
   kill -KILL -- "-$head_pid" 2>/dev/null || true
+  wait "$head_pid" 2>/dev/null || true
   rm -rf "$workdir"
 }
 trap stop_head EXIT INT TERM
@@ -36,5 +48,13 @@ for _ in $(seq 120); do
   if ! kill -0 "$head_pid" 2>/dev/null; then cat "$workdir/head.log" >&2; exit 1; fi
   sleep 0.5
 done
-echo "[with-ray] local Ray head on 127.0.0.1:$port (pid $head_pid, $cpus CPUs)"
+ray status --address "127.0.0.1:$port" >/dev/null 2>&1 \
+  || { tail -n 30 "$workdir/head.log" >&2; echo "with-ray.sh: the Ray head did not answer within 60 s" >&2; exit 1; }
+# `ray start` names the dashboard's (random) port once the whole node is up, a moment after the GCS answers
+dashboard=""
+for _ in $(seq 60); do
+  dashboard=$(sed -n "s/.*RAY_API_SERVER_ADDRESS='\(http[^']*\)'.*/\1/p" "$workdir/head.log" | head -n 1)
+  [ -n "$dashboard" ] && break; sleep 0.25
+done
+echo "[with-ray] local Ray head on 127.0.0.1:$port (pid $head_pid, $cpus CPUs); dashboard ${dashboard:-not started (see $workdir/head.log)}"
 RAY_ADDRESS="127.0.0.1:$port" "$@"
