@@ -8,7 +8,6 @@ serves the in-process mode, Ray Train workers and the tests.
 from __future__ import annotations
 
 import copy
-import sys
 import time
 import warnings
 from typing import Any, Protocol
@@ -21,6 +20,7 @@ from genflow.checkpoint import rng_state, set_rng_state
 from genflow.data.loader import BatchPlan, Split
 from genflow.errors import DivergenceError
 from genflow.models.base import GenerativeModel, StepContext
+from genflow.progress import ELAPSED, RATE, TOTAL, ProgressPrinter
 
 
 class Reporter(Protocol):
@@ -31,16 +31,15 @@ class Reporter(Protocol):
 
 
 class PrintReporter:
-    """Progress lines on stdout; keeps an in-memory copy of each checkpoint (tests, quick runs)."""
+    """Progress on stdout (genflow.progress: labelled lines, or a live bar made by ``bar``);
+    keeps an in-memory copy of each checkpoint (tests, quick runs)."""
 
-    def __init__(self, name: str = "train", every: int = 1):
-        self.name, self.every, self.checkpoints = name, every, []
+    def __init__(self, label: str = "train", bar=None):
+        self.label, self.checkpoints = label, []
+        self.progress = ProgressPrinter(label, bar)
 
     def on_log(self, step: int, row: dict[str, float]) -> None:
-        shown = " ".join(f"{k}={v:.4g}" for k, v in row.items() if k not in ("step", "epoch"))
-        # sys.stdout, not print: Ray Train V2 patches print() into a logger that echoes twice
-        sys.stdout.write(f"[{self.name}] step {step} {shown}\n")
-        sys.stdout.flush()
+        self.progress.show(step, row)
 
     def on_checkpoint(self, step, state, log, final) -> None:
         if state is not None:  # a snapshot: state_dict() tensors alias the live weights
@@ -157,9 +156,10 @@ class Engine:
                 row = {"step": self.step, "epoch": plan.epoch_of(self.step - 1),
                        **{k: round(float(v), 6) for k, v in logs.items()}}
                 self.log.append(row)
-                # the rate goes to the progress line only: the log must be reproducible
-                rate = (self.step - first_step) / max(time.perf_counter() - started, 1e-9)
-                reporter.on_log(self.step, {**row, "steps/s": rate})
+                # rate, total and elapsed time go to the progress display only: the log must be reproducible
+                elapsed = time.perf_counter() - started
+                rate = (self.step - first_step) / max(elapsed, 1e-9)
+                reporter.on_log(self.step, {**row, RATE: rate, TOTAL: t.steps, ELAPSED: elapsed})
             if self.step % t.checkpoint_every == 0 or self.step == t.steps:
                 state = self.state_dict() if self.rank == 0 else None
                 reporter.on_checkpoint(self.step, state, list(self.log), final=self.step == t.steps)

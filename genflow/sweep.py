@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -21,9 +20,11 @@ from pydantic import ValidationError
 from genflow.config import fingerprint
 from genflow.engine import PrintReporter
 from genflow.errors import ConfigError, DivergenceError
+from genflow.io import write_json
 from genflow.metrics import frechet_distance, kid, mixture_modes
 from genflow.models import registry
 from genflow.models.specs import SPEC_BY_MODEL
+from genflow.progress import run_label
 from genflow.sweep_config import METRIC_MODES, MIXTURE_METRICS, SweepSpec, set_dotted
 
 PROBE_KID_SUBSETS = 20  # KID as a probe: fewer subsets than the evaluate stage's 100
@@ -97,8 +98,9 @@ class ProbeReporter(PrintReporter):
     trains in its own process, ``ray.train.report`` on TorchTrainer workers. Every rank
     emits at the same steps (a Train report is a barrier); only rank 0 has the state."""
 
-    def __init__(self, name: str, config: dict[str, Any], probe: Probe, emit: Callable, rank: int = 0):
-        super().__init__(name)
+    def __init__(self, config: dict[str, Any], probe: Probe, emit: Callable, rank: int = 0, bar=None):
+        super().__init__(run_label(config["name"], config["seed"], config.get("trial")), bar if rank == 0 else None)
+        self.total = config["spec"]["train"]["steps"]
         self.probe, self.emit, self.rank = probe, emit, rank
         spec = SPEC_BY_MODEL[config["spec"]["model"]].model_validate(config["spec"])
         self.model = registry.build(spec, tuple(config["data_shape"]), config["num_classes"]) if rank == 0 else None
@@ -117,8 +119,8 @@ class ProbeReporter(PrintReporter):
             if not math.isfinite(value):
                 raise DivergenceError(step, f"probe {self.metric} is {value}")
             metrics[self.metric] = value
-            sys.stdout.write(f"[{self.name}] step {step} {self.metric}={value:.5g}\n")
-            sys.stdout.flush()
+            if not self.progress.live:  # a bar shows the losses; the probe goes to lines only
+                self.progress.note(f"step {step}/{self.total} probe {self.metric}={value:.5g}")
         self.emit(metrics, state, log)
 
 
@@ -137,12 +139,13 @@ def failure_reason(error: BaseException | str | None) -> str:
 
 
 def sweep_model(name: str, params, data_root: str | Path, featurenet_root: str | Path, out: str | Path,
-                log=print) -> dict[str, Any]:
-    """Run (or resume) sweep ``name`` of params.yaml and write ``out`` (sweeps/<name>/)."""
+                log=print, metrics_out: str | Path | None = None) -> dict[str, Any]:
+    """Run (or resume) sweep ``name`` of params.yaml and write ``out`` (sweeps/<name>/), and its
+    best score as a DVC metrics file in ``metrics_out`` (metrics/sweeps/<name>.json)."""
     from genflow.integrations.ray_tune import JOURNAL, run_sweep, study_name
     from genflow.integrations.tune_ledger import trial_records
     from genflow.sweep_config import resolved_space
-    from genflow.sweep_results import write_outputs
+    from genflow.sweep_results import sweep_metrics, write_outputs
     from genflow.training import worker_config
 
     sweep = params.sweeps[name]
@@ -154,6 +157,8 @@ def sweep_model(name: str, params, data_root: str | Path, featurenet_root: str |
     provenance = {"experiment": experiment.name, "data_manifest_sha256": base["data_manifest_sha256"],
                   "base_spec": base["spec"], "steps_per_trial": steps}
     summary = write_outputs(out, name, sweep, records, keys, experiment / JOURNAL, provenance, log)
+    if metrics_out is not None:
+        write_json(metrics_out, sweep_metrics(summary))
     if "://" not in params.ray.storage_path:  # the results are in DVC now; drop the resume state
         shutil.rmtree(experiment, ignore_errors=True)
     return summary

@@ -174,6 +174,12 @@ def write_outputs(out: str | Path, name: str, sweep, records: list[dict[str, Any
     return summary
 
 
+def sweep_metrics(summary: dict[str, Any]) -> dict[str, Any]:
+    """The sweep's DVC metrics file (metrics/sweeps/<name>.json): its best score and trial counts."""
+    return {f"best_{summary['metric']}": summary["best_value"], "trials": summary["trials"],
+            **{status: summary[status] for status in STATUSES}}
+
+
 def read_best_overrides(path: str | Path, model: str) -> dict[str, Any]:
     """The overrides of a best_params.yaml, checked to belong to ``model``."""
     path = Path(path)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import random
 import shutil
 import socket
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from genflow.errors import ConfigError, DataError, DivergenceError
 from genflow.io import atomic_dir, code_revision, package_digest, write_json
 from genflow.models import registry
 from genflow.models.specs import SPEC_BY_MODEL
+from genflow.progress import progress_mode, run_label, terminal_bar
 
 
 def seed_dir(model_dir: str | Path, seed: int) -> Path:
@@ -53,7 +53,9 @@ def worker_config(name: str, params: Params, data_root: str | Path, seed: int | 
             "spec": spec.model_dump(mode="json"), "data_dir": str(data_dir.resolve()),
             "threads": params.ray.threads_per_worker, "code_revision": code_revision(), "code_digest": package_digest(),
             "data_manifest_sha256": manifest_hash(data_dir), "seed": seed,
-            "fingerprint": fingerprint({"spec": spec.model_dump(mode="json"), "seed": seed})}
+            "fingerprint": fingerprint({"spec": spec.model_dump(mode="json"), "seed": seed}),
+            # decided here: a Ray worker's stdout is never a terminal, even when the stage's is
+            "progress": progress_mode()}
 
 
 def check_worker_environment(config: dict[str, Any]) -> None:
@@ -143,17 +145,18 @@ def run_worker(config: dict[str, Any], reporter, resume_dir: str | Path | None =
         state, log, _ = checkpoint.load(resume_dir)
         engine.load_state_dict(state)
         engine.log = log
-        # sys.stdout, not print: Ray Train V2 turns print() into a logger call on its workers
-        sys.stdout.write(f"[{config['name']}] resumed from checkpoint at step {engine.step}\n")
-        sys.stdout.flush()
-    return engine.fit(data, reporter)
+        reporter.progress.note(f"resumed from checkpoint at step {engine.step} of {engine.train.steps}")
+    try:
+        return engine.fit(data, reporter)
+    finally:
+        reporter.progress.close()
 
 
 class DirectoryReporter(PrintReporter):
     """In-process reporter: each checkpoint goes into a :class:`CheckpointStore` (last two kept)."""
 
-    def __init__(self, name: str, store: CheckpointStore, meta: dict[str, Any]):
-        super().__init__(name)
+    def __init__(self, label: str, store: CheckpointStore, meta: dict[str, Any], bar=None):
+        super().__init__(label, bar)
         self.store, self.meta = store, meta
 
     def on_checkpoint(self, step, state, log, final) -> None:
@@ -169,7 +172,13 @@ def finish(checkpoint_dir: str | Path, out: str | Path, config: dict[str, Any]) 
         write_json(tmp / "resolved_params.json", {"name": config["name"], "seed": config["seed"], **config["spec"]})
 
 
-def train_resumable(config: dict[str, Any], work_dir: str | Path, device: torch.device | None = None) -> Path:
+def config_label(config: dict[str, Any]) -> str:
+    """How the run's progress lines name it: model, sweep trial (if any) and seed."""
+    return run_label(config["name"], config["seed"], config.get("trial"))
+
+
+def train_resumable(config: dict[str, Any], work_dir: str | Path, device: torch.device | None = None,
+                    bar=None) -> Path:
     """Train one seed on this process, resuming from ``work_dir``; return its final checkpoint.
 
     Each checkpoint goes to ``work_dir/<run name>/step_<N>/`` (the newest two kept), so a
@@ -177,7 +186,7 @@ def train_resumable(config: dict[str, Any], work_dir: str | Path, device: torch.
     with its last good checkpoint kept there (every checkpoint passed the engine's
     finiteness check)."""
     store = CheckpointStore(Path(work_dir) / run_name(config))
-    reporter = DirectoryReporter(config["name"], store, checkpoint_meta(config))
+    reporter = DirectoryReporter(config_label(config), store, checkpoint_meta(config), bar)
     try:
         run_worker(config, reporter, resume_dir=store.latest(), device=device)
     except DivergenceError as err:
@@ -188,13 +197,22 @@ def train_resumable(config: dict[str, Any], work_dir: str | Path, device: torch.
 def train_in_process(config: dict[str, Any], out: str | Path, work_dir: str | Path) -> None:
     """``num_workers: 0``: no Ray; resumable from ``work_dir`` like a Ray run; ``out`` is
     written only once the run is complete."""
-    finish(train_resumable(config, work_dir), out, config)
+    bar = terminal_bar() if config.get("progress") == "bar" else None
+    finish(train_resumable(config, work_dir, bar=bar), out, config)
 
 
 def runs_as_tasks(ray_spec) -> bool:
     """``launcher: auto`` runs a one-worker run as a Ray task (integrations/ray_tasks.py):
     there is nothing to all-reduce, and its checkpoints need a path every node can open."""
     return ray_spec.launcher == "auto" and ray_spec.num_workers == 1 and "://" not in ray_spec.storage_path
+
+
+def launcher_name(ray_spec) -> str:
+    if ray_spec.num_workers == 0:
+        return "in-process"
+    if runs_as_tasks(ray_spec):
+        return "a Ray task per seed"
+    return f"a Ray TorchTrainer of {ray_spec.num_workers} workers per seed"
 
 
 def train_model(name: str, params: Params, data_root: str | Path, out: str | Path) -> None:
@@ -206,7 +224,8 @@ def train_model(name: str, params: Params, data_root: str | Path, out: str | Pat
     configs = [worker_config(name, params, data_root, seed) for seed in spec.seeds]
     with atomic_dir(out) as tmp:
         jobs = [(config, seed_dir(tmp, config["seed"])) for config in configs]
-        print(f"[{name}] training seeds {spec.seeds}", flush=True)
+        print(f"[{name}] training seeds {spec.seeds}, {spec.train.steps} steps each ({launcher_name(params.ray)})",
+              flush=True)
         if params.ray.num_workers == 0:
             for config, directory in jobs:
                 train_in_process(config, directory, params.ray.storage_path)

@@ -317,7 +317,7 @@ def test_g_step_reuses_the_d_steps_fake_only_with_one_critic_step(n_critic, g_fo
     calls = []
     engine.model.G.register_forward_hook(lambda module, args, out: calls.append(out.requires_grad))
     before = {k: v.clone() for k, v in engine.model.G.state_dict().items()}
-    engine.fit(data, PrintReporter("m", every=100))
+    engine.fit(data, PrintReporter("m"))
     assert len(calls) == 2 * g_forwards
     # the reused batch carries G's graph; fresh critic batches are drawn without one
     assert calls[:g_forwards] == ([True] if n_critic == 1 else [False] * n_critic + [True])

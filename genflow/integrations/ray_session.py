@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import ray
 
@@ -30,13 +31,33 @@ def init_ray(ray_spec) -> None:
         # The cluster's workers run this driver's genflow, not whatever their image holds:
         # Ray uploads the package (content-addressed, so once per code revision) and puts it
         # first on the workers' path. check_worker_environment verifies it on every worker.
-        ray.init(address=address, log_to_driver=True,
-                 runtime_env={"env_vars": RAY_ENV, "py_modules": [str(Path(genflow.__file__).parent)]})
+        context = ray.init(address=address, log_to_driver=True,
+                           runtime_env={"env_vars": RAY_ENV, "py_modules": [str(Path(genflow.__file__).parent)]})
+        _announce(f"attached to the Ray cluster at {address}", context)
         return
     os.environ.update(RAY_ENV)  # a local instance's processes inherit the driver's environment
     cpus = max(os.cpu_count() or 1, int(ray_spec.num_workers * ray_spec.cpus_per_worker) + 1)
-    ray.init(num_cpus=cpus, object_store_memory=256 << 20, include_dashboard=True,
-             dashboard_host=ray_spec.dashboard_host, log_to_driver=True)
+    context = ray.init(num_cpus=cpus, object_store_memory=256 << 20, include_dashboard=True,
+                       dashboard_host=ray_spec.dashboard_host, log_to_driver=True)
+    _announce(f"started a local Ray instance ({cpus} CPUs) for this stage", context)
+
+
+def _announce(what: str, context) -> None:
+    """One line a person can act on: where the stage runs and where to watch it."""
+    url = getattr(context, "dashboard_url", None)
+    if url and "://" not in url:
+        url = f"http://{url}"
+    print(f"[ray] {what}; dashboard {url or 'not running'}", flush=True)
+
+
+def worker_bar(config: dict[str, Any]):
+    """Live bars on a Ray worker when the driver is in a terminal (config["progress"]): Ray's
+    tqdm_ray, which the driver draws, one bar per run; otherwise None (plain lines)."""
+    if config.get("progress") != "bar":
+        return None
+    from ray.experimental.tqdm_ray import tqdm
+
+    return lambda desc, total: tqdm(desc=desc, total=total, unit="step")
 
 
 def storage_path(ray_spec) -> str:

@@ -24,14 +24,14 @@ import ray
 import torch
 
 from genflow.errors import GenflowError
-from genflow.integrations.ray_session import init_ray, storage_path
+from genflow.integrations.ray_session import init_ray, storage_path, worker_bar
 from genflow.training import check_worker_environment, finish, run_name, train_resumable
 
 
 def _train_seed(config: dict[str, Any], work_dir: str, use_gpu: bool) -> str:
     check_worker_environment(config)
     device = torch.device("cuda") if use_gpu else None  # Ray sets CUDA_VISIBLE_DEVICES to this task's GPU
-    return str(train_resumable(config, work_dir, device))
+    return str(train_resumable(config, work_dir, device, bar=worker_bar(config)))
 
 
 def train_seeds_as_tasks(jobs: list[tuple[dict[str, Any], Path]], ray_spec) -> None:

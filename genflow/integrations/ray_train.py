@@ -26,15 +26,16 @@ from ray.train.torch import TorchTrainer
 from genflow import checkpoint
 from genflow.checkpoint_store import first_intact
 from genflow.engine import PrintReporter
-from genflow.integrations.ray_session import init_ray, storage_path
-from genflow.training import check_worker_environment, checkpoint_meta, finish, run_name, run_worker
+from genflow.integrations.ray_session import init_ray, storage_path, worker_bar
+from genflow.training import (check_worker_environment, checkpoint_meta, config_label, finish, run_name,
+                              run_worker)
 
 
 class RayReporter(PrintReporter):
     """Rank 0 prints progress and hands checkpoints to Ray; every rank reports equally often."""
 
-    def __init__(self, name: str, meta: dict[str, Any]):
-        super().__init__(name)
+    def __init__(self, label: str, meta: dict[str, Any], bar=None):
+        super().__init__(label, bar)
         self.rank = ray.train.get_context().get_world_rank()
         self.meta = meta
 
@@ -58,7 +59,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if config.get("use_gpu"):
         device = torch.device("cuda", context.get_local_rank())
         torch.cuda.set_device(device)
-    run_from(ray.train.get_checkpoint(), config, RayReporter(config["name"], checkpoint_meta(config)), device)
+    reporter = RayReporter(config_label(config), checkpoint_meta(config), worker_bar(config))
+    run_from(ray.train.get_checkpoint(), config, reporter, device)
 
 
 def run_from(resume, config: dict[str, Any], reporter, device: torch.device | None = None) -> None:

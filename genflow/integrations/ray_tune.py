@@ -39,7 +39,7 @@ from genflow import checkpoint
 from genflow.checkpoint_store import CheckpointStore
 from genflow.config import fingerprint
 from genflow.errors import ConfigError
-from genflow.integrations.ray_session import init_ray, storage_path
+from genflow.integrations.ray_session import init_ray, storage_path, worker_bar
 from genflow.integrations.ray_train import run_from
 from genflow.integrations.tune_ledger import TRIAL_ID_ATTR, Ledger, replay
 from genflow.sweep import Probe, ProbeReporter, metric_mode, trial_config
@@ -143,7 +143,7 @@ def _trial_in_process(params: dict[str, Any], *, base: dict, sweep: dict, featur
     if _already_finished(ledger):
         return
     spec = SweepSpec.model_validate(sweep)
-    config = trial_config(base, params, spec)
+    config = {**trial_config(base, params, spec), "trial": tune.get_context().get_trial_id()}
     meta = checkpoint_meta(config)
     own = CheckpointStore(Path(ledger) / tune.get_context().get_trial_id())
 
@@ -151,7 +151,7 @@ def _trial_in_process(params: dict[str, Any], *, base: dict, sweep: dict, featur
         own.save(state, log, meta)
         tune.report(metrics)
 
-    reporter = ProbeReporter(config["name"], config, Probe(config["data_dir"], featurenet_dir, spec), emit)
+    reporter = ProbeReporter(config, Probe(config["data_dir"], featurenet_dir, spec), emit, bar=worker_bar(config))
     run_worker(config, reporter, resume_dir=own.latest())
 
 
@@ -170,7 +170,8 @@ def _train_worker_loop(loop_config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
     probe = Probe(config["data_dir"], loop_config["featurenet_dir"], spec) if rank == 0 else None
-    run_from(ray.train.get_checkpoint(), config, ProbeReporter(config["name"], config, probe, emit, rank=rank))
+    reporter = ProbeReporter(config, probe, emit, rank=rank, bar=worker_bar(config))
+    run_from(ray.train.get_checkpoint(), config, reporter)
 
 
 def _trial_with_train(params: dict[str, Any], *, base: dict, sweep: dict, featurenet_dir: str, ledger: str,
@@ -181,7 +182,7 @@ def _trial_with_train(params: dict[str, Any], *, base: dict, sweep: dict, featur
     from ray.tune.integration.ray_train import TuneReportCallback
 
     spec = SweepSpec.model_validate(sweep)
-    config = trial_config(base, params, spec)
+    config = {**trial_config(base, params, spec), "trial": tune.get_context().get_trial_id()}
     trainer = TorchTrainer(
         _train_worker_loop,
         train_loop_config={"config": config, "sweep": sweep, "featurenet_dir": featurenet_dir},
