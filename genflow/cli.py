@@ -72,7 +72,8 @@ def cmd_featurenet(args) -> None:
     from genflow.featurenet_stage import build_feature_space
 
     build_feature_space(Path(args.data_root) / args.dataset, params.featurenet,
-                        Path(args.out or f"models/featurenet/{args.dataset}"))
+                        Path(args.out or f"models/featurenet/{args.dataset}"),
+                        metrics_out=Path(args.metrics_root) / "featurenet" / f"{args.dataset}.json")
 
 
 def cmd_train(args) -> None:
@@ -96,7 +97,8 @@ def cmd_sweep(args) -> None:
     from genflow.sweep import sweep_model
 
     sweep_model(args.sweep, params, args.data_root, Path(args.models_root) / "featurenet",
-                Path(args.out or f"sweeps/{args.sweep}"))
+                Path(args.out or f"sweeps/{args.sweep}"),
+                metrics_out=Path(args.metrics_root) / "sweeps" / f"{args.sweep}.json")
 
 
 def cmd_evaluate(args) -> None:
@@ -234,6 +236,18 @@ def _add_apps(add_app) -> None:
     c.add_argument("images", help="a folder of PNG/JPEG files, one image, or a Parquet file in genflow's schema")
 
 
+class _Version(argparse.Action):
+    """``genflow --version``: the package version and the git revision of the code (what every
+    artifact records), computed only when asked for."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        import genflow
+        from genflow.io import code_revision
+
+        print(f"genflow {genflow.__version__} (code revision {code_revision()})")
+        parser.exit()
+
+
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
@@ -243,6 +257,7 @@ def parser() -> argparse.ArgumentParser:
                           ("samples", "samples"), ("sweeps", "sweeps")):
         common.add_argument(f"--{root}-root", default=default, help=argparse.SUPPRESS)
     p = argparse.ArgumentParser(prog="genflow", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action=_Version, nargs=0, help="print genflow's version and code revision, then exit")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name, func, help_text):

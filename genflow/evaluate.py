@@ -22,7 +22,7 @@ from genflow.data.loader import Split, load_split
 from genflow.data.shards import manifest_hash, read_manifest
 from genflow.featurenet import FeatureSpace
 from genflow.io import atomic_path, code_revision, write_json
-from genflow.metrics import discrete_modes, frechet_distance, kid, mixture_modes
+from genflow.metrics import catalog, discrete_modes, frechet_distance, kid, mixture_modes
 from genflow.metrics.manifolds import prdc_many
 from genflow.model_metrics import (PATH_W_PAIRS, ROC_POINTS, anomaly_detection, chunk_labels, class_accuracy,
                                    class_fid, generate, likelihood_metrics, path_length, path_length_w,
@@ -210,7 +210,8 @@ def evaluate_model(model_dir: str | Path, data_dir: str | Path, featurenet_dir: 
             values["anomaly_auroc"], roc[seed] = anomaly_metrics(model, ref)
         per_seed[seed] = {k: _clean(v) for k, v in values.items()}
         states[seed] = meta["state_sha256"]
-        log(f"[evaluate] {meta['name']} seed {seed}: {per_seed[seed]}")
+        shown = {k: v for k, v in per_seed[seed].items() if k in catalog.BY_NAME and catalog.BY_NAME[k].headline}
+        log(f"[evaluate] {meta['name']} seed {seed}: " + ", ".join(f"{k} {_number(v)}" for k, v in shown.items()))
         if index == 0 and model.task != "generate":
             task_evaluator(model).picture(model, ref, out_png)
         elif index == 0:
@@ -230,10 +231,31 @@ def evaluate_model(model_dir: str | Path, data_dir: str | Path, featurenet_dir: 
     if roc:
         metrics["anomaly_roc"] = roc_section(roc)
     metrics["protocol"] = {"task": model.task, **protocol(ref, per_seed, states, meta)}
-    write_json(out_json, metrics)
-    shown = {k: v for k, v in metrics.items() if k not in ("protocol", "per_seed", "anomaly_roc", "baselines")}
-    log(f"[evaluate] {meta['name']} ({len(per_seed)} seeds): {shown}")
+    write_json(catalog.details_path(out_json), metrics)
+    write_json(out_json, catalog.headline(metrics))  # the DVC metrics file: headline numbers only
+    log(f"[evaluate] {meta['name']}: {len(per_seed)} seeds, {spec.n_samples} samples against {len(ref.real)} "
+        f"{spec.reference_split} rows\n{metrics_table(metrics)}")
     return metrics
+
+
+def _number(value) -> str:
+    return "–" if value is None else f"{value:.4g}"
+
+
+def metrics_table(metrics: dict[str, Any]) -> str:
+    """Every metric of the catalog the model has: mean ± std over seeds, and the real-data floor
+    (``*`` marks the headline numbers, the ones in the DVC metrics file)."""
+    rows = [("metric", "mean ± std", "floor")]
+    for metric in catalog.METRICS:
+        if metric.name not in metrics:
+            continue
+        std = metrics.get(f"{metric.name}_std")
+        value = _number(metrics[metric.name]) + ("" if std is None else f" ± {_number(std)}")
+        floor = metrics.get(f"{metric.name}_floor")
+        rows.append((metric.label + (" *" if metric.headline else ""), value, "" if floor is None else _number(floor)))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    return "\n".join("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+                     for row in rows)
 
 
 def picture(samples: torch.Tensor, manifest: dict[str, Any], out_png: str | Path, title: str) -> None:

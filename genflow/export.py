@@ -33,6 +33,7 @@ from torch.nn.utils import parametrize
 
 from genflow.data.shards import read_manifest
 from genflow.io import atomic_dir, code_revision, write_json
+from genflow.metrics import catalog
 from genflow.models.base import ExportNet
 from genflow.training import load_trained, trained_seeds
 
@@ -193,10 +194,13 @@ def _data_section(meta: dict[str, Any], data_dir: Path | None) -> dict[str, Any]
 
 
 def _metrics_section(metrics_path: Path | None) -> dict[str, Any] | None:
-    if metrics_path is None or not metrics_path.exists():
+    """Every metric of the evaluate stage's details file (metrics/<model>.details.json, beside the
+    headline metrics/<model>.json) and its protocol."""
+    details = None if metrics_path is None else catalog.details_path(metrics_path)
+    if details is None or not details.exists():
         return None
-    metrics = json.loads(metrics_path.read_text())
-    # the card's values are numbers; per-seed values and the ROC curve stay in metrics/<model>.json
+    metrics = json.loads(details.read_text())
+    # the card's values are numbers; per-seed values and the ROC curve stay in the details file
     return {"values": {k: v for k, v in metrics.items() if k not in ("protocol", "per_seed", "anomaly_roc")},
             "protocol": metrics.get("protocol")}
 

@@ -10,6 +10,7 @@ from genflow import featurenet
 from genflow.data.loader import Split, load_columns, load_split
 from genflow.data.shards import manifest_hash, read_manifest
 from genflow.errors import DataError
+from genflow.io import write_json
 
 CHANNEL_LABELS = ("label_r", "label_g", "label_b")
 
@@ -30,7 +31,17 @@ def channel_split(data_dir: Path, split: str) -> Split:
                  labels=torch.from_numpy(labels.reshape(-1)[keep].astype(np.int64)), num_classes=10)
 
 
-def build_feature_space(data_dir: Path, spec, out: Path, log=print) -> dict:
+def build_feature_space(data_dir: Path, spec, out: Path, log=print, metrics_out: Path | None = None) -> dict:
+    """The feature space of one dataset in ``out``; its test accuracy (and feature size) as a DVC
+    metrics file in ``metrics_out`` (metrics/featurenet/<dataset>.json)."""
+    meta = _build(data_dir, spec, out, log)
+    if metrics_out is not None:  # 2-D points are their own features: their size is all there is to say
+        points = {"feature_dim": read_manifest(data_dir)["shape"][0]} if meta["kind"] == "identity" else {}
+        write_json(metrics_out, {**points, **{k: meta[k] for k in ("test_accuracy", "feature_dim") if k in meta}})
+    return meta
+
+
+def _build(data_dir: Path, spec, out: Path, log) -> dict:
     manifest = read_manifest(data_dir)
     # no code revision here: identical weights must hash identically across commits, or every
     # commit would invalidate all evaluations downstream; the weights' sha256 is the identity

@@ -20,49 +20,19 @@ from genflow import report_plots
 from genflow.checkpoint import read_log_csv
 from genflow.errors import DataError
 from genflow.io import atomic_path, write_text
+from genflow.metrics import catalog
 from genflow.report_html import render_html
 from genflow.report_stats import Summary, format_p, format_summary, per_seed_values, ranks, summarize, welch_p
 from genflow.visualize import interpolation_png
 
-# (metric, floor key, label, better) in the order the tables show them: first what the
-# samples look like (quality, diversity, mode collapse), then what the model itself offers
-SAMPLE_COLUMNS = [
-    ("fid", "fid_floor", "FID ↓", "lower"),
-    ("kid", "kid_floor", "KID ↓", "lower"),
-    ("precision", "precision_floor", "precision ↑", "higher"),
-    ("recall", "recall_floor", "recall ↑", "higher"),
-    ("density", "density_floor", "density ↑", "higher"),
-    ("coverage", "coverage_floor", "coverage ↑", "higher"),
-    ("modes", "modes_floor", "modes ↑", "higher"),
-    ("high_quality", "high_quality_floor", "high quality ↑", "higher"),
-    ("reverse_kl", "reverse_kl_floor", "reverse KL ↓", "lower"),
-]
-MODEL_COLUMNS = [
-    ("cfid", "cfid_floor", "class FID ↓", "lower"),
-    ("class_accuracy", "class_accuracy_floor", "class accuracy ↑", "higher"),
-    ("elbo", None, "ELBO (nats) ↑", "higher"),
-    ("nll_iwae", None, "NLL, IWAE (nats) ↓", "lower"),
-    ("recon_mse", None, "recon. SSE ↓", "lower"),
-    ("path_length", None, "path length ↓", "lower"),
-    ("path_length_w", None, "path length in W ↓", "lower"),
-    ("anomaly_auroc", None, "anomaly AUROC ↑", "higher"),
-]
-# translation (A -> B and B -> A) and super-resolution: besides a real-data floor where the task
-# has one (the classifier's accuracy on real target images), their reference rows are the task's
-# trivial method (identity, bicubic) measured by the same protocol
-TRANSLATE_COLUMNS = [
-    ("accuracy_ab", "accuracy_ab_floor", "accuracy A→B ↑", "higher"),
-    ("accuracy_ba", "accuracy_ba_floor", "accuracy B→A ↑", "higher"),
-    ("fid_ab", None, "FID A→B ↓", "lower"),
-    ("fid_ba", None, "FID B→A ↓", "lower"),
-    ("cycle_mse_a", None, "cycle MSE A ↓", "lower"),
-    ("cycle_mse_b", None, "cycle MSE B ↓", "lower"),
-    ("pose_error", None, "pose error (px) ↓", "lower"),
-]
-UPSCALE_COLUMNS = [
-    ("psnr", None, "PSNR (dB) ↑", "higher"),
-    ("ssim", None, "SSIM ↑", "higher"),
-]
+
+# (metric, floor key, label, better), in the catalog's order (genflow/metrics/catalog.py)
+def _columns(metrics) -> list[tuple[str, str | None, str, str]]:
+    return [(m.name, catalog.floor_key(m), m.label, m.better) for m in metrics]
+
+
+SAMPLE_COLUMNS, UPSCALE_COLUMNS = _columns(catalog.SAMPLE), _columns(catalog.UPSCALE)
+TRANSLATE_COLUMNS, MODEL_COLUMNS = _columns(catalog.TRANSLATE), _columns(catalog.MODEL)
 COLUMNS = SAMPLE_COLUMNS + UPSCALE_COLUMNS + TRANSLATE_COLUMNS + MODEL_COLUMNS
 BAR_METRICS = ("fid", "precision", "recall", "coverage", "modes", "high_quality", "reverse_kl", "psnr", "ssim",
                "accuracy_ab", "accuracy_ba", "pose_error")
@@ -162,7 +132,7 @@ def load_blocks(models: dict[str, Any], metrics_dir: Path, baselines: dict[str, 
     """One block per (dataset, task): a translator's FID is not comparable with a generator's."""
     by_block: dict[tuple[str, str], list[tuple[str, Any, dict]]] = {}
     for name, spec in models.items():
-        path = metrics_dir / f"{name}.json"
+        path = catalog.details_path(metrics_dir / f"{name}.json")  # every seed's values and the protocol
         if not path.exists():
             raise DataError(f"{path}: missing; run the evaluate stage for model {name!r}")
         metrics = json.loads(path.read_text())

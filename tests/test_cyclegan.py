@@ -160,7 +160,7 @@ def pipeline(sprites_dir, sprites_features, tmp_path_factory):
 
 def test_evaluate_reports_every_translation_metric_and_the_identity_baseline(pipeline):
     metrics = pipeline["metrics"]
-    assert json.loads((pipeline["root"] / "metrics.json").read_text())["protocol"]["task"] == "translate"
+    assert json.loads((pipeline["root"] / "metrics.details.json").read_text())["protocol"]["task"] == "translate"
     identity = metrics["baselines"]["identity"]
     for key in METRICS:
         assert np.isfinite(metrics[key]) and np.isfinite(identity[key]), key

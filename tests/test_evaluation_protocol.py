@@ -51,7 +51,7 @@ def test_every_sample_metric_has_its_floor(trained_dir, prepared_dir, features_d
     # likelihood: the IWAE bound is tighter than the ELBO, so its NLL is lower than -ELBO
     assert metrics["nll_iwae"] <= -metrics["elbo"] + 1e-6
     assert metrics["path_length"] > 0
-    protocol = json.loads((tmp_path / "m.json").read_text())["protocol"]
+    protocol = json.loads((tmp_path / "m.details.json").read_text())["protocol"]
     assert protocol["kid"] == {"subsets": 100, "subset_size": 200, "kernel": "(x.y/d + 1)^3"}
     assert protocol["k_precision_recall"] == 3 and protocol["k_density_coverage"] == 5
     assert protocol["iwae_samples"] == 64 and protocol["feature_kind"] == "classifier"
@@ -185,7 +185,7 @@ def test_anomaly_detection_trains_without_the_class_and_reports_auroc(prepared_d
     _train(params, "vae_no3", prepared_dir, tmp_path)
     metrics = _evaluate(params, "vae_no3", prepared_dir, features_dir, tmp_path)
     assert 0.0 <= metrics["anomaly_auroc"] <= 1.0
-    assert json.loads((tmp_path / "vae_no3.json").read_text())["protocol"]["anomaly"]["holdout_class"] == 3
+    assert json.loads((tmp_path / "vae_no3.details.json").read_text())["protocol"]["anomaly"]["holdout_class"] == 3
 
 
 @pytest.mark.parametrize("entry, message", [

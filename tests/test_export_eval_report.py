@@ -66,7 +66,7 @@ def test_feature_space_weights_are_verified(features_dir, tmp_path):
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_evaluate_writes_metrics_and_picture(name, evaluated, trained_dir, prepared_dir, features_dir):
     spec = TINY.models[name]
-    metrics = json.loads((evaluated / "metrics" / f"{name}.json").read_text())
+    metrics = json.loads((evaluated / "metrics" / f"{name}.details.json").read_text())
     for key in ("fid", "fid_floor"):
         assert math.isfinite(metrics[key]) and metrics[key] >= 0
     protocol = metrics["protocol"]
@@ -101,7 +101,9 @@ def test_evaluate_is_deterministic(evaluated, trained_dir, prepared_dir, feature
     name = "gan_digits"
     evaluate_model(trained_dir / name, prepared_dir / "digits", features_dir / "digits", TINY.evaluate,
                    tmp_path / "m.json", tmp_path / "s.png", log=quiet)
-    assert (tmp_path / "m.json").read_text() == (evaluated / "metrics" / f"{name}.json").read_text()
+    for file in ("m.json", "m.details.json"):  # the headline numbers and everything else
+        ours = evaluated / "metrics" / file.replace("m.", f"{name}.", 1)
+        assert (tmp_path / file).read_text() == ours.read_text()
     assert (tmp_path / "s.png").read_bytes() == (evaluated / "samples" / f"{name}.png").read_bytes()
     again = interpolation_png(tmp_path / "s.png")
     assert again.name == "s.interpolation.png"
@@ -121,7 +123,8 @@ def test_metrics_json_is_strict_json(trained_dir, prepared_dir, features_dir, tm
     metrics = evaluate_model(tmp_path / "far", prepared_dir / "ring8", features_dir / "ring8", TINY.evaluate,
                              tmp_path / "m.json", tmp_path / "s.png", log=quiet)
     assert metrics["high_quality"] == 0 and metrics["reverse_kl"] is None
-    json.loads((tmp_path / "m.json").read_text(), parse_constant=_reject_constant)
+    for file in ("m.json", "m.details.json"):
+        json.loads((tmp_path / file).read_text(), parse_constant=_reject_constant)
 
 
 def _check_export(model_dir, out):
@@ -221,7 +224,7 @@ def test_report_statistics_with_several_seeds(evaluated, tmp_path):
     values = {"base": [0.30, 0.34, 0.32], "other": [0.10, 0.12, 0.11]}
     for name, fids in values.items():
         per_seed = {str(i): {"fid": v} for i, v in enumerate(fids)}
-        (metrics / f"{name}.json").write_text(json.dumps({"fid": sum(fids) / 3, "fid_floor": 0.01, "n_seeds": 3,
+        (metrics / f"{name}.details.json").write_text(json.dumps({"fid": sum(fids) / 3, "fid_floor": 0.01, "n_seeds": 3,
                                                           "per_seed": per_seed}))
     text = build_report(config.validate(raw).models, metrics, tmp_path / "samples", tmp_path / "reports",
                         tmp_path / "none", models_dir=tmp_path / "none")

@@ -105,21 +105,29 @@ def pipeline(tmp_path_factory):
     params["ray"]["storage_path"] = str(root / "ray_storage")
     p.params = params
     p.write_params(params)
-    p.first = p.dvc("repro")
+    # as `make repro` runs it: one local Ray head for the whole pipeline (infra/local/with-ray.sh),
+    # started on an empty HOME, as on a machine that has never run Ray (no ~/.ray/auth_token)
+    (root / "home").mkdir()
+    p.env["HOME"] = str(root / "home")
+    # (the token the head made is copied aside, so test_no_secret_reaches_an_artifact_or_a_log can look for it)
+    p.first = p.run(str(p.repo / "infra" / "local" / "with-ray.sh"), "bash", "-c",
+                    f'cp "$RAY_AUTH_TOKEN_PATH" {root / "head_token"} && dvc repro')
+    p.first.output = p.first.stdout + p.first.stderr
     return p
 
 
 def test_repro_builds_everything(pipeline):
     first = pipeline.first
     assert first.returncode == 0, first.output[-5000:]
+    assert "[with-ray] local Ray head on 127.0.0.1:" in first.output and "dashboard http://127.0.0.1:" in first.output
     stages = [f"{s}@{d}" for s in ("prepare", "featurenet") for d in ("digits", "ring8")]
     stages += [f"{s}@{m}" for s in ("train", "evaluate", "export") for m in MODELS] + ["report", "sweep@gan_ring8"]
     for stage in stages:
         assert f"Running stage '{stage}'" in first.output, stage
     repo = pipeline.repo
     for model in MODELS:
-        metrics = json.loads((repo / "metrics" / f"{model}.json").read_text())
-        assert {"fid", "fid_floor", "protocol"} <= set(metrics)
+        metrics = json.loads((repo / "metrics" / f"{model}.details.json").read_text())
+        assert {"fid", "fid_floor", "protocol", "per_seed"} <= set(metrics)
         assert (repo / "samples" / f"{model}.png").stat().st_size > 0
         assert (repo / "samples" / f"{model}.interpolation.png").stat().st_size > 0
         assert (repo / "export" / model / "generator.torchscript.pt").exists()
@@ -129,7 +137,8 @@ def test_repro_builds_everything(pipeline):
         meta = json.loads((repo / "models" / model / "seed_0" / "meta.json").read_text())
         assert meta["step"] == 10 and meta["world_size"] == 1
     assert "modes" in json.loads((repo / "metrics" / "gan_ring8.json").read_text())
-    assert "elbo" in json.loads((repo / "metrics" / "vae_digits.json").read_text())
+    assert "nll_iwae" in json.loads((repo / "metrics" / "vae_digits.json").read_text())
+    assert "elbo" in json.loads((repo / "metrics" / "vae_digits.details.json").read_text())
     report = (repo / "reports" / "comparison.md").read_text()
     assert all(f"| {m} |" in report for m in MODELS)
     html = (repo / "reports" / "comparison.html").read_text()
@@ -141,13 +150,21 @@ def test_repro_builds_everything(pipeline):
     assert trials.exists() and (repo / "sweeps" / "gan_ring8" / "best_params.yaml").exists()
 
 
+def test_local_head_starts_on_an_empty_home(pipeline):
+    """The head made its own token in its temp dir: nothing was read from or left in HOME."""
+    assert pipeline.first.returncode == 0, pipeline.first.output[-5000:]
+    assert "AuthenticationError" not in pipeline.first.output
+    assert not (Path(pipeline.env["HOME"]) / ".ray").exists()
+
+
 def test_no_secret_reaches_an_artifact_or_a_log(pipeline):
     """Every file the run wrote (outputs, DVC cache, dvc.lock, Ray's storage) and its console output
     are free of the environment's credentials and of Ray's cluster auth token."""
     secrets = set(CANARIES.values())
-    token_file = Path.home() / ".ray" / "auth_token"
-    if token_file.exists() and token_file.read_text().strip():
-        secrets.add(token_file.read_text().strip())
+    for token_file in (Path.home() / ".ray" / "auth_token", pipeline.root / "head_token"):
+        if token_file.exists() and token_file.read_text().strip():
+            secrets.add(token_file.read_text().strip())
+    assert len(secrets) > len(CANARIES)  # the head's own token is among them
     assert not [s for s in secrets if s in pipeline.first.output]
     roots = [pipeline.repo, pipeline.root / "ray_storage"]
     files = [f for root in roots if root.exists() for f in root.rglob("*")
@@ -165,7 +182,31 @@ def test_second_run_is_a_noop(pipeline):
     assert "Running stage" not in again.output
 
 
+def _leaves(tree) -> list:
+    if isinstance(tree, dict):
+        return [leaf for value in tree.values() for leaf in _leaves(value)]
+    return [tree]
+
+
+def test_dvc_metrics_are_headline_numbers(pipeline):
+    """metrics/<model>.json: flat numbers (mean, std, floor, n_seeds), a few per model; the feature
+    networks' accuracy and the sweep's best score are DVC metrics too."""
+    shown = pipeline.dvc("metrics", "show", "--json")
+    assert shown.returncode == 0, shown.output
+    files = next(iter(json.loads(shown.stdout).values()))["data"]
+    for model in MODELS:
+        values = files[f"metrics/{model}.json"]["data"]
+        assert all(isinstance(v, (int, float)) for v in values.values()), values  # flat
+        assert 5 <= len(values) <= 25 and values["n_seeds"] == 1 and "fid_floor" in values
+    assert 0 <= files["metrics/featurenet/digits.json"]["data"]["test_accuracy"] <= 1
+    assert files["metrics/featurenet/ring8.json"]["data"] == {"feature_dim": 2}
+    assert {"best_fid", "trials", "complete"} <= set(files["metrics/sweeps/gan_ring8.json"]["data"])
+    assert len(_leaves(files)) <= 25 * len(MODELS) + 10
+
+
 def test_changed_model_params_rerun_only_that_model(pipeline):
+    for cmd in (["git", "add", "-A"], ["git", "commit", "-qm", "before changing gan_ring8"]):
+        assert pipeline.run(*cmd).returncode == 0
     params = json.loads(json.dumps(pipeline.params))
     params["models"]["gan_ring8"]["train"]["steps"] = 12
     pipeline.write_params(params)
@@ -182,6 +223,12 @@ def test_changed_model_params_rerun_only_that_model(pipeline):
     assert json.loads((repo / "models" / "gan_ring8" / "seed_0" / "meta.json").read_text())["step"] == 12
     assert "| gan_ring8 | gan | 12 | 1 |" in (repo / "reports" / "comparison.md").read_text()
     assert "Data and pipelines are up to date" in pipeline.dvc("status").output
+    # `dvc metrics diff` against the commit before the change: only gan_ring8's numbers (and the
+    # sweep of gan_ring8, which starts from its params) moved
+    diff = pipeline.dvc("metrics", "diff", "--json")
+    assert diff.returncode == 0, diff.output
+    changed = {path for path, values in json.loads(diff.stdout).items() if values}
+    assert changed and changed <= {"metrics/gan_ring8.json", "metrics/sweeps/gan_ring8.json"}, changed
 
 
 def test_metrics_show_lists_both_models(pipeline):
@@ -189,7 +236,7 @@ def test_metrics_show_lists_both_models(pipeline):
     assert shown.returncode == 0, shown.output
     for model in MODELS:
         assert f"metrics/{model}.json" in shown.output
-    assert "fid" in shown.output and "elbo" in shown.output
+    assert "fid" in shown.output and "nll_iwae" in shown.output
 
 
 # the loss columns each family's training log has (the phases' stats in genflow/models/)

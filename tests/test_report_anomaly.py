@@ -1,4 +1,4 @@
-"""Anomaly detection from evaluation to report: each seed's ROC points in metrics/<model>.json,
+"""Anomaly detection from evaluation to report: each seed's ROC points in metrics/<model>.details.json,
 and the ROC plot (one curve per model, TPR averaged over seeds, AUROC in the legend) in the
 Markdown and in the HTML, rendered in headless Chromium."""
 from __future__ import annotations
@@ -45,7 +45,7 @@ def test_each_seed_has_roc_points_whose_area_is_its_auroc(holdout_run, prepared_
     x, labels = test.batch(torch.arange(len(test)))
     is_anomaly = (labels == HOLDOUT).numpy()
     for name, spec in params.models.items():
-        metrics = json.loads((root / "metrics" / f"{name}.json").read_text())
+        metrics = json.loads((root / "metrics" / f"{name}.details.json").read_text())
         roc = metrics["anomaly_roc"]
         np.testing.assert_allclose(roc["fpr"], np.linspace(0, 1, ROC_POINTS), atol=1e-6)
         assert set(roc["tpr"]) == set(metrics["per_seed"]) == {str(s) for s in spec.seeds}
@@ -67,7 +67,7 @@ def test_report_draws_the_roc_curves(holdout_run, features_dir, tmp_path):
     params, root = holdout_run
     block = load_blocks(params.models, root / "metrics", {})[0]
     curves = roc_curves(block)
-    vae = json.loads((root / "metrics" / "vae_no3.json").read_text())
+    vae = json.loads((root / "metrics" / "vae_no3.details.json").read_text())
     np.testing.assert_allclose(curves["vae_no3"][1], np.mean(list(vae["anomaly_roc"]["tpr"].values()), axis=0))
     assert curves["vae_no3"][2].startswith(f"{vae['anomaly_auroc']:.4g} ± ")  # two seeds: mean ± CI
     out = tmp_path / "reports"

@@ -126,7 +126,7 @@ def test_evaluate_scores_model_and_bicubic(run, prepared_dir, features_dir):
     out_json, out_png = root / "metrics.json", root / "samples.png"
     metrics = evaluate_model(root / "models" / "sr_digits", prepared_dir / "digits", features_dir / "digits",
                              params.evaluate, out_json, out_png, log=quiet)
-    assert json.loads(out_json.read_text()) == metrics
+    assert json.loads((root / "metrics.details.json").read_text()) == metrics
     for values in (metrics, metrics["baselines"]["bicubic"]):
         assert all(np.isfinite(values[key]) for key in ("psnr", "ssim", "fid"))
         assert 0 < values["ssim"] <= 1 and values["psnr"] > 0

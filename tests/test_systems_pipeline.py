@@ -55,16 +55,16 @@ def test_trained_on_ray_workers(systems):
 
 def test_each_task_is_measured_against_its_trivial_method(systems):
     root, _ = systems
-    translate = json.loads((root / "metrics" / "cyclegan_digits.json").read_text())
+    translate = json.loads((root / "metrics" / "cyclegan_digits.details.json").read_text())
     assert translate["protocol"]["task"] == "translate"
     identity = translate["baselines"]["identity"]
     assert identity["cycle_mse_a"] == 0 and identity["pose_error"] == 0
     assert {"accuracy_ab", "accuracy_ba", "fid_ab", "fid_ba", "pose_error"} <= set(translate)
     assert 0 <= translate["accuracy_ab_floor"] <= 1 and 0 <= translate["accuracy_ba_floor"] <= 1
-    upscale = json.loads((root / "metrics" / "srgan_digits.json").read_text())
+    upscale = json.loads((root / "metrics" / "srgan_digits.details.json").read_text())
     assert upscale["protocol"]["task"] == "upscale"
     assert {"psnr", "ssim", "fid"} <= set(upscale) and {"psnr", "ssim", "fid"} <= set(upscale["baselines"]["bicubic"])
-    style = json.loads((root / "metrics" / "stylegan_digits.json").read_text())
+    style = json.loads((root / "metrics" / "stylegan_digits.details.json").read_text())
     assert style["protocol"]["task"] == "generate" and "fid_floor" in style and "path_length_w" in style
     assert (root / "samples" / "stylegan_digits.interpolation.png").exists()
     assert not (root / "samples" / "srgan_digits.interpolation.png").exists()  # no latent to interpolate
@@ -83,7 +83,7 @@ def test_report_has_a_block_per_task_with_its_reference_rows(systems):
     assert "| real data (floor) |" in translate
     assert "| bicubic (trivial baseline) |" in upscale and "PSNR (dB)" in upscale
     bicubic_row = next(line for line in upscale.splitlines() if line.startswith("| bicubic"))
-    psnr = json.loads((root / "metrics" / "srgan_digits.json").read_text())["baselines"]["bicubic"]["psnr"]
+    psnr = json.loads((root / "metrics" / "srgan_digits.details.json").read_text())["baselines"]["bicubic"]["psnr"]
     assert f"{psnr:.4g}" in bicubic_row
     plots = {p.name for p in (root / "reports" / "plots").iterdir()}
     assert {"digits-metrics.png", "digits-translate-metrics.png", "digits-upscale-metrics.png"} <= plots
