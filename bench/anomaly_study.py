@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from genflow import config  # noqa: E402
-from genflow.evaluate import evaluate_model  # noqa: E402
+from genflow.evaluate.protocol import evaluate_model  # noqa: E402
 from genflow.io import code_revision  # noqa: E402
-from genflow.training import train_model  # noqa: E402
+from genflow.launch import train as train_model  # noqa: E402
 
 BASES = ("vae_digits", "gan_digits")
 

@@ -31,10 +31,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from genflow.data.embedded import digits  # noqa: E402
 from genflow.data.images import upsample  # noqa: E402
 from genflow.data.loader import BatchPlan, load_split  # noqa: E402
 from genflow.data.prepare import prepare  # noqa: E402
-from genflow.data.sources import digits  # noqa: E402
 from genflow.data.specs import IdxData, SpritesData, StackedDigitsData  # noqa: E402
 from genflow.io import code_revision  # noqa: E402
 

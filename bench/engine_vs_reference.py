@@ -35,7 +35,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from genflow import config  # noqa: E402
 from genflow.data.loader import BatchPlan  # noqa: E402
 from genflow.io import code_revision  # noqa: E402
-from genflow.training import build_engine, worker_config  # noqa: E402
+from genflow.train.worker import build_engine  # noqa: E402
+from genflow.train.worker_config import worker_config  # noqa: E402
 from reference_dcgan import ReferenceDCGAN  # noqa: E402
 
 MODEL, BLOCK, ROUNDS = "gan_digits", 100, 8
@@ -44,7 +45,7 @@ MODEL, BLOCK, ROUNDS = "gan_digits", 100, 8
 def engine_stepper(nhwc: bool = True, reuse_fake: bool = True, check: bool = True):
     sets = [] if nhwc else [f"models.{MODEL}.train.channels_last=false"]
     params = config.load(ROOT / "params.yaml", sets)
-    engine, data = build_engine({**worker_config(MODEL, params, ROOT / "data" / "prepared"), "threads": 2})
+    engine, data = build_engine(worker_config(MODEL, params, ROOT / "data" / "prepared").replace(threads=2))
     # the ablations only: training never runs without the check, and reuses the fake when n_critic is 1
     if not reuse_fake:
         engine.model._reuse_fake = False

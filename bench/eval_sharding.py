@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from genflow import config, evaluate  # noqa: E402
+from genflow import config, launch  # noqa: E402
+from genflow.evaluate import protocol as evaluate  # noqa: E402
 from genflow.io import code_revision  # noqa: E402
 from genflow.models import registry  # noqa: E402
 
@@ -36,7 +37,7 @@ def model_and_ref(params):
     data_dir, features_dir = ROOT / "data/prepared/digits", ROOT / "models/featurenet/digits"
     trained = ROOT / "models/gan_digits/seed_0"
     if trained.exists():
-        from genflow.training import load_trained
+        from genflow.train.worker import load_trained
         model, _, _ = load_trained(trained)
     else:
         model = registry.build(spec, (1, 8, 8), 10).eval()
@@ -64,8 +65,8 @@ def main() -> None:
         raw["evaluate"].update(n_samples=N, num_workers=workers, cpus_per_worker=1.0)
         params = config.validate(raw)
         model, ref, trained = model_and_ref(params)
-        draw, _ = timed(lambda: evaluate.samples_and_features(model, ref, params.ray))
-        whole, (scores[workers], _) = timed(lambda: evaluate.seed_metrics(model, ref, params.ray), repeat=1)
+        draw, _ = timed(lambda: evaluate.samples_and_features(model, ref, launch.sample_draw(params)))
+        whole, (scores[workers], _) = timed(lambda: evaluate.seed_metrics(model, ref, launch.sample_draw(params)), repeat=1)
         label = "in-process" if workers == 0 else f"{workers} Ray task{'s' * (workers > 1)}"
         results[label] = {"sample_and_embed_s": round(draw, 3), "samples_per_s": round(N / draw),
                           "whole_seed_scoring_s": round(whole, 2)}

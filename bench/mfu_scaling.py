@@ -41,7 +41,8 @@ sys.path.insert(0, str(ROOT))
 from genflow import config  # noqa: E402
 from genflow.data.loader import BatchPlan  # noqa: E402
 from genflow.io import code_revision  # noqa: E402
-from genflow.training import build_engine, worker_config  # noqa: E402
+from genflow.train.worker import build_engine  # noqa: E402
+from genflow.train.worker_config import worker_config  # noqa: E402
 
 MODELS = ("gan_digits", "vaegan_digits", "gan_grid25")
 SIZES_BYTES = [4 << 10, 64 << 10, 1 << 20, 4 << 20, 16 << 20]
@@ -68,7 +69,7 @@ def _timed(fn) -> float:
 
 
 def step_profile(name: str, params, steps: int = 100) -> dict:
-    engine, data = build_engine({**worker_config(name, params, ROOT / "data" / "prepared"), "threads": 2})
+    engine, data = build_engine(worker_config(name, params, ROOT / "data" / "prepared").replace(threads=2))
     plan = BatchPlan(len(data), engine.train.batch_size, 0, 0, 1)
     for _ in range(20):
         engine.train_step(data, plan)
@@ -86,9 +87,9 @@ def step_profile(name: str, params, steps: int = 100) -> dict:
 def dcgan64_counts() -> dict:
     """FLOPs and gradient bytes of one DCGAN-64 training step, counted on random images."""
     from genflow.data.loader import Split
-    from genflow.engine import Engine
     from genflow.models import registry
     from genflow.models.specs import SPEC_BY_MODEL
+    from genflow.train.engine import Engine
 
     spec = SPEC_BY_MODEL["gan"].model_validate(DCGAN64)
     model = registry.build(spec, (3, 64, 64), 0)

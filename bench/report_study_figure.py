@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from genflow import config  # noqa: E402
-from genflow.report import build_report  # noqa: E402
+from genflow.report.build import build_report  # noqa: E402
 
 MODELS = ("gan_grid25", "mbstd_gan_grid25", "pacgan_grid25")
 

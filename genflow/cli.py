@@ -39,7 +39,7 @@ def cmd_describe(args) -> None:
         print(describe(SPEC_BY_SOURCE[args.name], tag="source"))
         return
     if args.name == "sweep":
-        from genflow.sweep_config import SweepSpec
+        from genflow.sweep.space import SweepSpec
 
         print(describe(SweepSpec, tag="sweep"))
         return
@@ -61,15 +61,15 @@ def cmd_validate(args) -> None:
 def cmd_prepare(args) -> None:
     params = _params(args)
     spec = _require(params.data, args.dataset, "dataset")
-    from genflow.data.prepare import prepare
+    from genflow import launch
 
-    prepare(spec, Path(args.out or f"data/prepared/{args.dataset}"), ray_spec=params.ray)
+    launch.prepare(spec, Path(args.out or f"data/prepared/{args.dataset}"), params)
 
 
 def cmd_featurenet(args) -> None:
     params = _params(args)
     _require(params.data, args.dataset, "dataset")
-    from genflow.featurenet_stage import build_feature_space
+    from genflow.featurenet.stage import build_feature_space
 
     build_feature_space(Path(args.data_root) / args.dataset, params.featurenet,
                         Path(args.out or f"models/featurenet/{args.dataset}"),
@@ -80,23 +80,23 @@ def cmd_train(args) -> None:
     if args.best_params:  # a sweep's winner: its values as --set overrides of this model's entry
         import json
 
-        from genflow.sweep_results import read_best_overrides
+        from genflow.sweep.results import read_best_overrides
 
         best = read_best_overrides(args.best_params, args.model)
         args.set = [*(f"models.{args.model}.{k}={json.dumps(v)}" for k, v in best.items()), *args.set]
     params = _params(args)
     _require(params.models, args.model, "model")
-    from genflow.training import train_model
+    from genflow import launch
 
-    train_model(args.model, params, args.data_root, Path(args.out or f"models/{args.model}"))
+    launch.train(args.model, params, args.data_root, Path(args.out or f"models/{args.model}"))
 
 
 def cmd_sweep(args) -> None:
     params = _params(args)
     _require(params.sweeps, args.sweep, "sweep", "params.yaml's sweeps section defines")
-    from genflow.sweep import sweep_model
+    from genflow import launch
 
-    sweep_model(args.sweep, params, args.data_root, Path(args.models_root) / "featurenet",
+    launch.sweep(args.sweep, params, args.data_root, Path(args.models_root) / "featurenet",
                 Path(args.out or f"sweeps/{args.sweep}"),
                 metrics_out=Path(args.metrics_root) / "sweeps" / f"{args.sweep}.json")
 
@@ -104,17 +104,16 @@ def cmd_sweep(args) -> None:
 def cmd_evaluate(args) -> None:
     params = _params(args)
     spec = _require(params.models, args.model, "model")
-    from genflow.evaluate import evaluate_model
+    from genflow import launch
 
-    evaluate_model(Path(args.models_root) / args.model, Path(args.data_root) / spec.dataset,
-                   Path(args.models_root) / "featurenet" / spec.dataset, params.evaluate,
-                   Path(args.metrics_root) / f"{args.model}.json", Path(args.samples_root) / f"{args.model}.png",
-                   ray_spec=params.ray)
+    launch.evaluate(args.model, params, Path(args.models_root) / args.model, Path(args.data_root) / spec.dataset,
+                    Path(args.models_root) / "featurenet" / spec.dataset, Path(args.metrics_root) / f"{args.model}.json",
+                    Path(args.samples_root) / f"{args.model}.png")
 
 
 def cmd_export(args) -> None:
     spec = _require(_params(args).models, args.model, "model")
-    from genflow.export import export_model
+    from genflow.export.write import export_model
 
     export_model(Path(args.models_root) / args.model, Path(args.out or f"export/{args.model}"),
                  data_dir=Path(args.data_root) / spec.dataset,
@@ -123,7 +122,7 @@ def cmd_export(args) -> None:
 
 def cmd_report(args) -> None:
     params = _params(args)
-    from genflow.report import build_report
+    from genflow.report.build import build_report
 
     build_report(params.models, args.metrics_root, args.samples_root, args.out, Path(args.models_root) / "featurenet",
                  models_dir=args.models_root, sweeps_dir=args.sweeps_root, baselines=params.report.baselines)
@@ -135,34 +134,34 @@ def cmd_report(args) -> None:
 
 
 def _exported(args):
-    from genflow.exported import ExportedModel
+    from genflow.export.exported import ExportedModel
 
     return ExportedModel(args.model_dir)
 
 
 def cmd_sample(args) -> None:
-    from genflow import apps
+    from genflow.export import apps
 
     apps.sample(_exported(args), args.n, args.seed, args.out, label=args.label)
     print(f"[sample] wrote {args.out}")
 
 
 def cmd_interpolate(args) -> None:
-    from genflow import apps
+    from genflow.export import apps
 
     apps.interpolate(_exported(args), args.pairs, args.steps, args.seed, args.out, label=args.label)
     print(f"[interpolate] wrote {args.out}: {args.pairs} paths of {args.steps} images")
 
 
 def cmd_reconstruct(args) -> None:
-    from genflow import apps
+    from genflow.export import apps
 
     error = apps.reconstruct(_exported(args), args.images, args.out)
     print(f"[reconstruct] wrote {args.out} (originals above reconstructions); mean squared error {error:.4g}")
 
 
 def cmd_score(args) -> None:
-    from genflow import apps
+    from genflow.export import apps
 
     scores = apps.score(_exported(args), args.images, args.out, seed=args.seed)
     median = statistics.median(scores.tolist())
@@ -170,14 +169,14 @@ def cmd_score(args) -> None:
 
 
 def cmd_inpaint(args) -> None:
-    from genflow import apps
+    from genflow.export import apps
 
     error = apps.inpaint(_exported(args), args.images, args.mask, args.out, iterations=args.iterations)
     print(f"[inpaint] wrote {args.out} (masked, completed, original); squared error in the region {error:.4g}")
 
 
 def cmd_mix(args) -> None:
-    from genflow.apps_style import style_mixing
+    from genflow.export.style_app import style_mixing
 
     model = _exported(args)
     style_mixing(model, args.rows, args.cols, args.crossover, args.seed, args.out)
@@ -187,7 +186,7 @@ def cmd_mix(args) -> None:
 
 
 def cmd_translate(args) -> None:
-    from genflow import apps
+    from genflow.export import apps
 
     error = apps.translate(_exported(args), args.images, args.out, direction=args.direction)
     print(f"[translate] wrote {args.out} (input, translation {args.direction}, translated back); "
@@ -195,7 +194,7 @@ def cmd_translate(args) -> None:
 
 
 def cmd_upscale(args) -> None:
-    from genflow.upscale_app import upscale
+    from genflow.export.upscale_app import upscale
 
     result = upscale(_exported(args), args.images, args.out)
     if result.had_originals:

@@ -17,10 +17,10 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from genflow.data.specs import MIXTURES, SPEC_BY_SOURCE, DataSpec, num_classes
+from genflow.data.specs import SPEC_BY_SOURCE, DataFacts, DataSpec
 from genflow.errors import ConfigError
 from genflow.models.specs import SPEC_BY_MODEL, ModelSpec
-from genflow.sweep_config import SweepSpec, check_sweep
+from genflow.sweep.space import SweepSpec, check_sweep
 
 # discriminator values of the data / model unions (they appear in pydantic's error locations)
 _UNION_TAGS = {*SPEC_BY_MODEL, *SPEC_BY_SOURCE}
@@ -133,32 +133,17 @@ class Params(Strict):
 
     @model_validator(mode="after")
     def _models_use_known_data(self) -> "Params":
+        """Each model against what params tell of its dataset (the spec owns the checks; the
+        prepared manifest is checked again before training). Every problem, not the first."""
+        problems = []
         for name, spec in self.models.items():
             if spec.dataset not in self.data:
-                raise ValueError(
-                    f"models.{name}.dataset: unknown dataset {spec.dataset!r}; "
-                    f"allowed: {sorted(self.data)} (the keys of 'data')")
-            data = self.data[spec.dataset]
-            is_points = data.source in MIXTURES
-            if is_points and spec.arch != "mlp":
-                raise ValueError(f"models.{name}.arch: dataset {spec.dataset!r} holds 2-D points; "
-                                 f"only arch 'mlp' fits it (got {spec.arch!r})")
-            pac = getattr(spec, "pac", 1)
-            if spec.train.batch_size % pac:
-                raise ValueError(f"models.{name}.train.batch_size: must be a multiple of pac ({pac}) "
-                                 f"so that D sees whole packs; got {spec.train.batch_size}")
-            n_classes = num_classes(data)  # None: only the prepared manifest knows (checked at train time)
-            if spec.holdout_class is not None and not (n_classes is None or spec.holdout_class < n_classes):
-                raise ValueError(f"models.{name}.holdout_class: dataset {spec.dataset!r} has {n_classes} classes "
-                                 f"(0..{n_classes - 1}); got {spec.holdout_class}" if n_classes else
-                                 f"models.{name}.holdout_class: dataset {spec.dataset!r} has no classes")
-            if n_classes == 0 and spec.c_dim:
-                raise ValueError(f"models.{name}.c_dim: dataset {spec.dataset!r} has no labels, so a conditional "
-                                 f"model cannot train on it; use c_dim 0 or a labelled dataset (got {spec.c_dim})")
-            if n_classes is not None and spec.c_dim not in (0, n_classes):
-                raise ValueError(f"models.{name}.c_dim: a conditional model needs c_dim equal to the "
-                                 f"{n_classes} classes of dataset {spec.dataset!r} (or 0 = unconditional); "
-                                 f"got {spec.c_dim}")
+                problems.append(f"models.{name}.dataset: unknown dataset {spec.dataset!r}; "
+                                f"allowed: {sorted(self.data)} (the keys of 'data')")
+                continue
+            problems += spec.check_data(name, DataFacts.from_params(spec.dataset, self.data[spec.dataset]))
+        if problems:
+            raise ValueError("\n  ".join(problems))
         return self
 
 
@@ -282,8 +267,29 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
 
 
+MAX_VALUES = 1_000_000  # a params file is a few hundred values; more is a YAML alias bomb
+
+
+def unshared(node: Any, budget: list[int] | None = None) -> Any:
+    """A copy in which no two places share a mapping or list. YAML aliases (``*anchor``, ``<<:
+    *anchor``) load as one shared object, so an override of one model's key would also change
+    every model that aliases it. Refuses what expands past MAX_VALUES (an alias bomb)."""
+    budget = [MAX_VALUES] if budget is None else budget
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ConfigError(f"params: more than {MAX_VALUES:,} values once YAML aliases are expanded "
+                          "(an alias bomb?); write the values out")
+    if isinstance(node, dict):
+        return {key: unshared(value, budget) for key, value in node.items()}
+    if isinstance(node, list):
+        return [unshared(value, budget) for value in node]
+    return node
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a nested mapping."""
+    """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a copy of a nested mapping; each
+    changes exactly the key it names, even where the file shares a block through a YAML alias."""
+    raw = unshared(raw)
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:

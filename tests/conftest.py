@@ -96,7 +96,7 @@ def prepared_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def features_dir(prepared_dir, tmp_path_factory) -> Path:
     """models/featurenet/<dataset> for the tiny datasets."""
-    from genflow.featurenet_stage import build_feature_space
+    from genflow.featurenet.stage import build_feature_space
 
     root = tmp_path_factory.mktemp("featurenet")
     for name, spec in config.validate(tiny_params_dict()).data.items():
@@ -108,7 +108,7 @@ def features_dir(prepared_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def trained_dir(prepared_dir, tmp_path_factory) -> Path:
     """models/<name>/seed_0 for every tiny model, trained in-process (no Ray) by train_model."""
-    from genflow.training import train_model
+    from genflow.launch import train as train_model
 
     root = tmp_path_factory.mktemp("trained")
     raw = tiny_params_dict()

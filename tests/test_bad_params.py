@@ -181,7 +181,7 @@ def test_what_only_the_prepared_data_tells_is_checked_before_ray(tmp_path):
                 "--data-root", str(tmp_path / "data" / "prepared"))
     message = _messages(proc)
     assert proc.returncode == 2, message
-    assert "models.gan_digits.arch: dataset 'pts' holds points; only 'mlp' fits it" in message
+    assert "models.gan_digits.arch: dataset 'pts' holds 2-D points; only arch 'mlp' fits it" in message
     assert "ray" not in _imported(proc) and "Traceback" not in message
 
 

@@ -167,7 +167,7 @@ def test_read_yaml_errors(tmp_path):
 
 def test_apply_overrides():
     raw = tiny_params_dict()
-    config.apply_overrides(raw, ["models.gan_digits.train.steps=7", "models.gan_digits.train.lr_g=1e-3",
+    raw = config.apply_overrides(raw, ["models.gan_digits.train.steps=7", "models.gan_digits.train.lr_g=1e-3",
                                  "ray.address=null"])
     params = config.validate(raw)
     assert params.models["gan_digits"].train.steps == 7
@@ -247,3 +247,24 @@ def test_names_that_dvc_cannot_address_are_rejected(section, name):
         raw["models"]["gan_ring8"]["dataset"] = name
     with pytest.raises(ConfigError, match=re.escape(name)):
         config.validate(raw)
+
+
+def test_override_changes_only_the_key_it_names_through_yaml_aliases(tmp_path):
+    """A user's params may share a block through an anchor; --set (and --best-params) still
+    change one model only. genflow's own params files use no aliases, so `dvc exp run -S` works."""
+    for path in (REPO / "params.yaml", REPO / "presets" / "systems" / "params.yaml"):
+        assert not [e for e in yaml.parse(path.read_text()) if isinstance(e, yaml.AliasEvent)], f"{path}: aliases"
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    shared = {**raw["models"]["gan_ring8"]["train"]}
+    raw["models"]["gan_ring8"]["train"] = raw["models"]["pacgan_ring8"]["train"] = shared  # what *anchor loads as
+    out = config.apply_overrides(raw, ["models.gan_ring8.train.batch_size=255"])
+    assert out["models"]["gan_ring8"]["train"]["batch_size"] == 255
+    assert out["models"]["pacgan_ring8"]["train"]["batch_size"] == shared["batch_size"] != 255
+
+
+def test_alias_bomb_is_refused_when_expanded(tmp_path):
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdefg", "bcdefgh"))
+    raw = yaml.safe_load(bomb)
+    with pytest.raises(ConfigError, match="alias bomb"):
+        config.apply_overrides(raw, ["a=1"])

@@ -4,6 +4,7 @@ metrics and the identity baseline), export with parity, and `genflow translate`.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import numpy as np
@@ -12,15 +13,16 @@ import torch
 from PIL import Image
 
 from genflow import config
-from genflow.apps import translate
 from genflow.data.loader import load_split
 from genflow.data.shards import read_manifest
-from genflow.engine import Engine
+from genflow.data.specs import DataFacts
 from genflow.errors import ConfigError, DataError, GenflowError
-from genflow.exported import ExportedModel
+from genflow.export.apps import translate
+from genflow.export.exported import ExportedModel
 from genflow.models import registry
 from genflow.models.base import StepContext
-from genflow.training import check_fits_data
+from genflow.models.specs import SPEC_BY_MODEL
+from genflow.train.engine import Engine
 
 from conftest import PYTHON, REPO, quiet, tiny_params_dict
 
@@ -53,11 +55,15 @@ def test_spec_rejects_keys_that_do_not_apply(key, value):
         cycle_spec(**{key: value})
 
 
-def test_domains_are_checked_against_the_prepared_classes(sprites_dir):
-    manifest = read_manifest(sprites_dir)
-    check_fits_data("cg", cycle_spec(domain_b=2), manifest)  # heart: class 2 of 3
+def test_domains_are_checked_against_the_classes(sprites_dir):
+    """By the spec itself: against the prepared manifest (before training), and against what
+    params tell of the embedded sprites (genflow validate)."""
+    facts = DataFacts.from_manifest("sprites", read_manifest(sprites_dir))
+    assert cycle_spec(domain_b=2).check_data("cg", facts) == []  # heart: class 2 of 3
+    [problem] = SPEC_BY_MODEL["cyclegan"].model_validate({**CYCLE, "domain_b": 3}).check_data("cg", facts)
+    assert re.match(r"models.cg.domain_b: .* 3 classes \(0..2\); got 3", problem), problem
     with pytest.raises(ConfigError, match=r"models.cg.domain_b: .* 3 classes \(0..2\); got 3"):
-        check_fits_data("cg", cycle_spec(domain_b=3), manifest)
+        cycle_spec(domain_b=3)
 
 
 @pytest.mark.parametrize("shape,patches", [((1, 8, 8), 4), ((3, 16, 16), 4), ((1, 32, 32), 4)])
@@ -75,7 +81,7 @@ def test_shapes(shape, patches):
 
 def test_training_split_keeps_the_two_domains(prepared_dir):
     split = load_split(prepared_dir / "digits", "train")
-    model = registry.build(cycle_spec(domain_a=3, domain_b=7), split.shape, split.num_classes)
+    model = registry.build(cycle_spec(dataset="digits", domain_a=3, domain_b=7), split.shape, split.num_classes)
     kept = model.training_split(split)
     assert set(kept.labels.tolist()) == {3, 7}
     assert len(kept) == int(((split.labels == 3) | (split.labels == 7)).sum()) < len(split)
@@ -133,7 +139,7 @@ def sprites_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sprites_features(sprites_dir, tmp_path_factory):
-    from genflow.featurenet_stage import build_feature_space
+    from genflow.featurenet.stage import build_feature_space
 
     out = tmp_path_factory.mktemp("featurenet") / "sprites"
     spec = config.FeatureNetSpec(epochs=3, batch_size=64, width=4)
@@ -144,9 +150,9 @@ def sprites_features(sprites_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def pipeline(sprites_dir, sprites_features, tmp_path_factory):
     """train_model -> evaluate_model -> export_model, as the DVC stages run them."""
-    from genflow.evaluate import evaluate_model
-    from genflow.export import export_model
-    from genflow.training import train_model
+    from genflow.evaluate.protocol import evaluate_model
+    from genflow.export.write import export_model
+    from genflow.launch import train as train_model
 
     root = tmp_path_factory.mktemp("cyclegan")
     params = params_with({"cg": CYCLE}, root)
@@ -218,8 +224,8 @@ def test_translator_refuses_generator_commands_and_wrong_images(pipeline, tmp_pa
 
 
 def test_translate_refuses_an_export_that_is_not_a_translator(prepared_dir, tmp_path):
-    from genflow.export import export_model
-    from genflow.training import train_model
+    from genflow.export.write import export_model
+    from genflow.launch import train as train_model
 
     raw = tiny_params_dict()
     raw["ray"]["storage_path"] = str(tmp_path / "work")
@@ -234,10 +240,10 @@ def test_translate_refuses_an_export_that_is_not_a_translator(prepared_dir, tmp_
 
 @pytest.mark.parametrize("metric", ["fid", "kid"])
 def test_sweep_probe_scores_both_directions_on_val_rows(pipeline, sprites_dir, sprites_features, metric):
-    from genflow.eval_translate import domains, translation_metrics
-    from genflow.sweep import Probe
-    from genflow.sweep_config import SweepSpec
-    from genflow.training import load_trained, trained_seeds
+    from genflow.evaluate.translate import domains, translation_metrics
+    from genflow.sweep.space import SweepSpec
+    from genflow.sweep.trial import Probe
+    from genflow.train.worker import load_trained, trained_seeds
 
     model, _, _ = load_trained(trained_seeds(pipeline["root"] / "models" / "cg")[0])
     probe = Probe(sprites_dir, sprites_features, SweepSpec(model="cg", dataset="sprites", metric=metric))

@@ -10,9 +10,10 @@ import torch
 
 from genflow import config
 from genflow.data import shards
+from genflow.data.embedded import digits, mixture, mixture_centers
 from genflow.data.loader import BatchPlan, load_split
 from genflow.data.prepare import prepare
-from genflow.data.sources import digits, load_source, mixture, mixture_centers
+from genflow.data.sources import load_source
 from genflow.errors import DataError
 from genflow.io import sha256_file
 

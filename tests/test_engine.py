@@ -10,11 +10,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from genflow import checkpoint, config, training
-from genflow.engine import PrintReporter
+from genflow import config
+
+from genflow.train import checkpoint
+
+from genflow import launch
 from genflow.errors import DataError, DivergenceError
 from genflow.io import sha256_file
 from genflow.models import registry
+from genflow.train import worker as training
+from genflow.train.engine import PrintReporter
+from genflow.train.worker_config import worker_config, run_name
 
 from conftest import MODEL_NAMES, tiny_params_dict
 
@@ -103,7 +109,7 @@ def _assert_same_state(a: dict, b: dict) -> None:
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_resume_is_bit_identical(name, tiny, prepared_dir, tmp_path):
-    cfg = training.worker_config(name, tiny, prepared_dir)
+    cfg = worker_config(name, tiny, prepared_dir)
     straight, data = training.build_engine(cfg)
     straight.fit(data, Quiet())
     assert straight.step == 20
@@ -136,7 +142,7 @@ def test_train_in_process_resumes_after_interruption(tiny, prepared_dir, trained
     raw = tiny_params_dict()
     raw["ray"]["storage_path"] = str(tmp_path / "work")
     params = config.validate(raw)
-    cfg = training.worker_config(name, params, prepared_dir)
+    cfg = worker_config(name, params, prepared_dir)
     original = training.DirectoryReporter.on_checkpoint
 
     def dies_after_first_checkpoint(self, step, state, log, final):
@@ -146,14 +152,14 @@ def test_train_in_process_resumes_after_interruption(tiny, prepared_dir, trained
 
     monkeypatch.setattr(training.DirectoryReporter, "on_checkpoint", dies_after_first_checkpoint)
     with pytest.raises(Interrupted):
-        training.train_model(name, params, prepared_dir, tmp_path / "model")
-    work = tmp_path / "work" / training.run_name(cfg)
+        launch.train(name, params, prepared_dir, tmp_path / "model")
+    work = tmp_path / "work" / run_name(cfg)
     assert json.loads((work / "step_000000010" / "meta.json").read_text())["step"] == 10
     assert not (tmp_path / "model").exists()
 
     monkeypatch.setattr(training.DirectoryReporter, "on_checkpoint", original)
     capsys.readouterr()
-    training.train_model(name, params, prepared_dir, tmp_path / "model")
+    launch.train(name, params, prepared_dir, tmp_path / "model")
     assert "resumed from checkpoint at step 10" in capsys.readouterr().out
     assert not work.exists()
     out = tmp_path / "model" / "seed_0"
@@ -166,15 +172,15 @@ def test_train_in_process_resumes_after_interruption(tiny, prepared_dir, trained
 
 
 def test_changed_params_do_not_resume_stale_run(tiny, prepared_dir, tmp_path):
-    cfg = training.worker_config("gan_ring8", tiny, prepared_dir)
+    cfg = worker_config("gan_ring8", tiny, prepared_dir)
     raw = tiny_params_dict()
     raw["models"]["gan_ring8"]["train"]["lr_g"] = 1e-3
-    cfg2 = training.worker_config("gan_ring8", config.validate(raw), prepared_dir)
-    assert cfg["fingerprint"] != cfg2["fingerprint"]
+    cfg2 = worker_config("gan_ring8", config.validate(raw), prepared_dir)
+    assert cfg.fingerprint != cfg2.fingerprint
 
 
 def test_nan_weight_raises_divergence(tiny, prepared_dir):
-    engine, data = training.build_engine(training.worker_config("gan_ring8", tiny, prepared_dir))
+    engine, data = training.build_engine(worker_config("gan_ring8", tiny, prepared_dir))
     with torch.no_grad():
         engine.model.D.head.weight[0, 0] = float("nan")
     with pytest.raises(DivergenceError, match="diverged at step 0: phase D loss is nan") as info:
@@ -184,7 +190,7 @@ def test_nan_weight_raises_divergence(tiny, prepared_dir):
 
 def test_nan_in_weights_the_loss_does_not_see(tiny, prepared_dir):
     # the EMA generator never enters a loss: the per-step weight check catches it in that same step
-    engine, data = training.build_engine(training.worker_config("gan_digits", tiny, prepared_dir))
+    engine, data = training.build_engine(worker_config("gan_digits", tiny, prepared_dir))
     with torch.no_grad():
         next(engine.model.G_ema.parameters()).view(-1)[0] = float("inf")
     with pytest.raises(DivergenceError, match=r"diverged at step 0: parameter G_ema\.\S+ is not finite"):
@@ -193,7 +199,7 @@ def test_nan_in_weights_the_loss_does_not_see(tiny, prepared_dir):
 
 def test_huge_learning_rate_diverges(tiny, prepared_dir):
     # params.yaml caps lr at 1.0 (Adam then cannot blow up in a few steps): force it on the optimizers
-    engine, data = training.build_engine(training.worker_config("gan_ring8", tiny, prepared_dir))
+    engine, data = training.build_engine(worker_config("gan_ring8", tiny, prepared_dir))
     for opt in engine.optimizers:
         for group in opt.param_groups:
             group["lr"] = 1e25
@@ -203,7 +209,7 @@ def test_huge_learning_rate_diverges(tiny, prepared_dir):
 
 
 def test_print_reporter_checkpoints_are_snapshots(tiny, prepared_dir, capsys):
-    engine, data = training.build_engine(training.worker_config("gan_ring8", tiny, prepared_dir))
+    engine, data = training.build_engine(worker_config("gan_ring8", tiny, prepared_dir))
     reporter = PrintReporter("t")
     engine.fit(data, reporter)
     assert [step for step, _ in reporter.checkpoints] == [10, 20]
@@ -220,7 +226,7 @@ def _ddp_worker(rank: int, world: int, init_file: str, family: str, overrides: d
     import torch.distributed as dist
 
     from genflow.data.loader import BatchPlan, load_split
-    from genflow.engine import Engine
+    from genflow.train.engine import Engine
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
@@ -293,7 +299,7 @@ def test_bf16_autocast_and_channels_last_train(family, prepared_dir):
     params = config.validate(raw)
     logs = {}
     for name in params.models:
-        engine, data = training.build_engine(training.worker_config(name, params, prepared_dir))
+        engine, data = training.build_engine(worker_config(name, params, prepared_dir))
         logs[name] = engine.fit(data, Quiet())
         if name == "nhwc":
             conv = next(m for m in engine.model.modules() if isinstance(m, torch.nn.Conv2d))
@@ -313,7 +319,7 @@ def test_g_step_reuses_the_d_steps_fake_only_with_one_critic_step(n_critic, g_fo
     raw["models"] = {"m": {"model": "gan", "dataset": "digits", "arch": "conv", "z_dim": 4, "width": 8,
                            "train": {"steps": 2, "batch_size": 16, "n_critic": n_critic,
                                      "log_every": 1, "checkpoint_every": 2}}}
-    engine, data = training.build_engine(training.worker_config("m", config.validate(raw), prepared_dir))
+    engine, data = training.build_engine(worker_config("m", config.validate(raw), prepared_dir))
     calls = []
     engine.model.G.register_forward_hook(lambda module, args, out: calls.append(out.requires_grad))
     before = {k: v.clone() for k, v in engine.model.G.state_dict().items()}

@@ -7,10 +7,12 @@ import math
 import pytest
 import torch
 
-from genflow import config, evaluate
+from genflow import config, launch
+
+from genflow.evaluate import protocol as evaluate
+from genflow.evaluate.model_metrics import SAMPLE_CHUNK, generate, generate_chunks
 from genflow.integrations.ray_eval import blocks
-from genflow.model_metrics import SAMPLE_CHUNK, generate, generate_chunks
-from genflow.training import load_trained, trained_seeds
+from genflow.train.worker import load_trained, trained_seeds
 
 from conftest import tiny_params_dict
 
@@ -53,7 +55,7 @@ def test_two_workers_score_like_one_and_like_in_process(name, ray_session, train
     for workers in (0, 1, 2):
         p = _spec(workers)
         ref = evaluate.Reference.load(prepared_dir / dataset, features_dir / dataset, p.evaluate)
-        scores[workers], _ = evaluate.seed_metrics(model, ref, p.ray)
+        scores[workers], _ = evaluate.seed_metrics(model, ref, launch.sample_draw(p))
     assert {"fid", "kid", "precision", "recall", "density", "coverage"} <= set(scores[0])
     for workers in (1, 2):
         assert scores[workers].keys() == scores[0].keys()

@@ -9,17 +9,20 @@ import numpy as np
 import pytest
 import torch
 
-from genflow import config, training
+from genflow import config
+
 from genflow.data.loader import load_split
 from genflow.data.prepare import prepare
 from genflow.errors import DataError
-from genflow.evaluate import evaluate_model, sample_rows
-from genflow.featurenet import FeatureSpace
-from genflow.featurenet_stage import build_feature_space
+from genflow.evaluate.model_metrics import class_fid, path_length
+from genflow.evaluate.protocol import evaluate_model, sample_rows
+from genflow.featurenet.network import FeatureSpace
+from genflow.featurenet.stage import build_feature_space
 from genflow.io import sha256_file
 from genflow.metrics import discrete_modes
-from genflow.model_metrics import class_fid, path_length
 from genflow.models import registry
+from genflow.train import worker as training
+from genflow.train.worker_config import worker_config
 
 from conftest import quiet, tiny_params_dict
 
@@ -34,7 +37,7 @@ def _evaluate(params, name, prepared, features, tmp_path):
 
 def _train(params, name, prepared, tmp_path):
     raw_dir = tmp_path / "models" / name
-    training.train_in_process(training.worker_config(name, params, prepared), raw_dir / "seed_0", tmp_path / "work")
+    training.train_in_process(worker_config(name, params, prepared), raw_dir / "seed_0", tmp_path / "work")
 
 
 def test_every_sample_metric_has_its_floor(trained_dir, prepared_dir, features_dir, tmp_path):
@@ -180,7 +183,7 @@ def test_anomaly_detection_trains_without_the_class_and_reports_auroc(prepared_d
     raw = tiny_params_dict()
     raw["models"] = {"vae_no3": {**raw["models"]["vae_digits"], "holdout_class": 3}}
     params = config.validate(raw)
-    engine, data = training.build_engine(training.worker_config("vae_no3", params, prepared_dir))
+    engine, data = training.build_engine(worker_config("vae_no3", params, prepared_dir))
     assert 3 not in data.labels.tolist() and len(data) < len(load_split(prepared_dir / "digits", "train"))
     _train(params, "vae_no3", prepared_dir, tmp_path)
     metrics = _evaluate(params, "vae_no3", prepared_dir, features_dir, tmp_path)
@@ -200,7 +203,7 @@ def test_holdout_class_is_validated(entry, message):
 
 
 def test_inception_feature_space_from_a_local_file(trained_dir, prepared_dir, features_dir, tmp_path):
-    from genflow.inception import FIDInception
+    from genflow.featurenet.inception import FIDInception
 
     weights = tmp_path / "pt_inception.pth"
     torch.manual_seed(0)

@@ -10,10 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
-from genflow import cli, config, training
+from genflow import cli, config
+
 from genflow.data.loader import load_split
-from genflow.export import export_model, fixed_inputs
-from genflow.exported import ExportedModel
+from genflow.export.exported import ExportedModel
+from genflow.export.write import export_model, fixed_inputs
+from genflow.train import worker as training
+from genflow.train.worker_config import worker_config
 
 from conftest import quiet, tiny_params_dict
 
@@ -27,7 +30,7 @@ def exported(trained_dir, prepared_dir, tmp_path_factory):
     raw["models"] = {"cgan_digits": {**raw["models"]["gan_digits"], "c_dim": 10}}
     raw["models"]["cgan_digits"]["train"].update(steps=2, log_every=2, checkpoint_every=2)
     params = config.validate(raw)
-    training.train_in_process(training.worker_config("cgan_digits", params, prepared_dir),
+    training.train_in_process(worker_config("cgan_digits", params, prepared_dir),
                               root / "trained" / "cgan_digits" / "seed_0", root / "work")
     for name, source in (("gan_digits", trained_dir), ("vae_digits", trained_dir), ("gan_ring8", trained_dir),
                          ("cgan_digits", root / "trained")):
@@ -105,7 +108,7 @@ def test_sample_and_interpolate(exported, tmp_path):
 
 
 def test_interpolation_path_ends_at_its_latents():
-    from genflow.model_metrics import slerp
+    from genflow.evaluate.model_metrics import slerp
 
     a, b = torch.from_numpy(np.random.default_rng(0).standard_normal((2, 3, 4)))
     path = slerp(a[:, None], b[:, None], torch.linspace(0, 1, 5, dtype=torch.float64)[None, :, None])
@@ -123,7 +126,7 @@ def test_reconstruct_and_inpaint(exported, digit_images, tmp_path, capsys):
 
 
 def test_inpaint_keeps_the_known_pixels(exported, digit_images, tmp_path):
-    from genflow import apps
+    from genflow.export import apps
 
     folder, pixels = digit_images
     model = ExportedModel(exported / "vae_digits")

@@ -9,21 +9,27 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from genflow import checkpoint, config, training
+from genflow import config
+
+from genflow.train import checkpoint
+
+from genflow import launch
 from genflow.data.shards import manifest_hash
 from genflow.errors import DataError
-from genflow.evaluate import evaluate_model
-from genflow.export import CARD_FILE, TORCHSCRIPT_FILE, WEIGHTS_FILE, export_model, fixed_inputs
-from genflow.featurenet import FEATURE_DIM, FeatureSpace
+from genflow.evaluate.pictures import interpolation_png
+from genflow.evaluate.protocol import evaluate_model
+from genflow.export.write import CARD_FILE, TORCHSCRIPT_FILE, WEIGHTS_FILE, export_model, fixed_inputs
+from genflow.featurenet.network import FEATURE_DIM, FeatureSpace
 from genflow.models import registry
-from genflow.report import build_report
-from genflow.visualize import interpolation_png
+from genflow.report.build import build_report
+from genflow.train import worker as training
+from genflow.train.worker_config import worker_config
 
 from conftest import MODEL_NAMES, quiet, render_in_chromium, tiny_params_dict
 
 TINY = config.validate(tiny_params_dict())
 
-# torch 2.13 deprecates torch.jit.trace/load, which genflow.export is built on
+# torch 2.13 deprecates torch.jit.trace/load, which genflow.export.write is built on
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 
 
@@ -174,7 +180,7 @@ def test_export_conditional_generator(prepared_dir, tmp_path):
     raw["models"] = {"cgan_digits": {**raw["models"]["gan_digits"], "c_dim": 10}}
     raw["models"]["cgan_digits"]["train"].update(steps=4, log_every=2, checkpoint_every=4)
     params = config.validate(raw)
-    training.train_in_process(training.worker_config("cgan_digits", params, prepared_dir), tmp_path / "m" / "seed_0",
+    training.train_in_process(worker_config("cgan_digits", params, prepared_dir), tmp_path / "m" / "seed_0",
                               tmp_path / "work")
     scripted, spec = _check_export(tmp_path / "m", tmp_path / "export")
     z = torch.randn(10, spec.z_dim, generator=torch.Generator().manual_seed(0))
@@ -215,7 +221,7 @@ def test_report_html_renders_in_headless_chromium(evaluated, features_dir, train
 
 def test_report_statistics_with_several_seeds(evaluated, tmp_path):
     """Three seeds: mean ± t-interval, ranks, and Welch's test against the baseline, by hand."""
-    from genflow.report_stats import format_p, summarize, welch_p
+    from genflow.report.stats import format_p, summarize, welch_p
 
     metrics = tmp_path / "metrics"
     metrics.mkdir()
@@ -253,7 +259,7 @@ def test_vaegan_evaluate_and_export(prepared_dir, features_dir, tmp_path):
                                        "width": 8, "train": {"steps": 4, "batch_size": 32, "log_every": 2,
                                                              "checkpoint_every": 4}}}
     params = config.validate(raw)
-    training.train_in_process(training.worker_config("vaegan_digits", params, prepared_dir), tmp_path / "m" / "seed_0",
+    training.train_in_process(worker_config("vaegan_digits", params, prepared_dir), tmp_path / "m" / "seed_0",
                               tmp_path / "work")
     metrics = evaluate_model(tmp_path / "m", prepared_dir / "digits", features_dir / "digits", params.evaluate,
                              tmp_path / "m.json", tmp_path / "s.png", log=quiet)
@@ -266,7 +272,7 @@ def test_several_seeds_are_trained_and_aggregated(prepared_dir, features_dir, tm
     raw["models"] = {"gan_ring8": {**raw["models"]["gan_ring8"], "seeds": [3, 1]}}
     raw["ray"]["storage_path"] = str(tmp_path / "work")
     params = config.validate(raw)
-    training.train_model("gan_ring8", params, prepared_dir, tmp_path / "m")
+    launch.train("gan_ring8", params, prepared_dir, tmp_path / "m")
     assert [d.name for d in training.trained_seeds(tmp_path / "m")] == ["seed_1", "seed_3"]
     metrics = evaluate_model(tmp_path / "m", prepared_dir / "ring8", features_dir / "ring8", params.evaluate,
                              tmp_path / "m.json", tmp_path / "s.png", log=quiet)
@@ -288,7 +294,7 @@ def test_export_spectral_norm_models(family, extra, prepared_dir, tmp_path):
     raw["models"] = {"sn": {"model": family, "dataset": "digits", "arch": "conv", "z_dim": 4, "width": 8, **extra,
                             "train": {"steps": 3, "batch_size": 16, "log_every": 3, "checkpoint_every": 3}}}
     params = config.validate(raw)
-    training.train_in_process(training.worker_config("sn", params, prepared_dir), tmp_path / "m" / "seed_0",
+    training.train_in_process(worker_config("sn", params, prepared_dir), tmp_path / "m" / "seed_0",
                               tmp_path / "work")
     _check_export(tmp_path / "m", tmp_path / "export")
     card = json.loads((tmp_path / "export" / CARD_FILE).read_text())

@@ -8,13 +8,15 @@ import math
 import numpy as np
 import pytest
 
-from genflow import checkpoint, config
+from genflow import config
+
+from genflow.data.embedded import digits
 from genflow.data.loader import load_split
 from genflow.data.prepare import prepare
-from genflow.data.sources import digits
 from genflow.data.specs import SpritesData, StackedDigitsData
 from genflow.data.sprites import COLOURS, ORIENTATIONS, POSITIONS, SCALES, SHAPES, render, sprites
 from genflow.data.stacked_digits import stacked_digits
+from genflow.train import checkpoint
 
 from conftest import quiet, tiny_params_dict
 
@@ -232,7 +234,7 @@ def _family_params(storage) -> dict:
 
 
 def test_every_family_trains_on_generated_data(tmp_path):
-    from genflow.training import train_model
+    from genflow.launch import train as train_model
 
     params = config.validate(_family_params(tmp_path / "work"))
     assert len(params.models) == 8

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from genflow.errors import DataError
-from genflow.inception import FEATURE_DIM, FIDInception, load_inception
+from genflow.featurenet.inception import FEATURE_DIM, FIDInception, load_inception
 
 # 94 BasicConv2d (5 stem + 3x7 InceptionA + 4 InceptionB + 4x10 InceptionC
 # + 6 InceptionD + 2x9 InceptionE), each with conv.weight and bn.{weight, bias,

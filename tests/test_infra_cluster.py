@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -83,8 +84,8 @@ def test_cluster_has_two_nodes(cluster):
 
 
 def test_strict_spread_run_trains_and_checkpoints(spread_run):
-    from genflow import checkpoint
     from genflow.io import sha256_file
+    from genflow.train import checkpoint
 
     root, output = spread_run
     out = root / "out" / "seed_0"
@@ -94,25 +95,29 @@ def test_strict_spread_run_trains_and_checkpoints(spread_run):
     state, log, _ = checkpoint.load(out)
     assert state["step"] == STEPS and [row["step"] for row in log] == [2, 4, 6]
     # the worker nodes' output reaches the driver once (one log monitor for the shared session)
-    assert output.count("[gan_ring8] step 2 ") == 1, output[-3000:]
+    assert output.count("[gan_ring8 seed 0] step 2/6 ") == 1, output[-3000:]
 
 
 def test_worker_refuses_other_code_or_unreachable_data(tmp_path):
     from genflow.errors import DataError
     from genflow.io import package_digest
-    from genflow.training import check_worker_environment
+    from genflow.train.worker_config import check_worker_environment
 
-    check_worker_environment({"code_digest": package_digest(), "data_dir": str(tmp_path)})
+    def config(code_digest, data_dir):  # the two fields of a WorkerConfig the check reads
+        return SimpleNamespace(code_digest=code_digest, data_dir=str(data_dir))
+
+    check_worker_environment(config(package_digest(), tmp_path))
     with pytest.raises(RuntimeError, match="not the driver's code"):
-        check_worker_environment({"code_digest": "0" * 16, "data_dir": str(tmp_path)})
+        check_worker_environment(config("0" * 16, tmp_path))
     with pytest.raises(DataError, match="not visible on node .*storage every node mounts"):
-        check_worker_environment({"code_digest": package_digest(), "data_dir": str(tmp_path / "absent")})
+        check_worker_environment(config(package_digest(), tmp_path / "absent"))
 
 
 def test_workers_ran_on_different_nodes(cluster, spread_run):
     listed = subprocess.run(["ray", "list", "actors", "--address", cluster["address"], "--filter",
                              "class_name=RayTrainWorker", "--detail", "--format", "json"],
-                            env=_env(RAY_AUTH_MODE="token"), capture_output=True, text=True, timeout=120)
+                            env=_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=cluster["token"]), capture_output=True,
+                            text=True, timeout=120)
     assert listed.returncode == 0, listed.stderr
     workers = json.loads(listed.stdout)
     assert len(workers) == 2 and len({w["node_id"] for w in workers}) == 2, workers

@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy import linalg
 
-from genflow.data.sources import mixture_centers
+from genflow.data.embedded import mixture_centers
 from genflow.metrics import frechet_distance, frechet_from_stats, gaussian_stats, mixture_modes
 
 

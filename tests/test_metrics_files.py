@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from genflow.evaluate import evaluate_model, metrics_table
+from genflow.evaluate.protocol import evaluate_model, metrics_table
 from genflow.metrics import catalog
 
 DETAILS = {

@@ -8,10 +8,10 @@ import torch
 
 from genflow import config
 from genflow.data.loader import BatchPlan, load_split
-from genflow.engine import Engine
 from genflow.models import registry
 from genflow.models.base import StepContext
 from genflow.models.specs import GAN_LOSSES
+from genflow.train.engine import Engine
 
 from conftest import PYTHON, REPO, tiny_params_dict
 

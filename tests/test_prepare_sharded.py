@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from genflow import config
-from genflow.data.prepare import prepare
+from genflow import launch
 from genflow.errors import DataError
 
 from conftest import quiet, tiny_params_dict
@@ -46,7 +46,7 @@ def test_one_and_two_workers_write_byte_identical_shards(ray_session, folder, tm
     outputs = {}
     for workers in (0, 1, 2):
         params = _spec(folder, workers)
-        prepare(params.data["folder"], tmp_path / str(workers), log=quiet, ray_spec=params.ray)
+        launch.prepare(params.data["folder"], tmp_path / str(workers), params, log=quiet)
         outputs[workers] = _files(tmp_path / str(workers))
     assert {"manifest.json", "train-00000.parquet", "val-00000.parquet", "test-00000.parquet"} <= set(outputs[0])
     assert outputs[1] == outputs[0] and outputs[2] == outputs[0]
@@ -61,6 +61,6 @@ def test_an_unreadable_file_is_named_by_a_worker_too(ray_session, folder, tmp_pa
     (broken / "class1" / "img010.png").write_bytes(b"not a png")
     params = _spec(broken, 2)
     with pytest.raises(DataError, match=r"class1/img010\.png: unreadable image") as caught:
-        prepare(params.data["folder"], tmp_path / "out", log=quiet, ray_spec=params.ray)
+        launch.prepare(params.data["folder"], tmp_path / "out", params, log=quiet)
     assert "Traceback" not in str(caught.value)
     assert not (tmp_path / "out").exists()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +19,13 @@ import pytest
 import torch
 import yaml
 
-from genflow import checkpoint, config, training
+from genflow import config
+
+from genflow.train import checkpoint
+
+from genflow import launch
+from genflow.train import worker as training
+from genflow.train.worker_config import worker_config, run_name
 
 from conftest import REPO, tiny_params_dict
 
@@ -74,7 +81,7 @@ def _task_checkpoint(storage: Path) -> int | None:
 
 def train(cfg: dict, out: Path, ray_spec) -> None:
     """The launcher the train stage would pick for this one-worker run."""
-    if training.runs_as_tasks(ray_spec):
+    if launch.runs_as_tasks(ray_spec):
         from genflow.integrations.ray_tasks import train_seeds_as_tasks
 
         train_seeds_as_tasks([(cfg, out)], ray_spec)
@@ -97,14 +104,14 @@ def assert_bit_identical(a: Path, b: Path) -> None:
 def uninterrupted(ray_session, prepared_dir, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("uninterrupted")
     params = config.validate(params_dict(root / "storage", "trainer"))
-    train(training.worker_config("gan_ring8", params, prepared_dir), root / "out", params.ray)
+    train(worker_config("gan_ring8", params, prepared_dir), root / "out", params.ray)
     return root / "out"
 
 
 def test_task_launcher_equals_trainer_bit_for_bit(ray_session, uninterrupted, prepared_dir, tmp_path):
     params = config.validate(params_dict(tmp_path / "storage", "auto"))
-    assert training.runs_as_tasks(params.ray)
-    train(training.worker_config("gan_ring8", params, prepared_dir), tmp_path / "out", params.ray)
+    assert launch.runs_as_tasks(params.ray)
+    train(worker_config("gan_ring8", params, prepared_dir), tmp_path / "out", params.ray)
     assert_bit_identical(tmp_path / "out", uninterrupted)
 
 
@@ -126,7 +133,7 @@ def _train_worker_pids(launcher: str, name: str) -> list[int]:
 def test_killed_worker_restarts_from_checkpoint_bit_identical(ray_session, uninterrupted, prepared_dir, tmp_path,
                                                               capfd, launcher):
     params = config.validate(params_dict(tmp_path / "storage", launcher))
-    cfg = training.worker_config("gan_ring8", params, prepared_dir)
+    cfg = worker_config("gan_ring8", params, prepared_dir)
     errors: list[BaseException] = []
 
     def fit():
@@ -138,7 +145,7 @@ def test_killed_worker_restarts_from_checkpoint_bit_identical(ray_session, unint
     runner = threading.Thread(target=fit)
     runner.start()
     step = registered_checkpoint(tmp_path / "storage", launcher)
-    pids = _train_worker_pids(launcher, training.run_name(cfg))
+    pids = _train_worker_pids(launcher, run_name(cfg))
     assert len(pids) == 1
     os.kill(pids[0], signal.SIGKILL)
     runner.join(timeout=300)
@@ -146,7 +153,7 @@ def test_killed_worker_restarts_from_checkpoint_bit_identical(ray_session, unint
     assert_bit_identical(tmp_path / "out", uninterrupted)
     output = capfd.readouterr().out
     resumed = [line for line in output.splitlines() if "resumed from checkpoint at step" in line]
-    assert resumed and int(resumed[0].rsplit(" ", 1)[1]) >= step, output[-3000:]
+    assert resumed and int(re.search(r"at step (\d+)", resumed[0]).group(1)) >= step, output[-3000:]
 
 
 def _stage(params_path: Path, prepared_dir: Path, out: Path, address: str) -> subprocess.Popen:
@@ -175,7 +182,7 @@ def test_killed_driver_rerun_resumes_bit_identical(ray_session, uninterrupted, p
     output, _ = second.communicate(timeout=400)
     assert second.returncode == 0, output[-5000:]
     resumed = [line for line in output.splitlines() if "resumed from checkpoint at step" in line]
-    assert resumed and int(resumed[0].rsplit(" ", 1)[1]) >= step, output[-3000:]
+    assert resumed and int(re.search(r"at step (\d+)", resumed[0]).group(1)) >= step, output[-3000:]
     assert_bit_identical(tmp_path / "out" / "seed_0", uninterrupted)
 
 
@@ -184,7 +191,7 @@ def test_task_error_is_raised_with_its_own_message(ray_session, prepared_dir, tm
     from genflow.integrations.ray_tasks import train_seeds_as_tasks
 
     params = config.validate(params_dict(tmp_path / "storage", "auto"))
-    cfg = {**training.worker_config("gan_ring8", params, prepared_dir), "data_dir": str(tmp_path / "gone")}
+    cfg = worker_config("gan_ring8", params, prepared_dir).replace(data_dir=str(tmp_path / "gone"))
     with pytest.raises(DataError, match="the prepared data is not visible") as info:
         train_seeds_as_tasks([(cfg, tmp_path / "out")], params.ray)
     assert "Traceback" not in str(info.value)
@@ -197,4 +204,4 @@ def test_task_error_is_raised_with_its_own_message(ray_session, prepared_dir, tm
 def test_which_runs_are_ray_tasks(workers, launcher, storage, tasks):
     raw = tiny_params_dict()["ray"]
     raw.update(num_workers=workers, launcher=launcher, storage_path=storage)
-    assert training.runs_as_tasks(config.RaySpec(**raw)) is tasks
+    assert launch.runs_as_tasks(config.RaySpec(**raw)) is tasks

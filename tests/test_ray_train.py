@@ -8,8 +8,13 @@ import json
 import pytest
 import torch
 
-from genflow import checkpoint, config, training
+from genflow import config
+
+from genflow.train import checkpoint
+
 from genflow.io import sha256_file
+from genflow.train import worker as training
+from genflow.train.worker_config import worker_config
 
 from conftest import tiny_params_dict
 
@@ -34,7 +39,7 @@ def ray_run(ray_session, prepared_dir, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("ray")
     params = ring_params(B, 2, str(root / "storage"))
-    cfg = training.worker_config("gan_ring8", params, prepared_dir)
+    cfg = worker_config("gan_ring8", params, prepared_dir)
     train_with_ray(cfg, root / "out", params.ray)
     return root, cfg
 
@@ -51,13 +56,13 @@ def test_ray_run_outputs(ray_run):
     state, _, _ = checkpoint.load(out)
     assert state["step"] == STEPS
     # the run's resume state is dropped once the artifact is in place
-    assert not (root / "storage" / f"gan_ring8-{cfg['fingerprint']}").exists()
+    assert not (root / "storage" / f"gan_ring8-{cfg.fingerprint}").exists()
 
 
 def test_two_workers_equal_one_worker_with_double_batch(ray_run, prepared_dir, tmp_path):
     root, _ = ray_run
     params = ring_params(2 * B, 0, str(tmp_path / "work"))
-    cfg = training.worker_config("gan_ring8", params, prepared_dir)
+    cfg = worker_config("gan_ring8", params, prepared_dir)
     training.train_in_process(cfg, tmp_path / "single", tmp_path / "work")
 
     ddp, _, _ = checkpoint.load(root / "out")

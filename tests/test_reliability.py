@@ -17,11 +17,17 @@ import pytest
 import torch
 import yaml
 
-from genflow import checkpoint, config, training
-from genflow.checkpoint_store import CheckpointStore
-from genflow.engine import Engine, PrintReporter
+from genflow import config
+
+from genflow.train import checkpoint
+
+from genflow import launch
 from genflow.errors import DivergenceError
 from genflow.io import atomic_dir, remove_stale_temporaries
+from genflow.train import worker as training
+from genflow.train.checkpoint_store import CheckpointStore
+from genflow.train.engine import Engine, PrintReporter
+from genflow.train.worker_config import worker_config, run_name
 
 from conftest import PYTHON, REPO, tiny_params_dict
 
@@ -60,10 +66,10 @@ def test_divergence_stops_the_stage_and_keeps_the_last_good_checkpoint(prepared_
 
     monkeypatch.setattr(Engine, "train_step", poisoned_at_step_13)
     with pytest.raises(DivergenceError) as info:
-        training.train_model("gan_ring8", params, prepared_dir, out)
+        launch.train("gan_ring8", params, prepared_dir, out)
     message = str(info.value)
     assert message.startswith("diverged at step 13: phase D loss is"), message
-    work = tmp_path / "work" / training.run_name(training.worker_config("gan_ring8", params, prepared_dir))
+    work = tmp_path / "work" / run_name(worker_config("gan_ring8", params, prepared_dir))
     assert f"last good checkpoint: {work / 'step_000000010'} (step 10)" in message
     state, log, _ = checkpoint.load(work / "step_000000010")
     assert state["step"] == 10 and log[-1]["step"] == 10
@@ -86,8 +92,8 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous(prepared_dir, trai
 
     monkeypatch.setattr(training.DirectoryReporter, "on_checkpoint", dies_after_step_15)
     with pytest.raises(Interrupted):
-        training.train_model("gan_ring8", params, prepared_dir, tmp_path / "model")
-    work = tmp_path / "work" / training.run_name(training.worker_config("gan_ring8", params, prepared_dir))
+        launch.train("gan_ring8", params, prepared_dir, tmp_path / "model")
+    work = tmp_path / "work" / run_name(worker_config("gan_ring8", params, prepared_dir))
     assert [p.name for p in CheckpointStore(work).checkpoints()] == ["step_000000015", "step_000000010"]
     newest = work / "step_000000015"
     if damage == "truncate":
@@ -102,7 +108,7 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous(prepared_dir, trai
 
     monkeypatch.setattr(training.DirectoryReporter, "on_checkpoint", original)
     capfd.readouterr()
-    training.train_model("gan_ring8", params, prepared_dir, tmp_path / "model")
+    launch.train("gan_ring8", params, prepared_dir, tmp_path / "model")
     captured = capfd.readouterr()
     assert f"skipping checkpoint {newest}" in captured.err
     assert "resumed from checkpoint at step 10" in captured.out
@@ -120,10 +126,10 @@ def test_ray_resume_skips_a_corrupt_checkpoint_for_the_previous_one(prepared_dir
     from genflow.integrations.ray_train import run_from
 
     params = _params(tmp_path, checkpoint_every=5)
-    config_ = training.worker_config("gan_ring8", params, prepared_dir)
+    config_ = worker_config("gan_ring8", params, prepared_dir)
     reporter = PrintReporter("gan_ring8")
     training.run_worker(config_, reporter)
-    run_dir = tmp_path / "storage" / training.run_name(config_)
+    run_dir = tmp_path / "storage" / run_name(config_)
     for step, state in reporter.checkpoints[1:3]:  # steps 10 and 15, named like Ray's checkpoints
         checkpoint.save(run_dir / f"checkpoint_2026-11-22_10-00-{step:02d}.000000", state, [], {})
     newest = run_dir / "checkpoint_2026-11-22_10-00-15.000000"
@@ -241,7 +247,7 @@ def test_checkpoint_store_keeps_the_newest_two(tmp_path):
 def test_checkpoint_bytes_do_not_depend_on_how_the_state_was_built(prepared_dir, tmp_path):
     """A resumed run must write the same bytes as an uninterrupted one (DVC hashes them)."""
     params = _params(tmp_path)
-    config_ = training.worker_config("gan_digits", params, prepared_dir)
+    config_ = worker_config("gan_digits", params, prepared_dir)
     live, data = training.build_engine(config_)
     live.fit(data, PrintReporter("live"))
     checkpoint.save(tmp_path / "live", live.state_dict(), live.log, {"name": "x"})

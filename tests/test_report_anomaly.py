@@ -11,11 +11,12 @@ import torch
 
 from genflow import config
 from genflow.data.loader import load_split
-from genflow.evaluate import evaluate_model
+from genflow.evaluate.model_metrics import ROC_POINTS, anomaly_scores
+from genflow.evaluate.protocol import evaluate_model
+from genflow.launch import train as train_model
 from genflow.metrics import roc_curve
-from genflow.model_metrics import ROC_POINTS, anomaly_scores
-from genflow.report import build_report, load_blocks, roc_curves
-from genflow.training import load_trained, train_model, trained_seeds
+from genflow.report.build import build_report, load_blocks, roc_curves
+from genflow.train.worker import load_trained, trained_seeds
 
 from conftest import quiet, render_in_chromium, tiny_params_dict
 

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from genflow import checkpoint, config
+from genflow import config
+
 from genflow.errors import ConfigError, DataError
 from genflow.io import sha256_file, write_json
+from genflow.train import checkpoint
 
 from conftest import REPO
 

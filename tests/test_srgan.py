@@ -11,17 +11,20 @@ import pytest
 import torch
 from PIL import Image
 
-from genflow import cli, config, eval_upscale
+from genflow import cli, config
+
 from genflow.data.loader import load_split
 from genflow.errors import ConfigError
-from genflow.evaluate import Reference, evaluate_model
-from genflow.export import export_model
-from genflow.exported import ExportedModel
+from genflow.evaluate import upscale as eval_upscale
+from genflow.evaluate.protocol import Reference, evaluate_model
+from genflow.export.exported import ExportedModel
+from genflow.export.write import export_model
+from genflow.launch import train as train_model
 from genflow.metrics import frechet_distance
 from genflow.metrics.image_quality import SSIM_K1, SSIM_K2, gaussian_window, psnr, ssim
 from genflow.models import registry
 from genflow.models.degrade import bicubic
-from genflow.training import load_trained, train_model
+from genflow.train.worker import load_trained
 
 from conftest import PYTHON, REPO, quiet, tiny_params_dict
 
@@ -219,8 +222,8 @@ def test_cli_upscale_errors(run, pngs, capsys):
 
 @pytest.mark.parametrize("metric", ["fid", "kid"])
 def test_sweep_probe_scores_upscaled_val_rows(metric, prepared_dir, features_dir):
-    from genflow.sweep import Probe
-    from genflow.sweep_config import SweepSpec
+    from genflow.sweep.space import SweepSpec
+    from genflow.sweep.trial import Probe
 
     sweep = SweepSpec(model="sr", dataset="digits", metric=metric, probe_real=100)
     probe = Probe(prepared_dir / "digits", features_dir / "digits", sweep)

@@ -14,7 +14,7 @@ from PIL import Image
 
 from genflow import config
 from genflow.errors import ConfigError, GenflowError
-from genflow.exported import ExportedModel
+from genflow.export.exported import ExportedModel
 from genflow.models import registry
 from genflow.models.style_blocks import ModulatedConv
 
@@ -107,7 +107,7 @@ def test_constant_noise_makes_samples_deterministic_and_is_saved():
 
 def test_path_length_regulariser_keeps_its_running_mean_in_the_state():
     from genflow.data.loader import BatchPlan
-    from genflow.engine import Engine
+    from genflow.train.engine import Engine
 
     model = build(pl_weight=1.0, pl_every=2, r1_every=2)
     engine = Engine(model, train=model.spec.train, seed=0)
@@ -143,9 +143,9 @@ def test_spec_rejects_what_stylegan_cannot_do(overrides, key):
 @pytest.fixture(scope="module")
 def exported(prepared_dir, features_dir, tmp_path_factory):
     """A tiny StyleGAN and a tiny GAN on digits: trained (train_model), evaluated, exported."""
-    from genflow.evaluate import evaluate_model
-    from genflow.export import export_model
-    from genflow.training import train_model
+    from genflow.evaluate.protocol import evaluate_model
+    from genflow.export.write import export_model
+    from genflow.launch import train as train_model
 
     root = tmp_path_factory.mktemp("stylegan")
     raw = tiny_params_dict()
@@ -204,7 +204,7 @@ def test_genflow_mix_writes_the_style_mixing_grid(exported, tmp_path):
 
 
 def test_style_mixing_grid_corners_are_the_sources(exported, tmp_path):
-    from genflow.apps_style import style_mixing
+    from genflow.export.style_app import style_mixing
 
     model = ExportedModel(exported[0]["sg"])
     rows, cols, num_ws = 2, 3, model.io["num_ws"]
@@ -222,7 +222,7 @@ def test_genflow_mix_rejects_a_bad_crossover_and_a_model_without_styles(exported
     proc = _mix(paths["gan"], "--out", tmp_path / "y.png")
     assert proc.returncode == 2 and "model 'gan' has no mapping" in proc.stderr
     with pytest.raises(GenflowError, match="outside 0..4"):
-        from genflow.apps_style import style_mixing
+        from genflow.export.style_app import style_mixing
 
         style_mixing(ExportedModel(paths["sg"]), 1, 1, -1, 0, tmp_path / "z.png")
 

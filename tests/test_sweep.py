@@ -18,7 +18,7 @@ import yaml
 
 from genflow import config
 from genflow.errors import ConfigError
-from genflow.sweep_config import SweepSpec, resolved_space, set_dotted
+from genflow.sweep.space import SweepSpec, resolved_space, set_dotted
 
 from conftest import REPO, quiet, tiny_params_dict
 
@@ -87,17 +87,17 @@ def test_repo_sweep_is_valid_and_searches_what_the_issue_names():
 
 
 def test_trial_config_applies_overrides_and_checks_the_combination(prepared_dir):
-    from genflow.sweep import trial_config
-    from genflow.training import worker_config
+    from genflow.sweep.trial import trial_config
+    from genflow.train.worker_config import worker_config
 
     params = config.validate(with_sweep())
     base = worker_config("gan_ring8", params, prepared_dir)
     sweep = params.sweeps["gan_ring8"]
     cfg = trial_config(base, {"width": 8, "train.lr_g": 0.001}, sweep)
-    assert cfg["spec"]["width"] == 8 and cfg["spec"]["train"]["lr_g"] == 0.001
-    assert cfg["spec"]["train"]["steps"] == 60 and cfg["spec"]["train"]["checkpoint_every"] == 20
-    assert cfg["fingerprint"] != base["fingerprint"]
-    with pytest.raises(ConfigError, match="not a multiple of pac"):
+    assert cfg.spec["width"] == 8 and cfg.spec["train"]["lr_g"] == 0.001
+    assert cfg.spec["train"]["steps"] == 60 and cfg.spec["train"]["checkpoint_every"] == 20
+    assert cfg.fingerprint != base.fingerprint
+    with pytest.raises(ConfigError, match="must be a multiple of pac"):
         trial_config(base, {"pac": 2, "train.batch_size": 33}, sweep)
 
 
@@ -137,7 +137,7 @@ def test_failed_trial_is_fail_even_after_reporting():
 # -- real sweeps on Ray Tune --------------------------------------------------------------
 
 def _sweep(raw: dict, prepared: Path, features: Path, out: Path):
-    from genflow.sweep import sweep_model
+    from genflow.launch import sweep as sweep_model
 
     return sweep_model("gan_ring8", config.validate(raw), prepared, features, out, log=quiet)
 
@@ -185,7 +185,7 @@ def _outlier_dataset(root: Path) -> tuple[Path, Path]:
     """ring8-like points with one value near float32's maximum in the training split: a batch
     that includes it overflows D and the loss becomes NaN."""
     from genflow.data.prepare import prepare
-    from genflow.featurenet_stage import build_feature_space
+    from genflow.featurenet.stage import build_feature_space
 
     rng = np.random.default_rng(0)
     angles = rng.integers(0, 8, 600) * (np.pi / 4)

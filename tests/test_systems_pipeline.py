@@ -8,9 +8,9 @@ import json
 import pytest
 
 from genflow import config
-from genflow.evaluate import evaluate_model
-from genflow.report import build_report
-from genflow.training import train_model
+from genflow.evaluate.protocol import evaluate_model
+from genflow.launch import train as train_model
+from genflow.report.build import build_report
 
 from conftest import quiet, tiny_params_dict
 

@@ -80,20 +80,18 @@ def decode(path: Path, grayscale: bool, size: int | None, crop: str) -> np.ndarr
     return to_array(image)
 
 
-def decode_all(files: list[Path], spec, ray_spec=None) -> list[np.ndarray]:
-    if spec.num_workers:
-        from genflow.integrations.ray_data import decode_sharded
-
-        return decode_sharded(files, spec, ray_spec)
+def decode_all(files: list[Path], spec, decode_many=None) -> list[np.ndarray]:
+    if decode_many is not None:
+        return decode_many(files, spec)
     return [decode(path, spec.grayscale, spec.size, spec.crop) for path in files]
 
 
-def imagefolder_source(spec, log=print, ray_spec=None) -> RawData:
+def imagefolder_source(spec, log=print, decode_many=None) -> RawData:
     root = Path(spec.path)
     files, labels, classes = list_images(root, spec.labels)
     where = f" with {spec.num_workers} Ray tasks" if spec.num_workers else ""
     log(f"[prepare] {root}: decoding {len(files)} images" + (f" in {len(classes)} classes" if classes else "") + where)
-    arrays, first = decode_all(files, spec, ray_spec), None
+    arrays, first = decode_all(files, spec, decode_many), None
     for path, array in zip(files, arrays):
         if first is None:
             first = (path, array.shape)

@@ -8,9 +8,9 @@ from genflow.data.shards import write_prepared
 from genflow.data.sources import load_source
 
 
-def prepare(spec, out: str | Path, log=print, ray_spec=None) -> dict[str, Any]:
-    """``ray_spec`` is only used by sources that decode with Ray tasks (``num_workers``)."""
-    raw = load_source(spec, log=log, ray_spec=ray_spec)
+def prepare(spec, out: str | Path, log=print, decode_many=None) -> dict[str, Any]:
+    """``decode_many`` decodes an image folder's files elsewhere (genflow.launch: Ray tasks)."""
+    raw = load_source(spec, log=log, decode_many=decode_many)
     log(f"[prepare] {spec.source}: {len(raw.x)} examples of shape {tuple(raw.x.shape[1:])}")
     # how many workers decoded is not part of the data: the manifest (and what depends on its
     # hash) is the same for any number

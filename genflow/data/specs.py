@@ -7,7 +7,8 @@ step, which names the file at fault.
 """
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -125,6 +126,28 @@ DataSpec = Annotated[Union[DATA_SPECS], Field(discriminator="source")]
 
 # classes known from params alone (file sources are checked against the prepared manifest)
 NUM_CLASSES = {"digits": 10, "ring8": 0, "grid25": 0, "stacked_digits": 1000, "sprites": 3, "cifar10": 10}
+
+
+@dataclass(frozen=True)
+class DataFacts:
+    """What a model must fit in its dataset. Params tell some of it for the embedded sources
+    (checked by ``genflow validate``); the prepared manifest tells all of it (checked again
+    before training). None: not known yet."""
+
+    name: str
+    kind: str | None = None               # "image" | "points"
+    size: tuple[int, int] | None = None   # image height, width
+    num_classes: int | None = None
+
+    @classmethod
+    def from_params(cls, name: str, spec: BaseModel) -> "DataFacts":
+        return cls(name, "points" if spec.source in MIXTURES else None, None, num_classes(spec))
+
+    @classmethod
+    def from_manifest(cls, name: str, manifest: dict[str, Any]) -> "DataFacts":
+        image = manifest["kind"] == "image"
+        size = (manifest["shape"][0], manifest["shape"][1]) if image else None
+        return cls(name, manifest["kind"], size, manifest["num_classes"])
 
 
 def num_classes(spec: BaseModel) -> int | None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from genflow.data.embedded import digits
 from genflow.data.images import upsample
 from genflow.data.raw import SPLITS, RawData, split_indices
-from genflow.data.sources import digits
 
 CHANNELS = ("label_r", "label_g", "label_b")
 

@@ -19,6 +19,7 @@ import torch
 
 from genflow.metrics import auroc, frechet_distance, roc_on_grid
 
+PROBE_KID_SUBSETS = 20  # KID as a sweep's probe: fewer subsets than the evaluate stage's 100
 MIN_CLASS_ROWS = 10  # a per-class FID on fewer real rows says nothing
 
 
@@ -67,12 +68,12 @@ def _chunks(x: torch.Tensor, c: torch.Tensor | None, size: int = 256):
 def likelihood_metrics(model, x: torch.Tensor, c: torch.Tensor | None, seed: int, iwae_k: int) -> dict[str, float]:
     """ELBO and IWAE bound (nats per image; models with a likelihood), reconstruction SSE (with an encoder)."""
     metrics = {}
-    if hasattr(model, "iwae_bound"):
+    if model.has_likelihood:
         gen = torch.Generator().manual_seed(seed)
         metrics["elbo"] = float(torch.cat([model.elbo(xb, cb, gen) for xb, cb in _chunks(x, c)]).mean())
         bound = torch.cat([model.iwae_bound(xb, cb, iwae_k, gen) for xb, cb in _chunks(x, c, 64)])
         metrics["nll_iwae"] = float(-bound.mean())
-    if hasattr(model, "reconstruct"):
+    if model.has_encoder:
         metrics["recon_mse"] = float((model.reconstruct(x, c) - x).square().flatten(1).sum(1).mean())
     return metrics
 

@@ -20,15 +20,15 @@ import torch
 
 from genflow.data.loader import Split, load_split
 from genflow.data.shards import manifest_hash, read_manifest
-from genflow.featurenet import FeatureSpace
+from genflow.featurenet.network import FeatureSpace
 from genflow.io import atomic_path, code_revision, write_json
 from genflow.metrics import catalog, discrete_modes, frechet_distance, kid, mixture_modes
 from genflow.metrics.manifolds import prdc_many
-from genflow.model_metrics import (PATH_W_PAIRS, ROC_POINTS, anomaly_detection, chunk_labels, class_accuracy,
+from genflow.evaluate.model_metrics import (PATH_W_PAIRS, ROC_POINTS, anomaly_detection, chunk_labels, class_accuracy,
                                    class_fid, generate, likelihood_metrics, path_length, path_length_w,
                                    slerp_paths)
-from genflow.training import load_trained, trained_seeds
-from genflow.visualize import interpolation_png, save_image_grid, save_paths, save_points
+from genflow.evaluate.pictures import interpolation_png, save_image_grid, save_paths, save_points
+from genflow.train.worker import load_trained, trained_seeds
 
 # the interpolation picture: `genflow interpolate`'s defaults, decoded by the first seed's model
 INTERPOLATION_PAIRS, INTERPOLATION_STEPS = 4, 8
@@ -100,23 +100,23 @@ class Reference:
         return {f"{key}_floor": value for key, value in floor.items()}
 
 
-def samples_and_features(model, ref: Reference, ray_spec=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The protocol's sample draw and its features: here, or sharded over Ray tasks."""
+def samples_and_features(model, ref: Reference, draw=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The protocol's sample draw and its features: here, or by ``draw(model, features)`` (Ray
+    tasks, chosen by genflow.launch); every 1024-sample chunk has its own seeded stream, so
+    both give the same samples."""
     spec = ref.spec
-    if spec.num_workers == 0:
-        fake, _ = generate(model, spec.n_samples, spec.seed)
-        return fake, ref.features(fake)
-    from genflow.integrations.ray_eval import sharded_samples
-
-    return sharded_samples(model, ref.features, spec.n_samples, spec.seed, spec, ray_spec)
+    if draw is not None:
+        return draw(model, ref.features)
+    fake, _ = generate(model, spec.n_samples, spec.seed)
+    return fake, ref.features(fake)
 
 
 # the evaluation of models whose task is not "generate": module with
 #   seed_metrics(model, ref) -> {metric: value}            one trained seed
 #   baseline_metrics(model, ref) -> {name: {metric: value}}  what the task's trivial method scores
 #   picture(model, ref, out_png) -> None                     what the model does, as an image grid
-#   floors(model, ref) -> {metric_floor: value}              optional: what a perfect model scores
-TASK_EVALUATORS = {"translate": "genflow.eval_translate", "upscale": "genflow.eval_upscale"}
+#   floors(model, ref) -> {metric_floor: value}              what a perfect model scores, where that is a number
+TASK_EVALUATORS = {"translate": "genflow.evaluate.translate", "upscale": "genflow.evaluate.upscale"}
 ACTIONS = {"generate": "sampling", "translate": "translating", "upscale": "upscaling"}
 
 
@@ -126,9 +126,9 @@ def task_evaluator(model):
     return importlib.import_module(TASK_EVALUATORS[model.task])
 
 
-def seed_metrics(model, ref: Reference, ray_spec=None) -> tuple[dict[str, float], torch.Tensor]:
+def seed_metrics(model, ref: Reference, draw=None) -> tuple[dict[str, float], torch.Tensor]:
     spec = ref.spec
-    fake, f_fake = samples_and_features(model, ref, ray_spec)
+    fake, f_fake = samples_and_features(model, ref, draw)
     c = chunk_labels(model, spec.n_samples)
     metrics = ref.sample_metrics(fake, f_fake)
     if c is not None and ref.real_c is not None:
@@ -136,7 +136,7 @@ def seed_metrics(model, ref: Reference, ray_spec=None) -> tuple[dict[str, float]
     metrics.update(likelihood_metrics(model, ref.real, ref.real_c, spec.seed, spec.iwae_samples))
     if spec.path_samples:
         metrics["path_length"] = path_length(model, ref.features, spec.path_samples, spec.seed, spec.path_epsilon)
-    if spec.path_samples and hasattr(model.decoder(), "mapping"):  # style-based G: its own PPL, in W
+    if spec.path_samples and model.has_w_space:  # style-based G: its own PPL, in W
         metrics["path_length_w"] = path_length_w(model, ref.features, min(spec.path_samples, PATH_W_PAIRS), spec.seed,
                                                  spec.path_epsilon)
     return metrics, fake
@@ -192,9 +192,10 @@ def protocol(ref: Reference, per_seed: dict, states: dict, meta: dict) -> dict[s
 
 
 def evaluate_model(model_dir: str | Path, data_dir: str | Path, featurenet_dir: str | Path, spec,
-                   out_json: str | Path, out_png: str | Path, log=print, ray_spec=None) -> dict[str, Any]:
+                   out_json: str | Path, out_png: str | Path, log=print, draw=None) -> dict[str, Any]:
     """Metrics of every trained seed, their mean (and std), the floors, and the protocol; the first
-    seed's samples in ``out_png`` and its latent interpolation beside it (interpolation_png)."""
+    seed's samples in ``out_png`` and its latent interpolation beside it (interpolation_png).
+    ``draw(model, features)`` replaces the in-process sample draw (genflow.launch: Ray tasks)."""
     ref = Reference.load(Path(data_dir), Path(featurenet_dir), spec)
     per_seed, states, roc = {}, {}, {}
     for index, directory in enumerate(trained_seeds(Path(model_dir))):
@@ -205,8 +206,8 @@ def evaluate_model(model_dir: str | Path, data_dir: str | Path, featurenet_dir: 
         if model.task != "generate":
             values = task_evaluator(model).seed_metrics(model, ref)
         else:
-            values, fake = seed_metrics(model, ref, ray_spec)
-        if getattr(model.spec, "holdout_class", None) is not None:
+            values, fake = seed_metrics(model, ref, draw)
+        if model.spec.holdout_class is not None:
             values["anomaly_auroc"], roc[seed] = anomaly_metrics(model, ref)
         per_seed[seed] = {k: _clean(v) for k, v in values.items()}
         states[seed] = meta["state_sha256"]
@@ -224,8 +225,7 @@ def evaluate_model(model_dir: str | Path, data_dir: str | Path, featurenet_dir: 
         evaluator = task_evaluator(model)
         metrics["baselines"] = {name: {k: _clean(v) for k, v in values.items()}
                                 for name, values in evaluator.baseline_metrics(model, ref).items()}
-        if hasattr(evaluator, "floors"):  # what a perfect model scores, where the task has such a value
-            metrics.update({k: _clean(v) for k, v in evaluator.floors(model, ref).items()})
+        metrics.update({k: _clean(v) for k, v in evaluator.floors(model, ref).items()})
     metrics["n_seeds"] = len(per_seed)
     metrics["per_seed"] = per_seed
     if roc:

@@ -26,9 +26,10 @@ from typing import Callable
 import torch
 
 from genflow.errors import DataError
+from genflow.evaluate.model_metrics import PROBE_KID_SUBSETS
+from genflow.evaluate.pictures import save_image_grid
 from genflow.io import atomic_path
 from genflow.metrics import frechet_distance, kid
-from genflow.visualize import save_image_grid
 
 Translate = Callable[[torch.Tensor], torch.Tensor]
 PICTURE_COLUMNS = 8
@@ -119,8 +120,6 @@ def picture(model, ref, out_png: str | Path) -> None:
 @torch.no_grad()
 def probe(model, probe) -> float:
     """Mean of the two directions' FID (or KID) of up to probe.n_samples translated val rows."""
-    from genflow.sweep import PROBE_KID_SUBSETS
-
     a, b = domains(probe.real, probe.real_c, model.spec)
     ab, ba = _generators(model)
     a, b = a[:probe.n_samples], b[:probe.n_samples]

@@ -13,11 +13,12 @@ from typing import Callable
 
 import torch
 
+from genflow.evaluate.model_metrics import PROBE_KID_SUBSETS
+from genflow.evaluate.pictures import save_image_grid
 from genflow.io import atomic_path
 from genflow.metrics import frechet_distance, kid
 from genflow.metrics.image_quality import psnr, ssim, unit
 from genflow.models.degrade import bicubic
-from genflow.visualize import save_image_grid
 
 CHUNK = 256  # images per forward pass: bounded memory for any reference size
 PICTURE_COLUMNS = 8
@@ -50,6 +51,11 @@ def seed_metrics(model, ref) -> dict[str, float]:
     return quality(upscaled(model, ref.real), ref.real, ref)
 
 
+def floors(model, ref) -> dict[str, float]:
+    """None: a perfect upscaler returns the originals (infinite PSNR, SSIM 1); bicubic is the reference row."""
+    return {}
+
+
 def baseline_metrics(model, ref) -> dict[str, dict[str, float]]:
     return {"bicubic": quality(bicubic_upscaled(model, ref.real), ref.real, ref)}
 
@@ -69,8 +75,6 @@ def picture(model, ref, out_png: str | Path) -> None:
 
 def probe(model, probe) -> float:
     """The sweep's score: FID (or KID) of the upscaled validation rows against the originals."""
-    from genflow.sweep import PROBE_KID_SUBSETS
-
     f_fake = probe.features(upscaled(model, probe.real))
     if probe.metric == "fid":
         return frechet_distance(probe.f_real, f_fake)

@@ -2,7 +2,7 @@
 generate, interpolate in latent space, reconstruct, score anomalies, complete images;
 and what people do with a translation model (CycleGAN): translate images between its domains.
 
-Everything runs on an :class:`~genflow.exported.ExportedModel` (ONNX Runtime and the
+Everything runs on an :class:`~genflow.export.exported.ExportedModel` (ONNX Runtime and the
 model card), never on training code. Images come from a folder of PNG / JPEG files
 or a Parquet file in genflow's schema and must have the model's shape.
 """
@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from genflow.errors import DataError, GenflowError
-from genflow.exported import ExportedModel
+from genflow.evaluate.model_metrics import slerp_paths
+from genflow.evaluate.pictures import save_image_grid, save_points
+from genflow.export.exported import ExportedModel
 from genflow.io import atomic_path
-from genflow.model_metrics import slerp_paths
-from genflow.visualize import save_image_grid, save_points
 
 MASKS = ("left", "right", "top", "bottom", "center")
 

@@ -1,16 +1,16 @@
 """Applications of a style-based exported model (StyleGAN): the style-mixing figure.
 
 Runs on the exported ``mapping`` and ``synthesis`` ONNX networks only (ExportedModel), like
-the other apps in genflow/apps.py.
+the other apps in genflow/export/apps.py.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from genflow.errors import GenflowError
-from genflow.exported import ExportedModel
+from genflow.evaluate.pictures import save_image_grid
+from genflow.export.exported import ExportedModel
 from genflow.io import atomic_path
-from genflow.visualize import save_image_grid
 
 
 def mix_ws(ws_a: np.ndarray, ws_b: np.ndarray, crossover: int) -> np.ndarray:

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genflow.apps import load_images
-from genflow.exported import ExportedModel
+from genflow.evaluate.pictures import save_image_grid
+from genflow.export.apps import load_images
+from genflow.export.exported import ExportedModel
 from genflow.io import atomic_path
 from genflow.metrics.image_quality import psnr, unit
-from genflow.visualize import save_image_grid
 
 
 @dataclass

@@ -13,7 +13,7 @@ Networks (all with a batch dimension N of any size):
   D reads packs).
 
 Loading an export needs neither genflow's training code nor pickle: ONNX
-Runtime runs the ``.onnx`` files (see :mod:`genflow.exported`), and the weights
+Runtime runs the ``.onnx`` files (see :mod:`genflow.export.exported`), and the weights
 are safetensors.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ from genflow.data.shards import read_manifest
 from genflow.io import atomic_dir, code_revision, write_json
 from genflow.metrics import catalog
 from genflow.models.base import ExportNet
-from genflow.training import load_trained, trained_seeds
+from genflow.train.worker import load_trained, trained_seeds
 
 PARITY_TOLERANCE = 1e-5
 # the anomaly score sums log-likelihoods over pixels and importance samples: float32 sums in
@@ -107,9 +107,9 @@ def generative_networks(model) -> dict[str, ExportNet]:
     nets = {"generator": (GeneratorNet(model.decoder(), conditional), (z, c), ["z", "c"], ["x"])}
     with torch.no_grad():
         x = model.decoder()(z, c if conditional else None)
-    if hasattr(model, "E"):
+    if model.has_encoder:
         nets["encoder"] = (EncoderNet(model.E, conditional), (x, c), ["x", "c"], ["mu", "logvar"])
-    if not conditional and getattr(spec, "pac", 1) == 1:
+    if model.scores_single_images:
         eps = torch.randn(n, *model.anomaly_noise_shape(), generator=torch.Generator().manual_seed(99))
         nets["scorer"] = (ScorerNet(model), (x, eps), ["x", "eps"], ["score"])
     return nets
@@ -205,21 +205,12 @@ def _metrics_section(metrics_path: Path | None) -> dict[str, Any] | None:
             "protocol": metrics.get("protocol")}
 
 
-def generative_io(spec, shape: list[int]) -> dict[str, Any]:
-    return {"z_dim": spec.z_dim, "z_distribution": "standard normal", "c_dim": spec.c_dim,
-            "labels": f"int64 class 0..{spec.c_dim - 1}" if spec.c_dim else "unconditional (c ignored)",
-            "data_shape": shape, "value_range": [-1.0, 1.0] if len(shape) == 3 else "data coordinates",
-            "to_uint8": "round((x + 1) * 127.5)" if len(shape) == 3 else None}
-
-
 def model_card(model, meta: dict[str, Any], nets: dict[str, Any], data_dir: Path | None,
                metrics_path: Path | None) -> dict[str, Any]:
-    spec = model.spec
-    shape = meta["data_shape"]
     card = {
         "format": "genflow-export", "format_version": 3, "name": meta["name"], "model": meta["model"],
         "spec": meta["spec"], "seed": meta["seed"],
-        "task": model.task, "io": model.card_io() or generative_io(spec, shape),
+        "task": model.task, "io": model.card_io(),
         "networks": nets, "onnx_opset": ONNX_OPSET,
         "data": _data_section(meta, data_dir), "metrics": _metrics_section(metrics_path),
         "weights": {"file": WEIGHTS_FILE, "load": "safetensors; registry.build(spec, data_shape, num_classes)"},

@@ -107,7 +107,7 @@ class FeatureSpace:
         self.id, self.kind = self.meta.get("sha256", "identity"), self.meta["kind"]
         self.inception = None
         if inception_weights is not None:
-            from genflow.inception import load_inception
+            from genflow.featurenet.inception import load_inception
 
             self.inception = load_inception(inception_weights)
             self.id, self.kind = sha256_file(inception_weights), "inception-v3"

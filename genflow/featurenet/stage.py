@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genflow import featurenet
 from genflow.data.loader import Split, load_columns, load_split
 from genflow.data.shards import manifest_hash, read_manifest
 from genflow.errors import DataError
+from genflow.featurenet import network as featurenet
 from genflow.io import write_json
 
 CHANNEL_LABELS = ("label_r", "label_g", "label_b")

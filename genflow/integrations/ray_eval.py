@@ -14,8 +14,8 @@ from typing import Any
 import ray
 import torch
 
+from genflow.evaluate.model_metrics import generate_chunks, num_chunks
 from genflow.integrations.ray_session import init_ray
-from genflow.model_metrics import generate_chunks, num_chunks
 
 
 def blocks(n_chunks: int, workers: int) -> list[range]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import ray
 
@@ -50,10 +49,10 @@ def _announce(what: str, context) -> None:
     print(f"[ray] {what}; dashboard {url or 'not running'}", flush=True)
 
 
-def worker_bar(config: dict[str, Any]):
-    """Live bars on a Ray worker when the driver is in a terminal (config["progress"]): Ray's
-    tqdm_ray, which the driver draws, one bar per run; otherwise None (plain lines)."""
-    if config.get("progress") != "bar":
+def worker_bar(config):
+    """Live bars on a Ray worker when the driver is in a terminal (``config.progress``, a
+    WorkerConfig's): Ray's tqdm_ray, which the driver draws, one bar per run; otherwise None."""
+    if config.progress != "bar":
         return None
     from ray.experimental.tqdm_ray import tqdm
 

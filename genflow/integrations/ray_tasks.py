@@ -3,7 +3,7 @@
 A run of one worker has nothing to all-reduce, so Ray Train's controller, placement group
 and process group add only start-up time: about 10 s a run on the 2-core machine
 (docs/benchmarks.md). ``ray.launcher: auto`` sends such runs here. Each seed is one Ray
-task running :func:`genflow.training.train_resumable`; every seed of a stage shares one
+task running :func:`genflow.train.worker.train_resumable`; every seed of a stage shares one
 Ray session, and as many run at once as the cluster's CPUs hold (``cpus_per_worker``
 each). What Ray Train gives a one-worker run is kept:
 
@@ -25,16 +25,17 @@ import torch
 
 from genflow.errors import GenflowError
 from genflow.integrations.ray_session import init_ray, storage_path, worker_bar
-from genflow.training import check_worker_environment, finish, run_name, train_resumable
+from genflow.train.worker import finish, train_resumable
+from genflow.train.worker_config import WorkerConfig, check_worker_environment, run_name
 
 
-def _train_seed(config: dict[str, Any], work_dir: str, use_gpu: bool) -> str:
+def _train_seed(config: WorkerConfig, work_dir: str, use_gpu: bool) -> str:
     check_worker_environment(config)
     device = torch.device("cuda") if use_gpu else None  # Ray sets CUDA_VISIBLE_DEVICES to this task's GPU
     return str(train_resumable(config, work_dir, device, bar=worker_bar(config)))
 
 
-def train_seeds_as_tasks(jobs: list[tuple[dict[str, Any], Path]], ray_spec) -> None:
+def train_seeds_as_tasks(jobs: list[tuple[WorkerConfig, Path]], ray_spec) -> None:
     """Train each (config, out) job in its own Ray task; copy each final checkpoint to its ``out``."""
     init_ray(ray_spec)
     task = ray.remote(num_cpus=ray_spec.cpus_per_worker, num_gpus=1 if ray_spec.use_gpu else 0,

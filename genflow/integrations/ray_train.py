@@ -23,12 +23,12 @@ import torch
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from genflow import checkpoint
-from genflow.checkpoint_store import first_intact
-from genflow.engine import PrintReporter
 from genflow.integrations.ray_session import init_ray, storage_path, worker_bar
-from genflow.training import (check_worker_environment, checkpoint_meta, config_label, finish, run_name,
-                              run_worker)
+from genflow.train import checkpoint
+from genflow.train.checkpoint_store import first_intact
+from genflow.train.engine import PrintReporter
+from genflow.train.worker import checkpoint_meta, finish, run_worker
+from genflow.train.worker_config import WorkerConfig, check_worker_environment, run_name
 
 
 class RayReporter(PrintReporter):
@@ -53,17 +53,19 @@ class RayReporter(PrintReporter):
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> None:
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """What each TorchTrainer worker runs (Ray Train passes its config as a dict)."""
+    config = WorkerConfig.from_dict(loop_config["worker"])
     context = ray.train.get_context()
     device = None
-    if config.get("use_gpu"):
+    if loop_config["use_gpu"]:
         device = torch.device("cuda", context.get_local_rank())
         torch.cuda.set_device(device)
-    reporter = RayReporter(config_label(config), checkpoint_meta(config), worker_bar(config))
+    reporter = RayReporter(config.label, checkpoint_meta(config), worker_bar(config))
     run_from(ray.train.get_checkpoint(), config, reporter, device)
 
 
-def run_from(resume, config: dict[str, Any], reporter, device: torch.device | None = None) -> None:
+def run_from(resume, config: WorkerConfig, reporter, device: torch.device | None = None) -> None:
     """``run_worker``, resumed from a Ray checkpoint (copied locally first) when there is one.
 
     A registered checkpoint that fails its sha256 check is skipped for the previous one
@@ -102,7 +104,7 @@ def concurrent_runs(ray_spec, n_runs: int) -> int:
     return max(1, min(n_runs, int(cpus // per_run)))
 
 
-def train_seeds_with_ray(jobs: list[tuple[dict[str, Any], Path]], ray_spec) -> None:
+def train_seeds_with_ray(jobs: list[tuple[WorkerConfig, Path]], ray_spec) -> None:
     """Train independent seeds as concurrent Ray Train runs, as many as the cluster holds."""
     init_ray(ray_spec)
     width = concurrent_runs(ray_spec, len(jobs))
@@ -116,13 +118,13 @@ def train_seeds_with_ray(jobs: list[tuple[dict[str, Any], Path]], ray_spec) -> N
             future.result()  # re-raises the first failure
 
 
-def train_with_ray(config: dict[str, Any], out: str | Path, ray_spec) -> None:
+def train_with_ray(config: WorkerConfig, out: str | Path, ray_spec) -> None:
     """Fit one model with a TorchTrainer and copy its final checkpoint into ``out``."""
     init_ray(ray_spec)
     name = run_name(config)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={**config, "use_gpu": ray_spec.use_gpu},
+        train_loop_config={"worker": config.to_dict(), "use_gpu": ray_spec.use_gpu},
         scaling_config=ScalingConfig(num_workers=ray_spec.num_workers, use_gpu=ray_spec.use_gpu,
                                      resources_per_worker={"CPU": ray_spec.cpus_per_worker},
                                      placement_strategy=ray_spec.placement_strategy),

@@ -35,16 +35,17 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from genflow import checkpoint
-from genflow.checkpoint_store import CheckpointStore
 from genflow.config import fingerprint
 from genflow.errors import ConfigError
 from genflow.integrations.ray_session import init_ray, storage_path, worker_bar
 from genflow.integrations.ray_train import run_from
 from genflow.integrations.tune_ledger import TRIAL_ID_ATTR, Ledger, replay
-from genflow.sweep import Probe, ProbeReporter, metric_mode, trial_config
-from genflow.sweep_config import Dimension, SweepSpec, resolved_space
-from genflow.training import checkpoint_meta, run_worker
+from genflow.sweep.space import Dimension, SweepSpec, resolved_space
+from genflow.sweep.trial import Probe, ProbeReporter, metric_mode, trial_config
+from genflow.train import checkpoint
+from genflow.train.checkpoint_store import CheckpointStore
+from genflow.train.worker import checkpoint_meta, run_worker
+from genflow.train.worker_config import WorkerConfig
 
 JOURNAL = "study.journal"
 # Tune's own CSV/JSON/TensorBoard loggers: genflow keeps its own ledger (tune_ledger.py), and
@@ -143,7 +144,7 @@ def _trial_in_process(params: dict[str, Any], *, base: dict, sweep: dict, featur
     if _already_finished(ledger):
         return
     spec = SweepSpec.model_validate(sweep)
-    config = {**trial_config(base, params, spec), "trial": tune.get_context().get_trial_id()}
+    config = trial_config(WorkerConfig.from_dict(base), params, spec).replace(trial=tune.get_context().get_trial_id())
     meta = checkpoint_meta(config)
     own = CheckpointStore(Path(ledger) / tune.get_context().get_trial_id())
 
@@ -151,13 +152,14 @@ def _trial_in_process(params: dict[str, Any], *, base: dict, sweep: dict, featur
         own.save(state, log, meta)
         tune.report(metrics)
 
-    reporter = ProbeReporter(config, Probe(config["data_dir"], featurenet_dir, spec), emit, bar=worker_bar(config))
+    reporter = ProbeReporter(config, Probe(config.data_dir, featurenet_dir, spec), emit, bar=worker_bar(config))
     run_worker(config, reporter, resume_dir=own.latest())
 
 
 def _train_worker_loop(loop_config: dict[str, Any]) -> None:
     """What each TorchTrainer worker of a trial runs; rank 0 probes and checkpoints."""
-    config, spec = loop_config["config"], SweepSpec.model_validate(loop_config["sweep"])
+    config = WorkerConfig.from_dict(loop_config["config"])
+    spec = SweepSpec.model_validate(loop_config["sweep"])
     rank = ray.train.get_context().get_world_rank()
     meta = checkpoint_meta(config)
 
@@ -169,7 +171,7 @@ def _train_worker_loop(loop_config: dict[str, Any]) -> None:
             checkpoint.save(tmp, state, log, meta)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
-    probe = Probe(config["data_dir"], loop_config["featurenet_dir"], spec) if rank == 0 else None
+    probe = Probe(config.data_dir, loop_config["featurenet_dir"], spec) if rank == 0 else None
     reporter = ProbeReporter(config, probe, emit, rank=rank, bar=worker_bar(config))
     run_from(ray.train.get_checkpoint(), config, reporter)
 
@@ -182,10 +184,10 @@ def _trial_with_train(params: dict[str, Any], *, base: dict, sweep: dict, featur
     from ray.tune.integration.ray_train import TuneReportCallback
 
     spec = SweepSpec.model_validate(sweep)
-    config = {**trial_config(base, params, spec), "trial": tune.get_context().get_trial_id()}
+    config = trial_config(WorkerConfig.from_dict(base), params, spec).replace(trial=tune.get_context().get_trial_id())
     trainer = TorchTrainer(
         _train_worker_loop,
-        train_loop_config={"config": config, "sweep": sweep, "featurenet_dir": featurenet_dir},
+        train_loop_config={"config": config.to_dict(), "sweep": sweep, "featurenet_dir": featurenet_dir},
         scaling_config=ScalingConfig(num_workers=spec.workers_per_trial, use_gpu=ray_spec["use_gpu"],
                                      resources_per_worker={"CPU": spec.cpus_per_trial},
                                      placement_strategy=ray_spec["placement_strategy"]),
@@ -209,8 +211,8 @@ def concurrency(sweep: SweepSpec) -> int:
     return max(1, min(sweep.trials, int(cpus // per_trial)))
 
 
-def experiment_name(name: str, sweep: SweepSpec, base: dict[str, Any]) -> str:
-    key = {"sweep": sweep.model_dump(mode="json"), "spec": base["spec"], "data": base["data_manifest_sha256"]}
+def experiment_name(name: str, sweep: SweepSpec, base: WorkerConfig) -> str:
+    key = {"sweep": sweep.model_dump(mode="json"), "spec": base.spec, "data": base.data_manifest_sha256}
     return f"sweep-{name}-{fingerprint(key)}"
 
 
@@ -234,7 +236,7 @@ def _scheduler(sweep: SweepSpec, steps: int):
                          grace_period=sweep.grace_steps, reduction_factor=sweep.reduction_factor)
 
 
-def run_sweep(name: str, sweep: SweepSpec, base: dict[str, Any], featurenet_dir: str | Path, ray_spec,
+def run_sweep(name: str, sweep: SweepSpec, base: WorkerConfig, featurenet_dir: str | Path, ray_spec,
               log=print) -> Path:
     """Run (or resume) the sweep to its end; return the experiment directory (journal + ledger)."""
     init_ray(ray_spec)
@@ -244,10 +246,10 @@ def run_sweep(name: str, sweep: SweepSpec, base: dict[str, Any], featurenet_dir:
                           f"nodes) for its Optuna journal and trial markers; got {storage!r}")
     run = experiment_name(name, sweep, base)
     experiment = Path(storage) / run
-    steps = sweep.steps or base["spec"]["train"]["steps"]
+    steps = sweep.steps or base.steps
     ledger = experiment / "ledger"
     ledger.mkdir(parents=True, exist_ok=True)
-    fixed = {"base": base, "sweep": sweep.model_dump(mode="json"), "ledger": str(ledger),
+    fixed = {"base": base.to_dict(), "sweep": sweep.model_dump(mode="json"), "ledger": str(ledger),
              "featurenet_dir": str(Path(featurenet_dir).resolve())}
     if sweep.workers_per_trial == 0:
         trainable = tune.with_resources(tune.with_parameters(_trial_in_process, **fixed), {"cpu": sweep.cpus_per_trial})
@@ -264,7 +266,7 @@ def run_sweep(name: str, sweep: SweepSpec, base: dict[str, Any], featurenet_dir:
         tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True,
                                    resume_errored=False, restart_errored=False)
     else:
-        space = {key: _domain(dim) for key, dim in resolved_space(sweep, base["spec"]).items()}
+        space = {key: _domain(dim) for key, dim in resolved_space(sweep, base.spec).items()}
         width = concurrency(sweep)
         log(f"[sweep {name}] {sweep.trials} trials of {sweep.model}, {width} at a time, "
             f"{sweep.search} + {sweep.scheduler}, metric {sweep.metric} ({metric_mode(sweep)})")

@@ -29,7 +29,7 @@ from ray import tune
 
 from genflow.errors import GenflowError
 from genflow.io import write_json
-from genflow.sweep import metric_mode
+from genflow.sweep.trial import metric_mode
 
 TRIAL_ID_ATTR = "tune_trial_id"
 
@@ -69,7 +69,7 @@ class Ledger(tune.Callback):
         self._end(trial, "finished")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        from genflow.sweep import failure_reason
+        from genflow.sweep.trial import failure_reason
 
         try:  # the driver's staging copy exists now; the storage copy only after Tune's next sync
             local = trial.error_file
@@ -112,7 +112,7 @@ def load_journal(journal: Path, study_name: str) -> list[optuna.trial.FrozenTria
 
 def trial_records(journal: Path, study_name: str, ledger: Path, sweep, steps: int,
                   space_keys: list[str]) -> list[dict[str, Any]]:
-    """One plain record per proposal in the journal (genflow.sweep_results' input)."""
+    """One plain record per proposal in the journal (genflow.sweep.results' input)."""
     records = []
     for trial in load_journal(journal, study_name):
         trial_id = trial.user_attrs.get(TRIAL_ID_ATTR, f"optuna-{trial.number}")

@@ -81,14 +81,19 @@ class GenerativeModel(nn.Module):
 
     Models whose ``task`` is not ``generate`` have no ``decoder``; they implement
     ``export_networks`` and ``card_io`` instead, and their task's evaluation
-    module (genflow/evaluate.py, ``TASK_EVALUATORS``) measures them."""
+    module (genflow/evaluate/protocol.py, ``TASK_EVALUATORS``) measures them."""
 
     network_names: tuple[str, ...] = ()
     ema_names: tuple[str, ...] = ("G",)
     task: str = "generate"
     # network -> parity tolerance where a deep network's float32 sums legitimately drift further
-    # than genflow.export's defaults between PyTorch and ONNX Runtime kernels
+    # than genflow.export.write's defaults between PyTorch and ONNX Runtime kernels
     export_tolerances: dict[str, float] = {}
+    # what the model offers beyond sampling, which decides what evaluate measures and export ships
+    # (asked here, never probed with hasattr):
+    has_likelihood: bool = False   # elbo() and iwae_bound(): VAEs
+    has_encoder: bool = False      # network E and reconstruct(): VAE, VAE-GAN
+    has_w_space: bool = False      # G.mapping z -> w: StyleGAN (its own path length, in W)
 
     def __init__(self, spec, data_shape: tuple[int, ...], num_classes: int):
         super().__init__()
@@ -139,12 +144,23 @@ class GenerativeModel(nn.Module):
     def export_networks(self) -> dict[str, ExportNet]:
         """Networks to export besides the generic ones of a ``generate`` model (generator,
         encoder, scorer): name -> (module, example inputs, input names, output names). The
-        model is a baked eval-mode copy here (genflow.export.baked)."""
+        model is a baked eval-mode copy here (genflow.export.write.baked)."""
         return {}
 
-    def card_io(self) -> dict | None:
-        """The model card's ``io`` section when it is not the generic z (+ c) -> x one."""
-        return None
+    @property
+    def scores_single_images(self) -> bool:
+        """Whether anomaly_score applies to one image at a time (export ships it as ``scorer``):
+        unconditional models; PacGAN's D reads packs, so GANs add pac == 1."""
+        return self.spec.c_dim == 0
+
+    def card_io(self) -> dict:
+        """The model card's ``io`` section: what its exported networks take and give. This is the
+        generic z (+ c) -> x one; translators and upscalers describe their own."""
+        spec, shape = self.spec, list(self.data_shape)
+        return {"z_dim": spec.z_dim, "z_distribution": "standard normal", "c_dim": spec.c_dim,
+                "labels": f"int64 class 0..{spec.c_dim - 1}" if spec.c_dim else "unconditional (c ignored)",
+                "data_shape": shape, "value_range": [-1.0, 1.0] if len(shape) == 3 else "data coordinates",
+                "to_uint8": "round((x + 1) * 127.5)" if len(shape) == 3 else None}
 
     def decoder(self) -> nn.Module:
         """A module (z, c) -> samples in data space, for evaluation and export."""

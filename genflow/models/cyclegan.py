@@ -4,7 +4,7 @@ The two domains are two class labels of a labelled dataset (``domain_a``, ``doma
 The worked pairing is ``sprites`` squares (class 0) <-> ellipses (class 1): a real
 translation, since the shape must change while the pose (position, scale, orientation)
 is kept; the dataset's feature network (a shape classifier) judges the domain, and the
-known pose makes content preservation measurable (genflow/eval_translate.py). A square
+known pose makes content preservation measurable (genflow/evaluate/translate.py). A square
 has 4-fold symmetry, so square -> ellipse is ambiguous by 90 degrees; cycle consistency
 still holds (any of the ellipses maps back to the one square).
 

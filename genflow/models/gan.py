@@ -101,6 +101,10 @@ def input_gradient_sq(D: nn.Module, x: torch.Tensor, c: torch.Tensor | None) -> 
 class GAN(GenerativeModel):
     network_names = ("G", "D")
 
+    @property
+    def scores_single_images(self) -> bool:
+        return super().scores_single_images and self.spec.pac == 1
+
     def __init__(self, spec, data_shape, num_classes):
         super().__init__(spec, data_shape, num_classes)
         s = spec

@@ -6,9 +6,11 @@ entry in ``SPEC_BY_MODEL``) and its networks plus ``@register`` in its own file.
 """
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from genflow.data.specs import DataFacts
 
 GAN_LOSSES = ("ns", "minimax", "lsgan", "hinge", "wgan-gp")
 
@@ -52,6 +54,9 @@ class SrGanTrain(GanTrain):
 class _Network(_Strict):
     """Architecture knobs shared by every model."""
 
+    # the loss columns of its training log (train_log.csv): dvc.yaml's training-curve plots
+    log_losses: ClassVar[tuple[str, ...]] = ("D_loss", "G_loss")
+
     dataset: str
     arch: Literal["mlp", "conv"] = "conv"
     z_dim: int = Field(64, ge=1, le=4096)
@@ -78,6 +83,31 @@ class _Network(_Strict):
             raise ValueError(f"seeds must be distinct, got {seeds}")
         return seeds
 
+    def check_data(self, name: str, data: DataFacts) -> list[str]:
+        """What this model needs of its dataset, one message per problem, each naming its key
+        (``models.<name>.<key>: ...``). Families add their own by extending this method."""
+        where, problems = f"models.{name}", []
+        if data.kind == "points" and self.arch != "mlp":
+            problems.append(f"{where}.arch: dataset {data.name!r} holds 2-D points; only arch 'mlp' fits it "
+                            f"(got {self.arch!r})")
+        if data.size is not None and self.arch == "conv":
+            height, width = data.size
+            if height != width or height < 8 or height & (height - 1):
+                problems.append(f"{where}.arch: dataset {data.name!r} has {height}x{width} images; 'conv' needs "
+                                "square power-of-two images of at least 8x8 (resize them when preparing)")
+        n = data.num_classes
+        if n is not None and self.holdout_class is not None and not self.holdout_class < n:
+            problems.append(f"{where}.holdout_class: dataset {data.name!r} has {n} classes (0..{n - 1}); got "
+                            f"{self.holdout_class}" if n else f"{where}.holdout_class: dataset {data.name!r} has "
+                            "no classes")
+        if n == 0 and self.c_dim:
+            problems.append(f"{where}.c_dim: dataset {data.name!r} has no labels, so a conditional model cannot "
+                            f"train on it; use c_dim 0 or a labelled dataset (got {self.c_dim})")
+        elif n is not None and self.c_dim not in (0, n):
+            problems.append(f"{where}.c_dim: a conditional model needs c_dim equal to the {n} classes of dataset "
+                            f"{data.name!r} (or 0 = unconditional); got {self.c_dim}")
+        return problems
+
 
 class GanSpec(_Network):
     model: Literal["gan"]
@@ -96,8 +126,16 @@ class GanSpec(_Network):
                              f"of {self.pac} (set pac: 1)")
         return self
 
+    def check_data(self, name: str, data: DataFacts) -> list[str]:
+        problems = super().check_data(name, data)
+        if self.train.batch_size % self.pac:
+            problems.append(f"models.{name}.train.batch_size: must be a multiple of pac ({self.pac}) so that D "
+                            f"sees whole packs; got {self.train.batch_size}")
+        return problems
+
 
 class VaeSpec(_Network):
+    log_losses: ClassVar[tuple[str, ...]] = ("loss",)
     model: Literal["vae"]
     likelihood: Literal["bernoulli", "gaussian"] = "bernoulli"
     beta: float = Field(1.0, ge=0.0, le=1e3, description="weight of the KL term")
@@ -107,6 +145,7 @@ class VaeSpec(_Network):
 
 
 class VaeGanSpec(_Network):
+    log_losses: ClassVar[tuple[str, ...]] = ("D_loss", "E_loss", "G_loss")
     model: Literal["vaegan"]
     beta: float = Field(1.0, ge=0.0, le=1e3, description="weight of the KL term (encoder loss)")
     gamma: float = Field(1e-2, ge=0.0, le=1e3, description="weight of the feature-space reconstruction "
@@ -189,6 +228,15 @@ class CycleGanSpec(_Network):
                                  "blocks (n_res) and no anomaly score); remove it")
         return self
 
+    def check_data(self, name: str, data: DataFacts) -> list[str]:
+        problems, n = super().check_data(name, data), data.num_classes
+        for key in ("domain_a", "domain_b"):  # the two classes it translates between
+            label = getattr(self, key)
+            if n is not None and not label < n:
+                have = f"{n} classes (0..{n - 1})" if n else "no class labels"
+                problems.append(f"models.{name}.{key}: dataset {data.name!r} has {have}; got {label}")
+        return problems
+
 
 class SrGanSpec(_Network):
     """Super-resolution GAN (Ledig et al. 2017), task "upscale": G maps an image average-pooled by
@@ -222,6 +270,13 @@ class SrGanSpec(_Network):
                 raise ValueError(f"{key}: does not apply to srgan (no latent, conv only, no anomaly score); "
                                  f"leave it unset (got {value!r})")
         return self
+
+    def check_data(self, name: str, data: DataFacts) -> list[str]:
+        problems = super().check_data(name, data)
+        if data.size is not None and min(data.size) // self.scale < 2:
+            problems.append(f"models.{name}.scale: dataset {data.name!r} has {data.size[0]}x{data.size[1]} images; "
+                            f"divided by scale {self.scale} that leaves less than 2x2 pixels to upscale from")
+        return problems
 
 
 SPEC_BY_MODEL: dict[str, type[_Network]] = {"gan": GanSpec, "vae": VaeSpec, "vaegan": VaeGanSpec,

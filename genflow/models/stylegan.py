@@ -67,6 +67,7 @@ def lazy_due(step: int, every: int) -> bool:
 @register("stylegan")
 class StyleGAN(GenerativeModel):
     network_names = ("G", "D")
+    has_w_space = True
     # two demodulated convs per resolution, each an rsqrt of a sum over in_channels x 9 taps: a
     # trained 32 px G differs from ONNX Runtime by ~1.6e-5 on [-1, 1] outputs (presets/systems),
     # i.e. 0.002 of one uint8 level; 1e-4 keeps the check meaningful (a wrong op is >= 1e-2)
@@ -162,10 +163,8 @@ class StyleGAN(GenerativeModel):
                 "synthesis": (G.synthesis, (ws,), ["ws"], ["x"])}
 
     def card_io(self) -> dict:
-        from genflow.export import generative_io  # export imports training, which loads the models
-
         levels = len(self.G.synthesis.resolutions) - 1
         note = ("ws[0]: the 4 px conv; at level i = 1.." + str(levels) + " (4*2^i px) ws[2i-1], ws[2i]: its two "
                 "convs; ws[2i+1]: toRGB of level i (shared with level i+1's first conv); low = coarse")
-        return {**generative_io(self.spec, list(self.data_shape)), "w_dim": self.spec.w_dim,
+        return {**super().card_io(), "w_dim": self.spec.w_dim,
                 "num_ws": self.G.num_ws, "ws_layers": note}

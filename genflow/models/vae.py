@@ -70,6 +70,7 @@ class MeanImage(nn.Module):
 @register("vae")
 class VAE(GenerativeModel):
     network_names = ("E", "G")
+    has_likelihood = has_encoder = True
 
     def __init__(self, spec, data_shape, num_classes):
         super().__init__(spec, data_shape, num_classes)

@@ -21,6 +21,7 @@ from genflow.models.vae import VAE, Encoder
 @register("vaegan")
 class VAEGAN(GenerativeModel):
     network_names = ("E", "G", "D")
+    has_encoder = True
 
     def __init__(self, spec, data_shape, num_classes):
         super().__init__(spec, data_shape, num_classes)

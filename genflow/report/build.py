@@ -2,7 +2,7 @@
 
 For each metric a cell holds the mean over seeds ± the 95 % CI, the model's rank among the
 models of its dataset, and the p-value of Welch's t-test against the dataset's baseline
-(genflow.report_stats says why these). The real-vs-real floor is its own row. Pictures:
+(genflow.report.stats says why these). The real-vs-real floor is its own row. Pictures:
 metric bars with CIs, precision vs recall, training curves, anomaly ROC curves when a model
 has a ``holdout_class``, every model's samples and latent interpolation, and the sweeps'
 score distributions when there are sweeps.
@@ -16,14 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from genflow import report_plots
-from genflow.checkpoint import read_log_csv
 from genflow.errors import DataError
+from genflow.evaluate.pictures import interpolation_png
 from genflow.io import atomic_path, write_text
 from genflow.metrics import catalog
-from genflow.report_html import render_html
-from genflow.report_stats import Summary, format_p, format_summary, per_seed_values, ranks, summarize, welch_p
-from genflow.visualize import interpolation_png
+from genflow.report import plots as report_plots
+from genflow.report.html import render_html
+from genflow.report.stats import Summary, format_p, format_summary, per_seed_values, ranks, summarize, welch_p
+from genflow.train.checkpoint import read_log_csv
 
 
 # (metric, floor key, label, better), in the catalog's order (genflow/metrics/catalog.py)
@@ -197,7 +197,7 @@ def sweep_plots(sweeps_dir: Path | None, plots_dir: Path) -> list[tuple[str, Pat
     """Every sweep's score distribution, and each sweep's own best-so-far picture."""
     if sweeps_dir is None or not sweeps_dir.is_dir():
         return []
-    from genflow.sweep_results import plot_scores, read_trials_for_plot
+    from genflow.sweep.results import plot_scores, read_trials_for_plot
 
     found = read_trials_for_plot(sweeps_dir)
     if not found:

@@ -10,7 +10,7 @@ import html
 import re
 from pathlib import Path
 
-from genflow.visualize import interpolation_png
+from genflow.evaluate.pictures import interpolation_png
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; padding: 0 1em; color: #222; }

@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from genflow.evaluate.pictures import pyplot
 from genflow.io import atomic_path
-from genflow.report_stats import Summary
-from genflow.visualize import pyplot
+from genflow.report.stats import Summary
 
 PNG_METADATA = {"Software": None}
 

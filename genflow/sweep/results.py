@@ -29,7 +29,7 @@ import yaml
 
 from genflow.errors import GenflowError
 from genflow.io import atomic_dir, code_revision, write_json, write_text
-from genflow.sweep_config import METRIC_MODES
+from genflow.sweep.space import METRIC_MODES
 
 STATUSES = ("complete", "stopped", "failed")
 
@@ -92,7 +92,7 @@ def best_params(name: str, sweep, best: dict[str, Any], n_trials: int) -> str:
 
 
 def plot(records: list[dict[str, Any]], name: str, metric: str, mode: str, out: Path) -> None:
-    from genflow.visualize import pyplot
+    from genflow.evaluate.pictures import pyplot
 
     plt = pyplot()
 
@@ -121,7 +121,7 @@ def _log_scale_if_wide(ax, values: list[float]) -> None:
 
 def plot_scores(by_sweep: dict[str, list[dict[str, Any]]], metric: str, mode: str, path: Path) -> None:
     """Every trial's final score per sweep, by status (the spread is the sensitivity)."""
-    from genflow.visualize import pyplot
+    from genflow.evaluate.pictures import pyplot
 
     plt = pyplot()
 

@@ -9,7 +9,6 @@ is later judged by. That score is what ASHA compares and Optuna learns from.
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -18,21 +17,22 @@ import torch
 from pydantic import ValidationError
 
 from genflow.config import fingerprint
-from genflow.engine import PrintReporter
+from genflow.data.specs import DataFacts
 from genflow.errors import ConfigError, DivergenceError
-from genflow.io import write_json
+from genflow.evaluate.model_metrics import PROBE_KID_SUBSETS
 from genflow.metrics import frechet_distance, kid, mixture_modes
 from genflow.models import registry
 from genflow.models.specs import SPEC_BY_MODEL
-from genflow.progress import run_label
-from genflow.sweep_config import METRIC_MODES, MIXTURE_METRICS, SweepSpec, set_dotted
+from genflow.sweep.space import METRIC_MODES, MIXTURE_METRICS, SweepSpec, set_dotted
+from genflow.train.engine import PrintReporter
+from genflow.train.worker_config import WorkerConfig
 
-PROBE_KID_SUBSETS = 20  # KID as a probe: fewer subsets than the evaluate stage's 100
 
 
-def trial_config(base: dict[str, Any], overrides: dict[str, Any], sweep: SweepSpec) -> dict[str, Any]:
-    """The worker config of one trial: the base model's with ``overrides`` (dotted keys) applied."""
-    spec = base["spec"]
+def trial_config(base: WorkerConfig, overrides: dict[str, Any], sweep: SweepSpec) -> WorkerConfig:
+    """The worker config of one trial: the base model's with ``overrides`` (dotted keys) applied,
+    checked as the model's params entry is (its own schema, then against its data)."""
+    spec = base.spec
     for key, value in sorted(overrides.items()):
         spec = set_dotted(spec, key, value)
     steps = sweep.steps or spec["train"]["steps"]
@@ -44,13 +44,14 @@ def trial_config(base: dict[str, Any], overrides: dict[str, Any], sweep: SweepSp
         checked = SPEC_BY_MODEL[spec["model"]].model_validate(spec)
     except ValidationError as exc:
         raise ConfigError(f"trial config {overrides} is invalid: {exc.errors()[0]['msg']}") from None
-    pac = getattr(checked, "pac", 1)
-    if checked.train.batch_size % pac:  # the params-level check, for the sampled combination
-        raise ConfigError(f"trial config {overrides} is invalid: train.batch_size "
-                          f"{checked.train.batch_size} is not a multiple of pac {pac}")
+    kind = "image" if len(base.data_shape) == 3 else "points"
+    size = tuple(base.data_shape[1:]) if kind == "image" else None
+    problems = checked.check_data(base.name, DataFacts(spec["dataset"], kind, size, base.num_classes))
+    if problems:
+        raise ConfigError(f"trial config {overrides} is invalid: {'; '.join(problems)}")
     spec = checked.model_dump(mode="json")
-    return {**base, "spec": spec, "seed": sweep.seed, "threads": sweep.threads_per_trial,
-            "fingerprint": fingerprint({"spec": spec, "seed": sweep.seed})}
+    return base.replace(spec=spec, seed=sweep.seed, threads=sweep.threads_per_trial,
+                        fingerprint=fingerprint({"spec": spec, "seed": sweep.seed}))
 
 
 class Probe:
@@ -59,8 +60,8 @@ class Probe:
     def __init__(self, data_dir: str | Path, featurenet_dir: str | Path, sweep: SweepSpec):
         from genflow.data.loader import load_split
         from genflow.data.shards import read_manifest
-        from genflow.evaluate import sample_rows
-        from genflow.featurenet import FeatureSpace
+        from genflow.evaluate.protocol import sample_rows
+        from genflow.featurenet.network import FeatureSpace
 
         self.metric, self.n_samples, self.seed = sweep.metric, sweep.probe_samples, sweep.seed
         self.manifest = read_manifest(data_dir)
@@ -73,11 +74,11 @@ class Probe:
 
     @torch.no_grad()
     def __call__(self, model) -> float:
-        from genflow.model_metrics import generate
+        from genflow.evaluate.model_metrics import generate
 
         model.eval()
         if model.task != "generate":  # translation, super-resolution: their evaluation module's probe
-            from genflow.evaluate import task_evaluator
+            from genflow.evaluate.protocol import task_evaluator
 
             return float(task_evaluator(model).probe(model, self))
         fake, _ = generate(model, self.n_samples, self.seed)
@@ -98,12 +99,12 @@ class ProbeReporter(PrintReporter):
     trains in its own process, ``ray.train.report`` on TorchTrainer workers. Every rank
     emits at the same steps (a Train report is a barrier); only rank 0 has the state."""
 
-    def __init__(self, config: dict[str, Any], probe: Probe, emit: Callable, rank: int = 0, bar=None):
-        super().__init__(run_label(config["name"], config["seed"], config.get("trial")), bar if rank == 0 else None)
-        self.total = config["spec"]["train"]["steps"]
+    def __init__(self, config: WorkerConfig, probe: Probe, emit: Callable, rank: int = 0, bar=None):
+        super().__init__(config.label, bar if rank == 0 else None)
+        self.total = config.steps
         self.probe, self.emit, self.rank = probe, emit, rank
-        spec = SPEC_BY_MODEL[config["spec"]["model"]].model_validate(config["spec"])
-        self.model = registry.build(spec, tuple(config["data_shape"]), config["num_classes"]) if rank == 0 else None
+        spec = SPEC_BY_MODEL[config.spec["model"]].model_validate(config.spec)
+        self.model = registry.build(spec, tuple(config.data_shape), config.num_classes) if rank == 0 else None
         self.metric = probe.metric if probe is not None else None
 
     def on_log(self, step, row) -> None:
@@ -136,29 +137,3 @@ def failure_reason(error: BaseException | str | None) -> str:
             if marker in line:
                 return line.split(marker, 1)[1].strip()
     return text.splitlines()[-1].strip() if text else "unknown"
-
-
-def sweep_model(name: str, params, data_root: str | Path, featurenet_root: str | Path, out: str | Path,
-                log=print, metrics_out: str | Path | None = None) -> dict[str, Any]:
-    """Run (or resume) sweep ``name`` of params.yaml and write ``out`` (sweeps/<name>/), and its
-    best score as a DVC metrics file in ``metrics_out`` (metrics/sweeps/<name>.json)."""
-    from genflow.integrations.ray_tune import JOURNAL, run_sweep, study_name
-    from genflow.integrations.tune_ledger import trial_records
-    from genflow.sweep_config import resolved_space
-    from genflow.sweep_results import sweep_metrics, write_outputs
-    from genflow.training import worker_config
-
-    sweep = params.sweeps[name]
-    base = worker_config(sweep.model, params, data_root, sweep.seed)
-    experiment = run_sweep(name, sweep, base, Path(featurenet_root) / sweep.dataset, params.ray, log)
-    steps = sweep.steps or base["spec"]["train"]["steps"]
-    keys = sorted(resolved_space(sweep, base["spec"]))
-    records = trial_records(experiment / JOURNAL, study_name(name), experiment / "ledger", sweep, steps, keys)
-    provenance = {"experiment": experiment.name, "data_manifest_sha256": base["data_manifest_sha256"],
-                  "base_spec": base["spec"], "steps_per_trial": steps}
-    summary = write_outputs(out, name, sweep, records, keys, experiment / JOURNAL, provenance, log)
-    if metrics_out is not None:
-        write_json(metrics_out, sweep_metrics(summary))
-    if "://" not in params.ray.storage_path:  # the results are in DVC now; drop the resume state
-        shutil.rmtree(experiment, ignore_errors=True)
-    return summary

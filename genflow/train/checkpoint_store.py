@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from genflow import checkpoint
 from genflow.errors import DataError
 from genflow.io import atomic_dir
+from genflow.train import checkpoint
 
 PREFIX = "step_"
 

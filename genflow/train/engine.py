@@ -16,11 +16,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from genflow.checkpoint import rng_state, set_rng_state
 from genflow.data.loader import BatchPlan, Split
 from genflow.errors import DivergenceError
 from genflow.models.base import GenerativeModel, StepContext
-from genflow.progress import ELAPSED, RATE, TOTAL, ProgressPrinter
+from genflow.train.checkpoint import rng_state, set_rng_state
+from genflow.train.progress import ELAPSED, RATE, TOTAL, ProgressPrinter
 
 
 class Reporter(Protocol):
@@ -31,7 +31,7 @@ class Reporter(Protocol):
 
 
 class PrintReporter:
-    """Progress on stdout (genflow.progress: labelled lines, or a live bar made by ``bar``);
+    """Progress on stdout (genflow.train.progress: labelled lines, or a live bar made by ``bar``);
     keeps an in-memory copy of each checkpoint (tests, quick runs)."""
 
     def __init__(self, label: str = "train", bar=None):
