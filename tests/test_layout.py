@@ -14,7 +14,7 @@ PACKAGE = REPO / "genflow"
 # lowest first; a module may import from its own layer and the layers below it
 LAYERS = [
     ("genflow.errors", "genflow.io"),
-    ("genflow.data.specs", "genflow.models.specs", "genflow.sweep.space"),  # the params schema (torch-free)
+    ("genflow.data.specs", "genflow.models.specs", "genflow.sweep.space", "genflow.sweep.dimension"),  # params schema
     ("genflow.config",),
     ("genflow.data", "genflow.metrics"),
     ("genflow.models",),

@@ -11,6 +11,14 @@ from typing import Annotated, ClassVar, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from genflow.data.specs import DataFacts
+from genflow.sweep.dimension import Dimension, dim
+
+# Sweep presets (each family's ``sweep_presets``), adapted from Lucic et al. 2018 ("Are GANs
+# Created Equal?"): "wide" is their wide range (learning rate 1e-5..1e-2 on a log scale, Adam's
+# betas anywhere in [0, 1), 1-5 discriminator steps, penalty weight 0.1..100 on a log scale),
+# "narrow" a range around the values that worked for most losses. Adam's beta must stay below 1
+# here (the schema's bound). docs/sweeps.md lists them.
+Presets = dict[str, dict[str, Dimension]]
 
 GAN_LOSSES = ("ns", "minimax", "lsgan", "hinge", "wgan-gp")
 
@@ -56,6 +64,7 @@ class _Network(_Strict):
 
     # the loss columns of its training log (train_log.csv): dvc.yaml's training-curve plots
     log_losses: ClassVar[tuple[str, ...]] = ("D_loss", "G_loss")
+    sweep_presets: ClassVar[Presets] = {}
 
     dataset: str
     arch: Literal["mlp", "conv"] = "conv"
@@ -82,6 +91,10 @@ class _Network(_Strict):
         if len(set(seeds)) != len(seeds):
             raise ValueError(f"seeds must be distinct, got {seeds}")
         return seeds
+
+    def sweep_preset(self, name: str) -> dict[str, Dimension]:
+        """The dimensions of preset ``name`` (wide, narrow; none: {}) that apply to this model."""
+        return dict(self.sweep_presets.get(name, {}))
 
     def check_data(self, name: str, data: DataFacts) -> list[str]:
         """What this model needs of its dataset, one message per problem, each naming its key
@@ -118,6 +131,20 @@ class GanSpec(_Network):
     pac: int = Field(1, ge=1, le=16, description="PacGAN packing: D sees pac samples at once")
     mbstd: bool = Field(False, description="minibatch standard deviation feature in D")
     train: GanTrain = GanTrain()
+    sweep_presets: ClassVar[Presets] = {
+        "wide": {"train.lr_g": dim(loguniform=[1e-5, 1e-2]), "train.lr_d": dim(loguniform=[1e-5, 1e-2]),
+                 "train.beta1": dim(uniform=[0.0, 0.99]), "train.beta2": dim(uniform=[0.0, 0.999]),
+                 "train.n_critic": dim(int=[1, 5]), "gp_lambda": dim(loguniform=[0.1, 100.0])},
+        "narrow": {"train.lr_g": dim(loguniform=[1e-4, 1e-3]), "train.lr_d": dim(loguniform=[1e-4, 1e-3]),
+                   "train.beta1": dim(choice=[0.0, 0.5]), "train.beta2": dim(choice=[0.9, 0.999]),
+                   "train.n_critic": dim(choice=[1, 5]), "gp_lambda": dim(choice=[1.0, 10.0])},
+    }
+
+    def sweep_preset(self, name: str) -> dict[str, Dimension]:
+        """Without searching what this GAN does not use: the penalty weight without WGAN-GP, extra
+        critic steps without a penalty."""
+        uses = {"gp_lambda": self.loss == "wgan-gp", "train.n_critic": self.loss == "wgan-gp" or self.r1_gamma > 0}
+        return {key: value for key, value in super().sweep_preset(name).items() if uses.get(key, True)}
 
     @model_validator(mode="after")
     def _holdout_scores_single_images(self):
@@ -142,6 +169,10 @@ class VaeSpec(_Network):
     kl_warmup_steps: int = Field(0, ge=0, description="KL weight ramps 0 -> beta over these steps")
     z_dim: int = Field(16, ge=1, le=4096)
     train: VaeTrain = VaeTrain()
+    sweep_presets: ClassVar[Presets] = {
+        "wide": {"train.lr": dim(loguniform=[1e-5, 1e-2]), "beta": dim(loguniform=[0.1, 10.0])},
+        "narrow": {"train.lr": dim(loguniform=[3e-4, 3e-3]), "beta": dim(choice=[0.5, 1.0, 2.0])},
+    }
 
 
 class VaeGanSpec(_Network):
@@ -153,6 +184,13 @@ class VaeGanSpec(_Network):
     spectral_norm: bool = False
     z_dim: int = Field(16, ge=1, le=4096)
     train: GanTrain = GanTrain()
+    sweep_presets: ClassVar[Presets] = {
+        "wide": {"train.lr_g": dim(loguniform=[1e-5, 1e-2]), "train.lr_d": dim(loguniform=[1e-5, 1e-2]),
+                 "train.beta1": dim(uniform=[0.0, 0.99]), "beta": dim(loguniform=[0.1, 10.0]),
+                 "gamma": dim(loguniform=[1e-3, 1.0])},
+        "narrow": {"train.lr_g": dim(loguniform=[1e-4, 1e-3]), "train.lr_d": dim(loguniform=[1e-4, 1e-3]),
+                   "beta": dim(choice=[0.5, 1.0, 2.0]), "gamma": dim(loguniform=[1e-3, 1e-1])},
+    }
 
 
 class StyleGanTrain(GanTrain):
@@ -184,6 +222,13 @@ class StyleGanSpec(_Network):
     resblocks: bool = Field(False, description="residual blocks in D at every resolution (StyleGAN2's resnet D); "
                             "G is always the skip architecture")
     train: StyleGanTrain = StyleGanTrain()
+    sweep_presets: ClassVar[Presets] = {
+        "wide": {"train.lr_g": dim(loguniform=[1e-4, 1e-2]), "train.lr_d": dim(loguniform=[1e-5, 1e-2]),
+                 "r1_gamma": dim(loguniform=[0.01, 100.0]), "mixing_prob": dim(uniform=[0.0, 1.0])},
+        # G has equalized-lr weights (StyleGAN2 trains them at 2.5e-3); D is the GAN family's
+        "narrow": {"train.lr_g": dim(loguniform=[5e-4, 5e-3]), "train.lr_d": dim(loguniform=[1e-4, 1e-3]),
+                   "r1_gamma": dim(choice=[0.1, 1.0, 10.0])},
+    }
 
     @model_validator(mode="after")
     def _conv_only(self):

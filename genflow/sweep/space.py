@@ -7,7 +7,8 @@ search space, written as dotted paths into that entry::
       gan_ring8:
         model: gan_ring8          # the models.<name> entry every trial starts from
         dataset: ring8            # that model's dataset (dvc.yaml's deps need it spelled out)
-        preset: narrow            # Lucic et al. 2018's ranges, adapted (PRESETS below)
+        preset: narrow            # Lucic et al. 2018's ranges, adapted (each family's sweep_presets,
+                                  # genflow/models/specs.py)
         space:
           train.lr_g: {loguniform: [1.0e-4, 1.0e-2]}
           width: {choice: [64, 128, 256]}
@@ -18,86 +19,17 @@ config is rejected before Ray starts, naming ``sweeps.<name>.space.<key>``.
 """
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-Int = int  # the field named ``int`` below shadows the builtin inside the class body
-Number = int | float
-Scalar = int | float | str | bool
-Pair = Annotated[list[Number], Field(min_length=2, max_length=2)]
-IntPair = Annotated[list[Int], Field(min_length=2, max_length=2)]
+from genflow.models.specs import SPEC_BY_MODEL
+from genflow.sweep.dimension import Dimension
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-
-class Dimension(_Strict):
-    """One searched key: exactly one of the four distributions."""
-
-    loguniform: Pair | None = None
-    uniform: Pair | None = None
-    int: IntPair | None = Field(None, description="integers low..high inclusive")
-    choice: list[Scalar] | None = Field(None, min_length=1)
-
-    @model_validator(mode="after")
-    def _exactly_one(self):
-        given = [k for k in ("loguniform", "uniform", "int", "choice") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(f"give exactly one of loguniform, uniform, int, choice; got {given or 'none'}")
-        low_high = self.loguniform or self.uniform or self.int
-        if low_high is not None and not low_high[0] < low_high[1]:
-            raise ValueError(f"{given[0]}: low must be below high; got {list(low_high)}")
-        if self.loguniform is not None and self.loguniform[0] <= 0:
-            raise ValueError(f"loguniform: bounds must be positive; got {list(self.loguniform)}")
-        return self
-
-    @property
-    def kind(self) -> str:
-        return next(k for k in ("loguniform", "uniform", "int", "choice") if getattr(self, k) is not None)
-
-    def extremes(self) -> list[Scalar]:
-        """The values that must all be valid for every proposal to be valid."""
-        return list(self.choice) if self.choice is not None else list(getattr(self, self.kind))
-
-
-def _d(**kwargs) -> Dimension:
-    return Dimension(**kwargs)
-
-
-# Adapted from Lucic et al. 2018 ("Are GANs Created Equal?"): their wide range (learning rate
-# 1e-5..1e-2 on a log scale, Adam's betas anywhere in [0, 1), 1-5 discriminator steps, penalty
-# weight 0.1..100 on a log scale) and a narrow range around the values that worked for most
-# losses. Adam's beta must stay below 1 here (the schema's bound). docs/sweeps.md lists them.
-PRESETS: dict[str, dict[str, dict[str, Dimension]]] = {
-    "wide": {
-        "gan": {"train.lr_g": _d(loguniform=[1e-5, 1e-2]), "train.lr_d": _d(loguniform=[1e-5, 1e-2]),
-                "train.beta1": _d(uniform=[0.0, 0.99]), "train.beta2": _d(uniform=[0.0, 0.999]),
-                "train.n_critic": _d(int=[1, 5]), "gp_lambda": _d(loguniform=[0.1, 100.0])},
-        "vae": {"train.lr": _d(loguniform=[1e-5, 1e-2]), "beta": _d(loguniform=[0.1, 10.0])},
-        "vaegan": {"train.lr_g": _d(loguniform=[1e-5, 1e-2]), "train.lr_d": _d(loguniform=[1e-5, 1e-2]),
-                   "train.beta1": _d(uniform=[0.0, 0.99]), "beta": _d(loguniform=[0.1, 10.0]),
-                   "gamma": _d(loguniform=[1e-3, 1.0])},
-        "stylegan": {"train.lr_g": _d(loguniform=[1e-4, 1e-2]), "train.lr_d": _d(loguniform=[1e-5, 1e-2]),
-                     "r1_gamma": _d(loguniform=[0.01, 100.0]), "mixing_prob": _d(uniform=[0.0, 1.0])},
-    },
-    "narrow": {
-        "gan": {"train.lr_g": _d(loguniform=[1e-4, 1e-3]), "train.lr_d": _d(loguniform=[1e-4, 1e-3]),
-                "train.beta1": _d(choice=[0.0, 0.5]), "train.beta2": _d(choice=[0.9, 0.999]),
-                "train.n_critic": _d(choice=[1, 5]), "gp_lambda": _d(choice=[1.0, 10.0])},
-        "vae": {"train.lr": _d(loguniform=[3e-4, 3e-3]), "beta": _d(choice=[0.5, 1.0, 2.0])},
-        "vaegan": {"train.lr_g": _d(loguniform=[1e-4, 1e-3]), "train.lr_d": _d(loguniform=[1e-4, 1e-3]),
-                   "beta": _d(choice=[0.5, 1.0, 2.0]), "gamma": _d(loguniform=[1e-3, 1e-1])},
-        # G has equalized-lr weights (StyleGAN2 trains them at 2.5e-3); D is the GAN family's
-        "stylegan": {"train.lr_g": _d(loguniform=[5e-4, 5e-3]), "train.lr_d": _d(loguniform=[1e-4, 1e-3]),
-                     "r1_gamma": _d(choice=[0.1, 1.0, 10.0])},
-    },
-}
-# Keys a preset varies only where the model uses them (a penalty weight without a penalty
-# would be searched for nothing).
-_PRESET_ONLY_IF = {"gp_lambda": lambda spec: spec.get("loss") == "wgan-gp",
-                   "train.n_critic": lambda spec: spec.get("loss") == "wgan-gp" or spec.get("r1_gamma", 0) > 0}
 
 METRIC_MODES = {"fid": "min", "kid": "min", "reverse_kl": "min", "modes": "max", "high_quality": "max"}
 MIXTURE_METRICS = ("reverse_kl", "modes", "high_quality")
@@ -138,10 +70,10 @@ class SweepSpec(_Strict):
 
 
 def resolved_space(sweep: SweepSpec, model_spec: dict[str, Any]) -> dict[str, Dimension]:
-    """The preset's dimensions that apply to this model, overridden by ``space``."""
-    preset = PRESETS.get(sweep.preset, {}).get(model_spec["model"], {})
-    applies = {k: v for k, v in preset.items() if _PRESET_ONLY_IF.get(k, lambda _: True)(model_spec)}
-    return {**applies, **sweep.space}
+    """The preset's dimensions that apply to this model (its spec's ``sweep_preset``), overridden
+    by ``space``."""
+    spec = SPEC_BY_MODEL[model_spec["model"]].model_validate(model_spec)
+    return {**spec.sweep_preset(sweep.preset), **sweep.space}
 
 
 def set_dotted(spec: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
