@@ -25,7 +25,15 @@ def progress_mode() -> str:
     chosen = os.environ.get("GENFLOW_PROGRESS", "").strip().lower()
     if chosen in ("bar", "lines"):
         return chosen
-    return "bar" if sys.stdout.isatty() else "lines"
+    return "bar" if sys.stdout.isatty() and _columns() >= 40 else "lines"
+
+
+def _columns() -> int:
+    """The terminal's width; 0 where it has none (a pseudo-terminal nobody sized draws no bar)."""
+    try:
+        return os.get_terminal_size(sys.stdout.fileno()).columns
+    except (OSError, ValueError):
+        return 0
 
 
 def run_label(name: str, seed: int, trial: str | None = None) -> str:
