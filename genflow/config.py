@@ -48,7 +48,7 @@ class RaySpec(Strict):
     # required: dvc.yaml tracks these keys, so params.yaml must spell them out
     num_workers: int = Field(ge=0, le=4096)
     use_gpu: bool
-    cpus_per_worker: float = Field(1.0, gt=0.0)
+    cpus_per_worker: float = Field(1.0, gt=0.0, le=4096)
     threads_per_worker: int = Field(ge=1, le=256)
     address: str | None = None
     # a Ray instance that genflow starts itself serves its dashboard on this interface only

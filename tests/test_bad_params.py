@@ -39,6 +39,9 @@ def _with(changes: dict[str, object]) -> dict:
 
 # (case id, changes, fragments the one-line error must contain: the key, then what is allowed)
 CASES = [
+    # numbers Ray would accept and then wait on forever (a worker no node can hold)
+    ("cpus-per-worker-infinite", {"ray.cpus_per_worker": float("inf")}, ["ray.cpus_per_worker"]),
+    ("cpus-per-trial-infinite", {"sweeps.s.cpus_per_trial": float("inf")}, ["sweeps.s.cpus_per_trial"]),
     # unknown keys, at every level
     ("unknown-top-level-key", {"trainer": {}}, ["trainer: unknown key", "allowed keys: data, featurenet, ray"]),
     ("unknown-data-key", {"data.digits.shuffle": True}, ["data.digits.shuffle: unknown key", "val_fraction"]),

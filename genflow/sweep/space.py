@@ -56,7 +56,7 @@ class SweepSpec(_Strict):
     space: dict[str, Dimension] = Field({}, description="dotted key in the model -> range")
     probe_samples: int = Field(1000, ge=10, le=1_000_000, description="generated samples per probe")
     probe_real: int = Field(1000, ge=10, le=1_000_000, description="val rows per probe (capped at its size)")
-    cpus_per_trial: float = Field(1.0, gt=0.0)
+    cpus_per_trial: float = Field(1.0, gt=0.0, le=4096)
     threads_per_trial: int = Field(1, ge=1, le=256)
     workers_per_trial: int = Field(0, ge=0, le=4096, description="0: train inside the trial process; "
                                    ">= 1: a Ray Train TorchTrainer per trial with this many workers")
