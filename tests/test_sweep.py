@@ -293,3 +293,14 @@ def test_trials_on_ray_train_workers(ray_session, prepared_dir, features_dir, tm
     for row in table:
         assert row["history_step"] == [20, 40] and row["fid"] is not None and row["fid"] > 0
     assert not any((tmp_path / "storage").iterdir())  # the trials' Train runs went with the experiment
+
+
+def test_a_trial_checks_its_data_with_the_facts_of_the_manifest(params, prepared_dir):
+    """WorkerConfig.data_facts (what a trial's spec is checked against) is what the manifest says."""
+    from genflow.data.shards import read_manifest
+    from genflow.data.specs import DataFacts
+    from genflow.train.worker_config import worker_config
+
+    for name, dataset in (("gan_digits", "digits"), ("gan_ring8", "ring8")):
+        facts = worker_config(name, params, prepared_dir).data_facts
+        assert facts == DataFacts.from_manifest(dataset, read_manifest(prepared_dir / dataset))

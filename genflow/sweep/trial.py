@@ -17,7 +17,6 @@ import torch
 from pydantic import ValidationError
 
 from genflow.config import fingerprint
-from genflow.data.specs import DataFacts
 from genflow.errors import ConfigError, DivergenceError
 from genflow.evaluate.model_metrics import PROBE_KID_SUBSETS
 from genflow.metrics import frechet_distance, kid, mixture_modes
@@ -44,9 +43,7 @@ def trial_config(base: WorkerConfig, overrides: dict[str, Any], sweep: SweepSpec
         checked = SPEC_BY_MODEL[spec["model"]].model_validate(spec)
     except ValidationError as exc:
         raise ConfigError(f"trial config {overrides} is invalid: {exc.errors()[0]['msg']}") from None
-    kind = "image" if len(base.data_shape) == 3 else "points"
-    size = tuple(base.data_shape[1:]) if kind == "image" else None
-    problems = checked.check_data(base.name, DataFacts(spec["dataset"], kind, size, base.num_classes))
+    problems = checked.check_data(base.name, base.data_facts)
     if problems:
         raise ConfigError(f"trial config {overrides} is invalid: {'; '.join(problems)}")
     spec = checked.model_dump(mode="json")

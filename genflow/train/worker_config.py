@@ -38,6 +38,13 @@ class WorkerConfig:
         return run_label(self.name, self.seed, self.trial)
 
     @property
+    def data_facts(self) -> DataFacts:
+        """What the prepared data is, as the model specs' check_data reads it."""
+        image = len(self.data_shape) == 3
+        return DataFacts(self.spec["dataset"], "image" if image else "points",
+                         tuple(self.data_shape[1:]) if image else None, self.num_classes)
+
+    @property
     def steps(self) -> int:
         return self.spec["train"]["steps"]
 
