@@ -821,7 +821,58 @@ def _broken_sources(tmp_path) -> dict[str, tuple[dict, str]]:
             "parquet": ({"source": "parquet", "path": str(garbage)}, "table.parquet")}
 
 
-@pytest.mark.parametrize("source", ["idx", "imagefolder", "cifar10", "parquet"])
+def _parquet_entry(path, table: pa.Table) -> tuple[dict, str]:
+    pq.write_table(table, path)
+    return {"source": "parquet", "path": str(path)}, path.name
+
+
+def _images_10(**columns) -> pa.Table:
+    return _image_table(np.zeros((10, 2, 2, 1), np.uint8), **columns)
+
+
+def _folder_with_link(root, link: str, target) -> tuple[dict, str]:
+    write_folder(root, classes=("a", "b"), per_class=5)
+    (root / link).symlink_to(target)
+    return {"source": "imagefolder", "path": str(root)}, link
+
+
+def _gzip_bomb(path) -> tuple[dict, str]:
+    """Ten 6x5 images as the header promises, then 64 MiB of zeros (gzip members concatenate)."""
+    header = bytes([0, 0, 8, 3]) + b"".join(struct.pack(">I", d) for d in (10, 6, 5))
+    path.write_bytes(gzip.compress(header + bytes(300)) + gzip.compress(bytes(16 << 20)) * 4)
+    return {"source": "idx", "images": str(path)}, path.name
+
+
+def _pickled_cifar(root) -> tuple[dict, str]:
+    root.mkdir()
+    (root / "data_batch_1").write_bytes(b"\x80\x04 a pickle")
+    return {"source": "cifar10", "path": str(root)}, "data_batch_1.bin"
+
+
+NAN_POINTS = pa.FixedSizeListArray.from_arrays(pa.array([0.0, 1.0, float("nan"), 2.0] * 5, type=pa.float32()), 2)
+MORE_BROKEN = {  # input that used to be accepted, or to end in a traceback (issue #32): raw folder -> entry, name
+    "parquet-nan-points": lambda raw: _parquet_entry(raw / "nan-points.parquet", pa.table({"x": NAN_POINTS})),
+    "parquet-shape-metadata": lambda raw: _parquet_entry(
+        raw / "bad-shape.parquet", _images_10().replace_schema_metadata({"genflow.shape": "[2, 2"})),
+    "parquet-huge-label": lambda raw: _parquet_entry(raw / "huge-label.parquet",
+                                                     _images_10(label=pa.array([10**9] + [0] * 9))),
+    "imagefolder-dangling-link": lambda raw: _folder_with_link(raw / "dangling", "a/moved.png", raw / "gone.png"),
+    "imagefolder-link-loop": lambda raw: _folder_with_link(raw / "loop", "again", raw / "loop"),
+    "idx-gzip-bomb": lambda raw: _gzip_bomb(raw / "bomb-idx3-ubyte.gz"),
+    "idx-empty-split": lambda raw: ({"source": "idx", "images": str(write_idx(raw / "three", _mnist_like(3)[0]))},
+                                    "three"),
+    "cifar10-pickle-version": lambda raw: _pickled_cifar(raw / "cifar-10-batches-py"),
+}
+
+
+def _broken_source(tmp_path, source: str) -> tuple[dict, str]:
+    if source not in MORE_BROKEN:
+        return _broken_sources(tmp_path)[source]
+    (tmp_path / "raw").mkdir()
+    return MORE_BROKEN[source](tmp_path / "raw")
+
+
+@pytest.mark.parametrize("source", ["idx", "imagefolder", "cifar10", "parquet", *MORE_BROKEN])
 def test_prepare_stage_on_a_broken_file_exits_2_naming_it(tmp_path, source):
     import subprocess
 
@@ -829,7 +880,7 @@ def test_prepare_stage_on_a_broken_file_exits_2_naming_it(tmp_path, source):
 
     from conftest import PYTHON, REPO
 
-    entry, name = _broken_sources(tmp_path)[source]
+    entry, name = _broken_source(tmp_path, source)
     raw = tiny_params_dict()
     raw["data"]["mine"] = entry
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))

@@ -26,8 +26,14 @@ LAYOUT = {  # files, label bytes per record, label names file per label kind
 def read_batch(path: Path, label_bytes: int, label_offset: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """One binary batch file -> uint8 (N, 32, 32, 3) images and int64 labels."""
     if not path.is_file():
+        if path.with_suffix("").is_file():  # data_batch_1 beside where data_batch_1.bin should be
+            raise DataError(f"{path}: not found, but {path.with_suffix('').name} is: that is the Python (pickle) "
+                            "version, which genflow never unpickles; download the binary version")
         raise DataError(f"{path}: CIFAR batch file not found (expected the extracted *-binary.tar.gz)")
-    blob = np.fromfile(path, dtype=np.uint8)
+    try:
+        blob = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise DataError(f"{path}: unreadable CIFAR batch ({exc})") from None
     record = label_bytes + PIXELS
     if blob.size == 0 or blob.size % record:
         raise DataError(f"{path}: {blob.size} bytes is not a whole number of {record}-byte records "
@@ -43,18 +49,29 @@ def read_batch(path: Path, label_bytes: int, label_offset: int, num_classes: int
 
 
 def _names(root: Path, filename: str, num_classes: int) -> list[str] | None:
+    """The class names file, if it is there and lists one name per class (else no names)."""
     path = root / filename
     if not path.is_file():
         return None
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: class names file is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    names = [line.strip() for line in text.splitlines() if line.strip()]
     return names if len(names) == num_classes else None
+
+
+def _folder(path: Path) -> Path:
+    if path.is_file() and path.name.endswith((".tar.gz", ".tgz", ".tar")):
+        raise DataError(f"{path}: an archive; extract it and give the cifar-*-batches-bin / cifar-100-binary folder")
+    if not path.is_dir():
+        raise DataError(f"{path}: CIFAR folder not found")
+    return path
 
 
 def cifar_source(spec) -> RawData:
     """``source: cifar10 | cifar100``: the official train batches, then the official test batch."""
-    layout, root = LAYOUT[spec.source], Path(spec.path)
-    if not root.is_dir():
-        raise DataError(f"{root}: CIFAR folder not found")
+    layout, root = LAYOUT[spec.source], _folder(Path(spec.path))
     kind = spec.label if spec.source == "cifar100" else "fine"
     num_classes = layout["classes"][kind]
     offset = 1 if (spec.source == "cifar100" and kind == "fine") else 0

@@ -3,9 +3,18 @@
 Every file is decoded and checked: an unreadable or non-image file stops the
 prepare step with its path, as do an empty folder and images of different
 sizes when no ``size`` is set. Hidden files (``.DS_Store``...) are skipped.
+
+Symbolic links are followed, files and folders alike (symlink farms and class
+folders linked from elsewhere are common), but never silently: a dangling link,
+a folder link that loops back to a folder it sits in, and a file reached twice
+(two links to one image, or a class folder linked twice) are refused by name.
+A loop would otherwise read as one more class of duplicated images, and a
+duplicate puts the same image in train and test. FIFOs, sockets and devices
+are refused too (reading a FIFO would wait forever).
 """
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -19,14 +28,62 @@ from genflow.errors import DataError
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 
-def _visible_files(folder: Path) -> list[Path]:
-    files = sorted(p for p in folder.rglob("*") if p.is_file()
-                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+def _is_hidden(path: Path) -> bool:
+    return path.name.startswith(".")
+
+
+def _checked_entry(path: Path) -> str:
+    """'dir' or 'file' for what ``path`` leads to, after following links; refused otherwise."""
+    if path.is_symlink() and not path.exists():  # exists() is False for a link loop too
+        raise DataError(f"{path}: broken symbolic link (to {os.readlink(path)}: missing, or a loop of links)")
+    if path.is_dir():
+        return "dir"
+    if path.is_file():
+        return "file"
+    raise DataError(f"{path}: not a regular file or folder (a FIFO, socket or device); move it out of the dataset")
+
+
+def _walk(folder: Path, inside: frozenset[Path], found: list[Path]) -> None:
+    """Every visible file under ``folder`` into ``found``. ``inside``: the real folders that hold
+    ``folder`` (up to /), so a link to any of them is a loop."""
+    real = folder.resolve()
+    if real in inside:
+        raise DataError(f"{folder}: symbolic link loop (leads back to {real}, which holds it)")
+    inside = inside | {real}
+    for path in sorted(folder.iterdir()):
+        if _is_hidden(path):
+            continue
+        if _checked_entry(path) == "file":
+            found.append(path)
+        else:
+            _walk(path, inside, found)
+
+
+def _no_file_twice(files: list[Path]) -> None:
+    seen: dict[Path, Path] = {}
+    for path in files:
+        real = path.resolve()
+        if real in seen:
+            raise DataError(f"{path}: the same file as {seen[real]} (through a symbolic link); "
+                            "each image may appear once, or it lands in more than one split")
+        seen[real] = path
+
+
+def _holders(folder: Path, root: Path) -> frozenset[Path]:
+    """The real folders that hold ``folder``: root's ancestors, and root itself for a class folder."""
+    real_root = root.resolve()
+    return frozenset(real_root.parents if folder == root else (real_root, *real_root.parents))
+
+
+def _visible_files(folder: Path, root: Path) -> list[Path]:
+    """The files under ``folder`` (``root`` itself or one of its class folders)."""
+    files: list[Path] = []
+    _walk(folder, _holders(folder, root), files)
     for path in files:
         if path.suffix.lower() not in EXTENSIONS:
             raise DataError(f"{path}: not an image file (allowed extensions: {', '.join(EXTENSIONS)}); "
                             "move it out of the dataset folder")
-    return files
+    return sorted(files)
 
 
 def list_images(root: Path, labels: str) -> tuple[list[Path], np.ndarray | None, list[str] | None]:
@@ -34,23 +91,26 @@ def list_images(root: Path, labels: str) -> tuple[list[Path], np.ndarray | None,
     if not root.is_dir():
         raise DataError(f"{root}: image folder not found")
     if labels == "none":
-        files = _visible_files(root)
+        files = _visible_files(root, root)
         if not files:
             raise DataError(f"{root}: no images found (extensions: {', '.join(EXTENSIONS)})")
+        _no_file_twice(files)
         return files, None, None
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    loose = [p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")]
+    entries = {p: _checked_entry(p) for p in sorted(root.iterdir()) if not _is_hidden(p)}
+    classes = [p.name for p, kind in entries.items() if kind == "dir"]
+    loose = [p for p, kind in entries.items() if kind == "file"]
     if loose or not classes:
         what = f"{loose[0]} lies outside any class sub-folder" if loose else f"{root} has no class sub-folders"
         raise DataError(f"{what}; with labels: folders every image sits in <root>/<class>/ "
                         "(set labels: none for an unlabeled folder)")
     files, targets = [], []
     for index, name in enumerate(classes):
-        members = _visible_files(root / name)
+        members = _visible_files(root / name, root)
         if not members:
             raise DataError(f"{root / name}: class folder holds no images")
         files += members
         targets += [index] * len(members)
+    _no_file_twice(files)
     return files, np.asarray(targets, dtype=np.int64), classes
 
 

@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 SPLITS = ("train", "val", "test")
+# The most bytes a file source may promise once decompressed (an IDX header, Parquet's row-group
+# metadata), checked before anything is inflated. The largest published IDX set (MNIST8M, 8.1M
+# 28x28 images) is 6.4 GB; a promise beyond this is a forged header or a decompression bomb.
+MAX_SOURCE_BYTES = 8 << 30
 
 
 @dataclass(frozen=True)
@@ -42,3 +46,11 @@ def with_official_test(n_train: int, n_test: int, val_fraction: float, seed: int
     validation is a seeded ``val_fraction`` of the official training rows."""
     cut = split_indices(n_train, val_fraction, 0.0, seed)
     return {"train": cut["train"], "val": cut["val"], "test": np.arange(n_train, n_train + n_test)}
+
+
+def first_empty_split(splits: dict[str, np.ndarray], val_fraction: float) -> str | None:
+    """The first split that must hold rows and holds none. Train feeds training and test the
+    evaluation, so both always need rows; val feeds sweeps and may be empty only when
+    ``val_fraction: 0`` says so."""
+    required = ["train", "test"] + (["val"] if val_fraction > 0 else [])
+    return next((name for name in required if len(splits.get(name, ())) == 0), None)
