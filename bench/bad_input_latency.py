@@ -1,6 +1,7 @@
-"""How fast bad input is rejected: every case of tests/test_bad_params.py (goal: < 2 s each) and
-the broken-file cases of the prepare stage, each timed as the user meets it, i.e. the stage
-command in a fresh process (interpreter start-up included), three runs, the median kept.
+"""How fast bad input is rejected: every case of tests/test_bad_params.py's CASES and FILE_CASES
+(goal: < 2 s each) and the broken-file cases of the prepare stage, each timed as the user meets
+it, i.e. the stage command in a fresh process (interpreter start-up included), three runs, the
+median kept.
 
 Writes bench/results/bad_input_latency.json.   .venv/bin/python bench/bad_input_latency.py
 """
@@ -22,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from genflow.io import code_revision  # noqa: E402
-from test_bad_params import CASES, _with  # noqa: E402
+from test_bad_params import CASES, FILE_CASES, _with  # noqa: E402
 from test_formats import _broken_sources  # noqa: E402
 
 from conftest import tiny_params_dict  # noqa: E402
@@ -47,6 +48,13 @@ def main() -> None:
         for case_id, changes, _ in CASES:
             (tmp / "params.yaml").write_text(yaml.safe_dump(_with(changes)))
             seconds, code = _timed([PYTHON, str(ROOT / "stages/train.py"), "--model", "gan_digits"], tmp)
+            results["params"][case_id] = {"seconds": round(seconds, 3), "exit_code": code}
+            print(f"params {case_id:32s} {seconds:.2f} s (exit {code})", flush=True)
+        for case_id, build, _ in FILE_CASES:  # the file's own text, --params / --set / --best-params, manifests
+            folder = tmp / case_id
+            folder.mkdir()
+            script, *args = build(folder)
+            seconds, code = _timed([PYTHON, str(ROOT / script), *args], folder)
             results["params"][case_id] = {"seconds": round(seconds, 3), "exit_code": code}
             print(f"params {case_id:32s} {seconds:.2f} s (exit {code})", flush=True)
         for source, (entry, name) in _broken_sources(tmp).items():

@@ -86,6 +86,7 @@ def cmd_train(args) -> None:
         args.set = [*(f"models.{args.model}.{k}={json.dumps(v)}" for k, v in best.items()), *args.set]
     params = _params(args)
     _require(params.models, args.model, "model")
+    config.check_prepared_data(params, args.data_root, train=args.model)  # before Ray starts
     from genflow import launch
 
     launch.train(args.model, params, args.data_root, Path(args.out or f"models/{args.model}"))
@@ -94,6 +95,7 @@ def cmd_train(args) -> None:
 def cmd_sweep(args) -> None:
     params = _params(args)
     _require(params.sweeps, args.sweep, "sweep", "params.yaml's sweeps section defines")
+    config.check_prepared_data(params, args.data_root, sweep=args.sweep)  # before Ray starts
     from genflow import launch
 
     launch.sweep(args.sweep, params, args.data_root, Path(args.models_root) / "featurenet",
@@ -104,6 +106,7 @@ def cmd_sweep(args) -> None:
 def cmd_evaluate(args) -> None:
     params = _params(args)
     spec = _require(params.models, args.model, "model")
+    config.check_prepared_data(params, args.data_root, evaluate=args.model)  # before torch loads the data
     from genflow import launch
 
     launch.evaluate(args.model, params, Path(args.models_root) / args.model, Path(args.data_root) / spec.dataset,

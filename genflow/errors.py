@@ -26,3 +26,24 @@ class DivergenceError(GenflowError):
 
     def __reduce__(self):  # rebuilt from (step, what) when Ray copies or pickles it
         return type(self), (self.step, self.what)
+
+
+EXCERPT_CHARS = 200
+
+
+def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
+    """``repr(value)``, cut to about ``limit`` characters ending in '…'. Error messages quote a
+    user's value through this: a YAML alias bomb loads as a few shared lists that expand to
+    billions of items, and a plain repr of one would take minutes and fill the terminal."""
+    import reprlib
+
+    short = reprlib.Repr()  # bounded work as well as bounded output: it never walks the whole value
+    short.maxlevel, short.maxlist, short.maxtuple, short.maxdict, short.maxset = 3, 8, 8, 8, 8
+    short.maxstring = short.maxlong = short.maxother = limit
+    if isinstance(value, str) and len(value) > limit:  # the start of a long string, not its two ends
+        return repr(value[:limit - 3])[:limit - 1] + "…"
+    try:
+        text = short.repr(value)
+    except ValueError:  # an int of more than 4300 digits has no str
+        text = f"<{type(value).__name__} too long to print>"
+    return text if len(text) <= limit else text[:limit - 1] + "…"

@@ -8,6 +8,8 @@ not asserted here. docs/reliability.md lists every case.
 from __future__ import annotations
 
 import copy
+import json
+import os
 import subprocess
 
 import pytest
@@ -110,6 +112,219 @@ CASES = [
      ["report.baselines.digits: 'gan_ring8' is not a model trained on 'digits'", "allowed: ['gan_digits'"]),
     ("sweep-dataset-mismatch", {"sweeps.s.dataset": "digits"}, ["sweeps.s.dataset",
                                                                 "model 'gan_ring8' trains on 'ring8'"]),
+    # a bad value is quoted in at most ~200 characters, however long it is
+    ("long-bad-value-is-cut", {"models.gan_digits.loss": "x" * 100_000},
+     ["models.gan_digits.loss", "'wgan-gp'", "…"]),
+    ("long-dataset-name-is-cut", {"models.gan_digits.dataset": "d" * 100_000},
+     ["models.gan_digits.dataset: unknown dataset 'ddd", "…", "allowed: ['digits', 'ring8']"]),
+    ("long-list-for-int", {"models.gan_digits.z_dim": list(range(20_000))}, ["models.gan_digits.z_dim", "integer",
+                                                                             "..."]),
+    ("long-override-of-seeds", {"models.gan_digits.seeds": [1] * 1000}, ["models.gan_digits.seeds", "repeated: [1]"]),
+    # every problem at once: fields refused, and the checks across entries on what did validate
+    ("several-kinds-at-once", {"models.gan_digits.train.lr_g": -1.0, "models.gan_digits.c_dim": 7,
+                               "models.vae_digits.holdout_class": 12, "report": {"baselines": {"digits": "gan_ring8"}},
+                               "sweeps.s.space": {"train.batch_size": {"uniform": [16, 64]}},
+                               "evaluate.n_samples": 5, "featurenet.seed": -1},
+     ["models.gan_digits.train.lr_g: Input should be greater than 0", "models.gan_digits.c_dim: a conditional model",
+      "models.vae_digits.holdout_class: dataset 'digits' has 10 classes", "report.baselines.digits: 'gan_ring8'",
+      "sweeps.s.space.train.batch_size: uniform proposes real numbers", "evaluate.n_samples", "featurenet.seed"]),
+    ("bad-field-and-cross-check-in-one-model", {"models.gan_ring8.train.lr_g": -1.0,
+                                                "models.gan_ring8.train.batch_size": 33},
+     ["models.gan_ring8.train.lr_g", "models.gan_ring8.train.batch_size: must be a multiple of pac (2)"]),
+    ("bad-field-and-entry-check-in-one-model", {"models.vae_digits.train.lr": -1.0, "models.vae_digits.c_dim": 10,
+                                                "models.vae_digits.holdout_class": 3},
+     ["models.vae_digits.train.lr", "models.vae_digits.holdout_class: anomaly detection needs an unconditional"]),
+    ("bad-model-and-bad-sweep-of-another", {"models.gan_digits.z_dim": 0,
+                                            "sweeps.s.space": {"arch": {"choice": ["mlp", "conv"]}}},
+     ["models.gan_digits.z_dim", "sweeps.s.space.arch: value 'conv'"]),
+    ("bad-data-and-bad-model", {"data.digits.val_fraction": 0.9, "models.gan_ring8.arch": "conv"},
+     ["data.digits.val_fraction", "models.gan_ring8.arch: dataset 'ring8' holds 2-D points"]),
+    # what would fail only at run time: the data's size, nearest neighbours, seeds, sizes
+    ("batch-larger-than-the-train-split", {"models.gan_ring8.train.batch_size": 2000},
+     ["models.gan_ring8.train.batch_size: dataset 'ring8' has 1600 training rows", "at most 1600"]),
+    ("batch-times-workers-larger-than-the-train-split",
+     {"ray.num_workers": 8, "models.gan_digits.train.batch_size": 256},
+     ["models.gan_digits.train.batch_size: dataset 'digits' has 1258 training rows", "256 x 8 workers",
+      "at most 157"]),
+    ("k-not-below-the-samples", {"evaluate.n_samples": 50, "evaluate.k_density_coverage": 50},
+     ["evaluate.k_density_coverage", "evaluate.n_samples gives 50, so k must be below 50"]),
+    ("k-not-below-the-reference-rows", {"data.ring8.n_samples": 200, "evaluate.k_precision_recall": 30},
+     ["evaluate.k_precision_recall", "the 'test' split of dataset 'ring8' gives 20"]),
+    ("empty-reference-split", {"evaluate.reference_split": "val", "data.digits.val_fraction": 0.0},
+     ["evaluate.reference_split: dataset 'digits' has no 'val' rows"]),
+    ("negative-data-seed", {"data.digits.seed": -1}, ["data.digits.seed", "greater than or equal to 0"]),
+    ("huge-featurenet-seed", {"featurenet.seed": 2**32}, ["featurenet.seed", "less than or equal to 2147483647"]),
+    ("negative-evaluate-seed", {"evaluate.seed": -3}, ["evaluate.seed", "greater than or equal to 0"]),
+    ("huge-model-seed", {"models.gan_digits.seeds": [0, 2**63]}, ["models.gan_digits.seeds.1",
+                                                                  "less than or equal to 2147483647"]),
+    ("huge-sweep-seed", {"sweeps.s.seed": 2**40}, ["sweeps.s.seed", "less than or equal to 2147483647"]),
+    ("generated-data-too-large", {"data.big": {"source": "sprites", "n_samples": 10_000_000, "resolution": 64,
+                                               "color": True}},
+     ["data.big.n_samples: 10,000,000 images of 64x64x3 are 114 GiB", "at most 349,525"]),
+    ("kid-subset-too-large", {"evaluate.kid_subset_size": 100_000}, ["evaluate.kid_subset_size",
+                                                                     "less than or equal to 10000"]),
+    ("huge-checkpoint-interval", {"models.gan_digits.train.checkpoint_every": 10**20},
+     ["models.gan_digits.train.checkpoint_every", "less than or equal to 100000000"]),
+    ("huge-sweep-steps", {"sweeps.s.steps": 10**12}, ["sweeps.s.steps", "less than or equal to 100000000"]),
+    ("huge-holdout-class", {"models.vae_digits.holdout_class": 10**30}, ["models.vae_digits.holdout_class",
+                                                                         "less than or equal to 100000"]),
+    ("negative-parquet-shape", {"data.pq": {"source": "parquet", "path": "x.parquet", "shape": [-8, 8, 1]}},
+     ["data.pq.shape.0", "greater than or equal to 1"]),
+    ("nan-learning-rate", {"models.gan_digits.train.lr_g": float("nan")}, ["models.gan_digits.train.lr_g",
+                                                                           "(got nan)"]),
+    # search spaces, each dimension tried on the model it sweeps (and its data) before Ray
+    ("sweep-uniform-on-an-integer-key", {"sweeps.s.space": {"train.batch_size": {"uniform": [16, 64]}}},
+     ["sweeps.s.space.train.batch_size: uniform proposes real numbers", "{int: [16, 64]}"]),
+    ("sweep-loguniform-on-an-integer-key", {"sweeps.s.space": {"width": {"loguniform": [8, 64]}}},
+     ["sweeps.s.space.width: loguniform proposes real numbers", "takes integers"]),
+    ("sweep-uniform-on-a-choice-key", {"sweeps.s.model": "gan_digits", "sweeps.s.dataset": "digits",
+                                       "sweeps.s.space": {"pac": {"uniform": [1, 4]}}},
+     ["sweeps.s.space.pac: uniform proposes real numbers"]),
+    ("sweep-batch-choice-pac-does-not-divide", {"sweeps.s.space": {"train.batch_size": {"choice": [32, 33]}}},
+     ["sweeps.s.space.train.batch_size: value 33", "multiple of pac (2)"]),
+    ("sweep-pac-choice-does-not-divide-the-batch", {"sweeps.s.space": {"pac": {"choice": [2, 3]}}},
+     ["sweeps.s.space.pac: value 3", "multiple of pac (3)"]),
+    ("sweep-int-range-of-batches-with-pac", {"sweeps.s.space": {"train.batch_size": {"int": [16, 64]}}},
+     ["sweeps.s.space.train.batch_size: value 17", "multiple of pac (2)"]),
+    ("sweep-pac-and-batch-clash-together", {"sweeps.s.space": {"pac": {"choice": [1, 4]},
+                                                               "train.batch_size": {"choice": [32, 34]}}},
+     ["sweeps.s.space.pac: value 4 with train.batch_size = 34", "multiple of pac (4)"]),
+    ("sweep-c-dim-not-the-class-count", {"sweeps.s.model": "gan_digits", "sweeps.s.dataset": "digits",
+                                         "sweeps.s.space": {"c_dim": {"choice": [0, 7]}}},
+     ["sweeps.s.space.c_dim: value 7", "10 classes of dataset 'digits'"]),
+    ("sweep-conv-on-2d-points", {"sweeps.s.space": {"arch": {"choice": ["mlp", "conv"]}}},
+     ["sweeps.s.space.arch: value 'conv'", "only arch 'mlp'"]),
+    ("sweep-batch-larger-than-the-data", {"sweeps.s.space": {"train.batch_size": {"choice": [32, 4096]}}},
+     ["sweeps.s.space.train.batch_size: value 4096", "1600 training rows"]),
+    ("sweep-holdout-class-with-pac", {"sweeps.s.model": "gan_digits", "sweeps.s.dataset": "digits",
+                                      "sweeps.s.space": {"holdout_class": {"choice": [1]}, "pac": {"choice": [1, 2]}}},
+     ["sweeps.s.space.holdout_class: value 1 with pac = 2", "single images"]),
+    ("sweep-mixture-metric-on-images", {"sweeps.s.model": "gan_digits", "sweeps.s.dataset": "digits",
+                                        "sweeps.s.metric": "modes"},
+     ["sweeps.s.metric: 'modes' needs a Gaussian-mixture dataset"]),
+    ("sweep-without-validation-rows", {"data.ring8.val_fraction": 0.0},
+     ["sweeps.s.dataset: dataset 'ring8' has 0 validation rows"]),
+    ("sweep-searches-what-the-sweep-sets", {"sweeps.s.space": {"train.checkpoint_every": {"choice": [5, 10]}}},
+     ["sweeps.s.space.train.checkpoint_every: cannot be searched", "report_every"]),
+]
+
+
+# Cases a params mapping cannot express: the file's own text (duplicate keys, aliases, encoding),
+# what --params / --set / --best-params are given, and what only the prepared data tells. Each
+# builds its files in a folder and returns the stage command's arguments (the script first,
+# relative to the repository); bench/bad_input_latency.py times them too.
+def _text(extra: dict[str, str] | None = None, changes: dict | None = None) -> str:
+    """The tiny params as YAML, each section followed by ``extra[section]`` (raw YAML lines: the
+    last key of a section is its last line, so an appended line can repeat a key)."""
+    raw, extra = _with(changes or {}), extra or {}
+    return "".join(yaml.safe_dump({key: value}, sort_keys=False) + extra.get(key, "") for key, value in raw.items())
+
+
+def _train(text: str | bytes, *more: str, stage: str = "train", target: str = "gan_digits"):
+    """Build: write ``text`` as the params file; the stage command on it, with ``more`` args."""
+    def build(folder) -> list[str]:
+        path = folder / "params.yaml"
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+        option = "--sweep" if stage == "sweep" else "--model"
+        return [f"stages/{stage}.py", option, target, "--params", str(path), *more]
+    return build
+
+
+def _given(make_path) -> object:
+    """Build: --params is what ``make_path(folder)`` makes (a folder, a pipe...)."""
+    def build(folder) -> list[str]:
+        return ["stages/train.py", "--model", "gan_digits", "--params", str(make_path(folder))]
+    return build
+
+
+def _best_params(text: str):
+    """Build: valid params, and a --best-params file holding ``text``."""
+    def build(folder) -> list[str]:
+        (folder / "best.yaml").write_text(text)
+        return [*_train(_text())(folder), "--best-params", str(folder / "best.yaml")]
+    return build
+
+
+def _prepared(stage: str, target: str, changes: dict, rows: dict[str, int]):
+    """Build: params whose model ``gan_ring8`` trains on a Parquet dataset 'pts' (its size known only
+    once prepared) and that dataset's manifest, as prepare writes it, with ``rows`` per split."""
+    def build(folder) -> list[str]:
+        manifest = {"format_version": 1, "kind": "points", "shape": [2], "num_classes": 0,
+                    "splits": {split: {"rows": n, "shards": []} for split, n in rows.items()}}
+        (folder / "prepared" / "pts").mkdir(parents=True, exist_ok=True)
+        (folder / "prepared" / "pts" / "manifest.json").write_text(json.dumps(manifest))
+        entry = {"source": "parquet", "path": str(folder / "pts.parquet")}
+        text = _text(changes={"data.pts": entry, "models.gan_ring8.dataset": "pts", "sweeps.s.dataset": "pts",
+                              **changes})
+        return [*_train(text, stage=stage, target=target)(folder), "--data-root", str(folder / "prepared")]
+    return build
+
+
+def _fifo(folder):
+    os.mkfifo(folder / "pipe.yaml")
+    return folder / "pipe.yaml"
+
+
+ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdefgh", "bcdefghi"))  # 10**9 values
+INLINE_BOMB = "{" + ALIAS_BOMB.strip().replace("\n", ", ") + "}"
+UTF16 = _text().encode("utf-16")
+
+FILE_CASES = [
+    # duplicate keys, at any depth: YAML itself would keep the last one silently
+    ("duplicate-model-name", _train(_text({"models": "  gan_digits: {model: vae, dataset: digits}\n"})),
+     ["params.yaml: line", "models.gan_digits: duplicate key (first at line"]),
+    ("duplicate-key-inside-train", _train(_text({"models": "      steps: 99\n"})),
+     ["models.gan_ring8.train.steps: duplicate key"]),
+    ("duplicate-top-level-section", _train(_text({"sweeps": "evaluate: {n_samples: 100}\n"})),
+     ["evaluate: duplicate key"]),
+    ("duplicate-dataset-name", _train(_text({"data": "  ring8: {source: ring8}\n"})), ["data.ring8: duplicate key"]),
+    ("duplicate-sweep-space-key", _train(_text({"sweeps": "      width: {choice: [32]}\n"})),
+     ["sweeps.s.space.width: duplicate key"]),
+    ("duplicate-key-in-a-set-value", _train(_text(), "--set", "models.gan_digits.train={steps: 1, steps: 2}"),
+     ["override 'models.gan_digits.train=", "models.gan_digits.train.steps: duplicate key"]),
+    ("duplicate-key-in-best-params", _best_params("model: gan_digits\noverrides: {z_dim: 8, z_dim: 16}\n"),
+     ["best.yaml: line 2: overrides.z_dim: duplicate key"]),
+    # YAML that would expand, nest or recurse without end
+    ("alias-bomb", _train(_text() + ALIAS_BOMB), ["params.yaml: f: more than 1,000,000 values", "alias bomb"]),
+    ("alias-bomb-in-a-set-value", _train(_text(), "--set", f"models.gan_digits.z_dim={INLINE_BOMB}"),
+     ["models.gan_digits.z_dim.", "more than 1,000,000 values"]),
+    ("alias-bomb-in-best-params", _best_params(f"model: gan_digits\noverrides: {INLINE_BOMB}\n"),
+     ["best.yaml: overrides: more than 1,000,000 values"]),
+    ("recursive-alias", _train(_text() + "loop: &loop [1, *loop]\n"), ["loop.1: refers to itself"]),
+    ("nested-too-deeply", _train(_text() + "deep: " + "[" * 5000 + "]" * 5000 + "\n"), ["nested too deeply"]),
+    ("integer-of-5000-digits", _train(_text() + "big: 1" + "0" * 5000 + "\n"), ["a value cannot be read",
+                                                                                "4300 digits"]),
+    # files that are not UTF-8 YAML, and --params given what is not a file
+    ("latin-1-params-file", _train(b"# caf\xe9\n" + _text().encode()),
+     ["params.yaml: not UTF-8 text: byte 0xe9 at offset 5 (line 1)"]),
+    ("utf-16-params-file", _train(UTF16), ["params.yaml: not UTF-8 text: byte 0xff at offset 0 (line 1)"]),
+    ("params-is-a-directory", _given(lambda folder: folder), ["is a directory; give a params file"]),
+    ("params-is-a-pipe", _given(_fifo), ["pipe.yaml: not a regular file"]),
+    ("params-file-missing", _given(lambda folder: folder / "nope.yaml"), ["nope.yaml: file not found"]),
+    ("params-file-of-2-mib", _train(_text() + "# padding\n" * 200_000), ["params.yaml: 2,", "at most 1,048,576 bytes"]),
+    ("best-params-is-a-directory", lambda folder: [*_best_params("")(folder)[:-1], str(folder)],
+     ["is a directory"]),
+    # the sweep stage: its space is checked before Ray, not in failed trials
+    ("sweep-stage-uniform-on-an-integer-key",
+     _train(_text(changes={"sweeps.s.space": {"z_dim": {"uniform": [2, 8]}}}), stage="sweep", target="s"),
+     ["sweeps.s.space.z_dim: uniform proposes real numbers"]),
+    ("sweep-stage-pac-does-not-divide-the-batch",
+     _train(_text(changes={"sweeps.s.space": {"train.batch_size": {"choice": [32, 50]}, "pac": {"choice": [2, 4]}}}),
+            stage="sweep", target="s"),
+     ["sweeps.s.space.pac: value 4 with train.batch_size = 50"]),
+    ("sweep-stage-conv-on-2d-points",
+     _train(_text(changes={"sweeps.s.space": {"arch": {"choice": ["conv"]}}}), stage="sweep", target="s"),
+     ["sweeps.s.space.arch: value 'conv'", "only arch 'mlp'"]),
+    # what only the prepared data tells (here a Parquet dataset): checked before torch or Ray
+    ("batch-larger-than-the-prepared-train-split", _prepared("train", "gan_ring8", {}, {"train": 20, "test": 5}),
+     ["params do not fit the prepared data", "models.gan_ring8.train.batch_size: dataset 'pts' has 20 training rows"]),
+    ("sweep-batch-larger-than-the-prepared-train-split",
+     _prepared("sweep", "s", {"sweeps.s.space": {"train.batch_size": {"choice": [16, 64]}}},
+               {"train": 40, "val": 10, "test": 10}),
+     ["sweeps.s.space.train.batch_size: value 64", "dataset 'pts' has 40 training rows"]),
+    ("evaluate-k-above-the-prepared-reference-rows", _prepared("evaluate", "gan_ring8", {}, {"train": 100, "test": 4}),
+     ["evaluate.k_density_coverage", "the 'test' split of dataset 'pts' gives 4"]),
 ]
 
 
@@ -134,9 +349,18 @@ def _assert_rejected_early(proc: subprocess.CompletedProcess, fragments: list[st
     for fragment in fragments:
         assert fragment in message, f"{fragment!r} not in:\n{message}"
     assert "s3cr3t-value" not in message  # a rejected secret is not echoed back
+    assert max(map(len, message.splitlines()), default=0) <= 1000, "a value was quoted at length"
     assert "Traceback" not in message
     assert "genflow.config" in _imported(proc)
     assert not {"torch", "ray"} & _imported(proc), "torch or Ray was imported before the params were rejected"
+
+
+@pytest.mark.parametrize("build,fragments", [c[1:] for c in FILE_CASES], ids=[c[0] for c in FILE_CASES])
+def test_bad_params_files_and_arguments_stop_the_stage_before_ray(tmp_path, build, fragments):
+    script, *args = build(tmp_path)
+    proc = subprocess.run([str(PYTHON), "-X", "importtime", str(REPO / script), *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    _assert_rejected_early(proc, fragments)
 
 
 def test_there_are_at_least_25_cases():
@@ -212,3 +436,30 @@ def test_images_a_conv_net_cannot_take_are_named_not_a_traceback(tmp_path):
     proc = sp.run([str(PYTHON), "stages/train.py", "--model", "gan_digits", *root], cwd=REPO, capture_output=True,
                   text=True, timeout=120)
     assert proc.returncode == 2 and "models.gan_digits.arch: dataset 'tiny6' has 6x6 images" in proc.stderr
+
+
+def test_the_prepared_rows_are_checked_before_ray(tmp_path):
+    """A real prepared manifest (60 Parquet points: 42 train, 12 test): a batch the train split
+    cannot fill stops the train stage, and a k the test split cannot hold the evaluate stage."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from genflow.data.prepare import prepare
+    from genflow.data.specs import ParquetData
+
+    points = np.random.default_rng(0).normal(size=(60, 2)).astype(np.float32)
+    column = pa.FixedSizeListArray.from_arrays(pa.array(points.reshape(-1), type=pa.float32()), 2)
+    pq.write_table(pa.table({"x": column}), tmp_path / "points.parquet")
+    entry = {"source": "parquet", "path": str(tmp_path / "points.parquet")}
+    manifest = prepare(ParquetData(**entry), tmp_path / "prepared" / "pts", log=lambda *_: None)
+    assert {split: manifest["splits"][split]["rows"] for split in ("train", "test")} == {"train": 42, "test": 12}
+    changes = {"data.pts": entry, "models.gan_ring8.dataset": "pts", "models.gan_ring8.train.batch_size": 64,
+               "evaluate.k_density_coverage": 12, "sweeps": {}}
+    root = ["--data-root", str(tmp_path / "prepared")]
+    proc = _run(tmp_path, yaml.safe_dump(_with(changes)), "stages/train.py", "--model", "gan_ring8", *root)
+    _assert_rejected_early(proc, ["models.gan_ring8.train.batch_size: dataset 'pts' has 42 training rows, fewer "
+                                  "than one batch of 64"])
+    proc = _run(tmp_path, yaml.safe_dump(_with(changes)), "stages/evaluate.py", "--model", "gan_ring8", *root)
+    _assert_rejected_early(proc, ["evaluate.k_density_coverage", "the 'test' split of dataset 'pts' gives 12, so k "
+                                  "must be below 12 (got 12)"])

@@ -1,8 +1,10 @@
 """params.yaml validation: every mistake is a ConfigError naming its dotted key path."""
 from __future__ import annotations
 
+import json
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -268,3 +270,194 @@ def test_alias_bomb_is_refused_when_expanded(tmp_path):
     raw = yaml.safe_load(bomb)
     with pytest.raises(ConfigError, match="alias bomb"):
         config.apply_overrides(raw, ["a=1"])
+
+
+# -- YAML that is silently wrong, and values quoted at length (issue #32) ---------------------
+
+@pytest.mark.parametrize("text,key,line", [
+    ("a: 1\nb: 2\na: 3\n", "a", 3),
+    ("models:\n  m:\n    train: {steps: 1, lr: 2, steps: 3}\n", "models.m.train.steps", 3),
+    ("sweeps:\n  s:\n    space:\n      width: {choice: [1]}\n      width: {int: [1, 2]}\n", "sweeps.s.space.width", 5),
+    ("data:\n- {source: x, source: y}\n", "data.0.source", 2),
+    ("base: &b {x: 1}\nm: *b\nn: {<<: *b, y: 1, y: 2}\n", "n.y", 3),
+], ids=["top-level", "flow-mapping", "sweep-space", "inside-a-list", "beside-a-merge-key"])
+def test_duplicate_keys_are_refused_at_any_depth(tmp_path, text, key, line):
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        config.read_yaml(path)
+    assert f"{path}: line {line}: {key}: duplicate key" in str(info.value)
+
+
+def test_merge_keys_and_aliases_are_not_duplicates(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("base: &b {x: 1, y: 2}\nm: {<<: *b, y: 3}\nn: *b\n")
+    assert config.read_yaml(path) == {"base": {"x": 1, "y": 2}, "m": {"x": 1, "y": 3}, "n": {"x": 1, "y": 2}}
+
+
+def test_every_duplicate_of_a_file_is_named_in_line_order(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("models:\n  m: {model: gan}\n  m:\n    train:\n      steps: 1\n      steps: 2\n")
+    message = str(pytest.raises(ConfigError, config.read_yaml, path).value)
+    assert message.index("line 3: models.m: duplicate key") < message.index("line 6: models.m.train.steps")
+
+
+def test_an_alias_bomb_is_refused_fast_with_a_short_message(tmp_path):
+    import time
+
+    path = tmp_path / "p.yaml"
+    path.write_text("a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdefgh", "bcdefghi")))
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match="more than 1,000,000 values") as info:
+        config.read_yaml(path)
+    assert time.perf_counter() - started < 1.0 and len(str(info.value)) < 300
+
+
+def test_excerpt_quotes_at_most_200_characters_of_any_value():
+    from genflow.errors import excerpt
+
+    bomb = ["x"] * 10
+    for _ in range(9):
+        bomb = [bomb] * 10  # 10**10 items, shared
+    for value in (bomb, "y" * 10**6, 10**5000, {str(i): i for i in range(10**5)}, b"z" * 10**6):
+        text = excerpt(value)
+        assert len(text) <= 200, text
+    assert excerpt("ns") == "'ns'" and excerpt("y" * 1000).endswith("…")
+
+
+def test_a_bad_value_is_never_quoted_at_length():
+    raw = tiny_params_dict()
+    raw["models"]["gan_digits"]["z_dim"] = list(range(10**5))
+    raw["models"]["gan_digits"]["loss"] = "w" * 10**5
+    raw["data"]["digits"]["source"] = "s" * 10**5
+    message = str(pytest.raises(ConfigError, config.validate, raw).value)
+    assert max(map(len, message.splitlines())) < 400, message
+
+
+# -- every problem at once --------------------------------------------------------------------
+
+def test_checks_across_entries_run_on_the_entries_that_validate():
+    raw = tiny_params_dict()
+    _set(raw, "models.gan_digits.width", "wide")                  # a field
+    _set(raw, "models.gan_digits.c_dim", 7)                       # ... and the same model against its data
+    _set(raw, "models.gan_ring8.train.batch_size", 33)            # another model against its data
+    _set(raw, "models.vae_digits.dataset", "faces")               # a reference to nothing
+    raw["report"] = {"baselines": {"ring8": "vae_digits"}}        # a report against the models
+    raw["sweeps"] = {"s": {"model": "gan_ring8", "dataset": "ring8", "trials": 0,
+                           "space": {"train.lr_g": {"uniform": [0.0, 2.0]}}}}
+    message = str(pytest.raises(ConfigError, config.validate, raw).value)
+    for key in ("models.gan_digits.width:", "models.gan_digits.c_dim: a conditional model",
+                "models.gan_ring8.train.batch_size: must be a multiple of pac", "models.vae_digits.dataset: unknown",
+                "report.baselines.ring8:", "sweeps.s.trials:"):
+        assert key in message, f"{key} not in {message}"
+
+
+def test_a_default_standing_in_for_a_refused_key_reports_nothing_false():
+    """domain_a refused: its default (0) must not be reported as clashing with domain_b 0; a
+    refused batch size must not be reported against pac; a sweep of an invalid model waits."""
+    raw = tiny_params_dict()
+    raw["models"]["cg"] = {"model": "cyclegan", "dataset": "digits", "domain_a": "zero", "domain_b": 0}
+    _set(raw, "models.gan_ring8.train.batch_size", "many")
+    _set(raw, "models.gan_ring8.pac", 3)
+    raw["sweeps"] = {"s": {"model": "gan_ring8", "dataset": "ring8", "space": {"arch": {"choice": ["conv"]}}}}
+    lines = str(pytest.raises(ConfigError, config.validate, raw).value).splitlines()[1:]
+    assert [line.split(":")[0].strip() for line in lines] == ["models.gan_ring8.train.batch_size",
+                                                              "models.cg.domain_a"], lines
+
+
+# -- what params tell of the data -------------------------------------------------------------
+
+def test_split_rows_known_from_params_match_the_prepared_manifests(prepared_dir):
+    from genflow.data.specs import DataFacts
+
+    params = config.validate(tiny_params_dict())
+    for name, spec in params.data.items():
+        manifest = json.loads((prepared_dir / name / "manifest.json").read_text())
+        assert DataFacts.from_params(name, spec).split_rows == {s: v["rows"] for s, v in manifest["splits"].items()}
+        assert config.prepared_facts(name, prepared_dir) == DataFacts.from_manifest(name, manifest)
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"ray.num_workers": 2, "models.gan_ring8.train.batch_size": 1000}, "1000 x 2 workers; at most 800"),
+    ({"evaluate.n_samples": 10, "evaluate.k_precision_recall": 10}, "evaluate.k_precision_recall"),
+    ({"data.ring8.test_fraction": 0.01, "data.ring8.n_samples": 500, "evaluate.k_density_coverage": 5},
+     "the 'test' split of dataset 'ring8' gives 5"),
+])
+def test_run_time_sizes_are_checked_up_front(changes, message):
+    raw = tiny_params_dict()
+    for key, value in changes.items():
+        _set(raw, key, value)
+    assert message in str(pytest.raises(ConfigError, config.validate, raw).value)
+
+
+def test_a_translation_model_is_not_held_to_the_sampling_metrics():
+    raw = tiny_params_dict()
+    raw["models"] = {"cg": {"model": "cyclegan", "dataset": "digits"}}
+    raw["evaluate"].update(n_real=10, n_samples=10, k_density_coverage=5)
+    _set(raw, "data.digits.test_fraction", 0.002)  # 4 test rows: fewer than k, but no PRDC is computed
+    config.validate(raw)
+
+
+# -- an override changes exactly the key it names ---------------------------------------------
+
+ANCHORED = """\
+  gan_ring8:
+    model: gan
+    dataset: ring8
+    arch: mlp
+    pac: 2
+    z_dim: 2
+    train: &shared {steps: 20, batch_size: 32, lr_g: 0.0005, lr_d: 0.0005, ema_decay: 0.0}
+  pacgan_ring8:
+    model: gan
+    dataset: ring8
+    arch: mlp
+    pac: 4
+    z_dim: 2
+    train: *shared
+"""
+
+
+def _anchored_params(tmp_path) -> Path:
+    raw = tiny_params_dict()
+    raw["models"] = {}
+    text = yaml.safe_dump(raw).replace("models: {}\n", "models:\n" + ANCHORED)
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("how", ["set", "best-params"])
+def test_set_and_best_params_change_one_model_through_an_anchor(tmp_path, monkeypatch, how):
+    """The train command as the user runs it (launch.train replaced): an override of a block two
+    models share through an anchor changes only the model it names."""
+    from genflow import cli, launch
+
+    trained = {}
+    monkeypatch.setattr(launch, "train", lambda name, params, *rest: trained.update(params=params))
+    args = ["train", "--model", "gan_ring8", "--params", str(_anchored_params(tmp_path)),
+            "--data-root", str(tmp_path / "none")]
+    if how == "set":
+        args += ["--set", "models.gan_ring8.train.batch_size=36", "--set", "models.gan_ring8.train.steps=7"]
+    else:
+        best = tmp_path / "best_params.yaml"
+        best.write_text("model: gan_ring8\noverrides: {train.batch_size: 36, train.steps: 7}\n")
+        args += ["--best-params", str(best)]
+    assert cli.main(args) == 0
+    models = trained["params"].models
+    assert (models["gan_ring8"].train.batch_size, models["gan_ring8"].train.steps) == (36, 7)
+    assert (models["pacgan_ring8"].train.batch_size, models["pacgan_ring8"].train.steps) == (32, 20)
+
+
+def test_a_params_file_that_cannot_be_read_is_named(tmp_path, monkeypatch):
+    """(Permissions do not stop root, who runs the suite here: the read itself is made to fail.)"""
+    path = tmp_path / "params.yaml"
+    path.write_text("a: 1\n")
+
+    def refuse(self):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    with pytest.raises(ConfigError, match=r"params\.yaml: cannot be read \(Permission denied\)"):
+        config.read_yaml(path)

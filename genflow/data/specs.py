@@ -8,11 +8,20 @@ step, which names the file at fault.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Mapping, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MIXTURES = ("ring8", "grid25")
+
+# Every seed of params (data splits, model runs, the feature network, the evaluation draw, a
+# sweep): numpy's legacy np.random.seed takes < 2**32 and negative seeds nowhere, and torch
+# generator keys are built as seed * 1_000_003 + step; one bound keeps each within every RNG it feeds.
+SEED_MAX = 2**31 - 1
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
+# What a generated source may hold in memory as uint8 pixels: prepare keeps the images, the
+# Parquet table and a shard in memory at once, so a few times this is the real cost.
+MAX_GENERATED_BYTES = 4 * 2**30
 
 
 class _Strict(BaseModel):
@@ -20,7 +29,7 @@ class _Strict(BaseModel):
 
 
 class _Split(_Strict):
-    seed: int = 0
+    seed: Seed = 0
     val_fraction: float = Field(0.1, ge=0.0, lt=0.5)
     test_fraction: float = Field(0.2, gt=0.0, lt=0.5)
 
@@ -47,6 +56,11 @@ class StackedDigitsData(_Split):
     n_samples: int = Field(25_000, ge=100, le=10_000_000)
     resolution: Literal[8, 16, 32] = 16
 
+    @model_validator(mode="after")
+    def _fits_in_memory(self) -> "StackedDigitsData":
+        _check_generated_bytes(self.n_samples, self.resolution, 3)
+        return self
+
 
 class SpritesData(_Split):
     """dSprites-like shapes (shape, scale, orientation, x, y, optional colour as columns)."""
@@ -55,6 +69,20 @@ class SpritesData(_Split):
     n_samples: int = Field(20_000, ge=100, le=10_000_000)
     resolution: Literal[32, 64] = 32
     color: bool = False
+
+    @model_validator(mode="after")
+    def _fits_in_memory(self) -> "SpritesData":
+        _check_generated_bytes(self.n_samples, self.resolution, 3 if self.color else 1)
+        return self
+
+
+def _check_generated_bytes(n_samples: int, resolution: int, channels: int) -> None:
+    size = n_samples * resolution * resolution * channels
+    if size > MAX_GENERATED_BYTES:
+        most = MAX_GENERATED_BYTES // (resolution * resolution * channels)
+        raise ValueError(f"n_samples: {n_samples:,} images of {resolution}x{resolution}x{channels} are "
+                         f"{size / 2**30:.0f} GiB, more than prepare can hold ({MAX_GENERATED_BYTES // 2**30} GiB); "
+                         f"at most {most:,} at this resolution")
 
 
 class IdxData(_Split):
@@ -109,12 +137,15 @@ class ImageFolderData(_Split):
                                                            "(the same shards, byte for byte)")
 
 
+_Extent = Annotated[int, Field(ge=1, le=65_536)]  # an image's height, width or channels
+
+
 class ParquetData(_Split):
     """An existing Parquet dataset in genflow's schema (file or folder of *.parquet)."""
 
     source: Literal["parquet"]
     path: str
-    shape: Annotated[list[int], Field(min_length=3, max_length=3)] | None = Field(
+    shape: Annotated[list[_Extent], Field(min_length=3, max_length=3)] | None = Field(
         None, description="[H, W, C] if the files lack genflow.shape")
     num_classes: int | None = Field(None, ge=1, le=100_000, description="default: largest label + 1")
 
@@ -126,6 +157,7 @@ DataSpec = Annotated[Union[DATA_SPECS], Field(discriminator="source")]
 
 # classes known from params alone (file sources are checked against the prepared manifest)
 NUM_CLASSES = {"digits": 10, "ring8": 0, "grid25": 0, "stacked_digits": 1000, "sprites": 3, "cifar10": 10}
+DIGITS_ROWS = 1797  # scikit-learn's bundled digits
 
 
 @dataclass(frozen=True)
@@ -138,16 +170,24 @@ class DataFacts:
     kind: str | None = None               # "image" | "points"
     size: tuple[int, int] | None = None   # image height, width
     num_classes: int | None = None
+    split_rows: Mapping[str, int] | None = None  # rows of train / val / test
+
+    def rows(self, split: str) -> int | None:
+        """Rows of ``split``; None when not known yet."""
+        return None if self.split_rows is None else self.split_rows.get(split, 0)
 
     @classmethod
     def from_params(cls, name: str, spec: BaseModel) -> "DataFacts":
-        return cls(name, "points" if spec.source in MIXTURES else None, None, num_classes(spec))
+        # a Parquet file may hold either; every other source holds images or (mixtures) points
+        kind = "points" if spec.source in MIXTURES else None if spec.source == "parquet" else "image"
+        return cls(name, kind, None, num_classes(spec), split_rows(spec))
 
     @classmethod
     def from_manifest(cls, name: str, manifest: dict[str, Any]) -> "DataFacts":
         image = manifest["kind"] == "image"
         size = (manifest["shape"][0], manifest["shape"][1]) if image else None
-        return cls(name, manifest["kind"], size, manifest["num_classes"])
+        rows = {split: entry["rows"] for split, entry in manifest.get("splits", {}).items()}
+        return cls(name, manifest["kind"], size, manifest["num_classes"], rows)
 
 
 def num_classes(spec: BaseModel) -> int | None:
@@ -156,3 +196,13 @@ def num_classes(spec: BaseModel) -> int | None:
         return 100 if spec.label == "fine" else 20
     unlabeled = (spec.source == "imagefolder" and spec.labels == "none") or (spec.source == "idx" and not spec.labels)
     return 0 if unlabeled else NUM_CLASSES.get(spec.source)
+
+
+def split_rows(spec: BaseModel) -> dict[str, int] | None:
+    """Rows per split where params alone tell: the generated sources and digits (file sources:
+    the manifest will). The same cut as genflow.data.raw.split_indices, without numpy."""
+    n = DIGITS_ROWS if spec.source == "digits" else getattr(spec, "n_samples", None)
+    if n is None or spec.source not in (*NUM_CLASSES, "stacked_digits", "sprites"):
+        return None
+    test, val = int(round(n * spec.test_fraction)), int(round(n * spec.val_fraction))
+    return {"train": n - test - val, "val": val, "test": test}

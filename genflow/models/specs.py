@@ -10,7 +10,7 @@ from typing import Annotated, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from genflow.data.specs import DataFacts
+from genflow.data.specs import DataFacts, Seed
 from genflow.sweep.dimension import Dimension, dim
 
 # Sweep presets (each family's ``sweep_presets``), adapted from Lucic et al. 2018 ("Are GANs
@@ -21,6 +21,7 @@ from genflow.sweep.dimension import Dimension, dim
 Presets = dict[str, dict[str, Dimension]]
 
 GAN_LOSSES = ("ns", "minimax", "lsgan", "hinge", "wgan-gp")
+MAX_STEPS = 100_000_000  # every count of steps: a bound, so that no typo'd exponent runs for ever
 
 
 class _Strict(BaseModel):
@@ -30,13 +31,13 @@ class _Strict(BaseModel):
 class TrainSpec(_Strict):
     """Optimisation settings shared by every model."""
 
-    steps: int = Field(2000, ge=1, le=100_000_000)
+    steps: int = Field(2000, ge=1, le=MAX_STEPS)
     batch_size: int = Field(64, ge=1, le=65_536)
     beta1: float = Field(0.5, ge=0.0, lt=1.0)
     beta2: float = Field(0.999, ge=0.0, lt=1.0)
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0, description="0 turns the EMA of G off")
-    checkpoint_every: int = Field(500, ge=1)
-    log_every: int = Field(50, ge=1)
+    checkpoint_every: int = Field(500, ge=1, le=MAX_STEPS)
+    log_every: int = Field(50, ge=1, le=MAX_STEPS)
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: autocast the forward passes "
                                                "(no loss scaler needed); weights and optimizer stay fp32")
     channels_last: bool = Field(False, description="NHWC memory layout for conv models (faster on GPUs)")
@@ -65,6 +66,8 @@ class _Network(_Strict):
     # the loss columns of its training log (train_log.csv): dvc.yaml's training-curve plots
     log_losses: ClassVar[tuple[str, ...]] = ("D_loss", "G_loss")
     sweep_presets: ClassVar[Presets] = {}
+    # what the model does (its network class's ``task``): the evaluate protocol picks its metrics by it
+    task: ClassVar[str] = "generate"
 
     dataset: str
     arch: Literal["mlp", "conv"] = "conv"
@@ -73,10 +76,10 @@ class _Network(_Strict):
     width: int = Field(64, ge=4, le=4096)
     depth: int = Field(3, ge=1, le=32, description="hidden layers of an MLP")
     resblocks: bool = Field(False, description="conv arch: a residual block at every resolution (32/64 px)")
-    seeds: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] = Field(
+    seeds: list[Seed] = Field(
         [0], min_length=1, max_length=1000, description="one training run per seed (init, data order, noise)")
-    holdout_class: int | None = Field(None, ge=0, description="anomaly detection: train without this class; "
-                                      "evaluate scores the test split and reports the AUROC of finding it")
+    holdout_class: int | None = Field(None, ge=0, le=100_000, description="anomaly detection: train without this "
+                                      "class; evaluate scores the test split and reports the AUROC of finding it")
 
     @model_validator(mode="after")
     def _holdout_is_unconditional(self):
@@ -88,18 +91,25 @@ class _Network(_Strict):
     @field_validator("seeds")
     @classmethod
     def _unique_seeds(cls, seeds: list[int]) -> list[int]:
-        if len(set(seeds)) != len(seeds):
-            raise ValueError(f"seeds must be distinct, got {seeds}")
+        repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+        if repeated:  # name the repeats only: the list may hold a thousand seeds
+            raise ValueError(f"seeds must be distinct; repeated: {repeated[:10]}")
         return seeds
 
     def sweep_preset(self, name: str) -> dict[str, Dimension]:
         """The dimensions of preset ``name`` (wide, narrow; none: {}) that apply to this model."""
         return dict(self.sweep_presets.get(name, {}))
 
-    def check_data(self, name: str, data: DataFacts) -> list[str]:
+    def check_data(self, name: str, data: DataFacts, world_size: int = 1) -> list[str]:
         """What this model needs of its dataset, one message per problem, each naming its key
-        (``models.<name>.<key>: ...``). Families add their own by extending this method."""
+        (``models.<name>.<key>: ...``); ``world_size``: the data-parallel workers of a run, each
+        taking a batch of its own. Families add their own by extending this method."""
         where, problems = f"models.{name}", []
+        train_rows, batch = data.rows("train"), self.train.batch_size
+        if train_rows is not None and batch * world_size > train_rows:
+            workers = f" x {world_size} workers" if world_size > 1 else ""
+            problems.append(f"{where}.train.batch_size: dataset {data.name!r} has {train_rows} training rows, fewer "
+                            f"than one batch of {batch}{workers}; at most {train_rows // world_size}")
         if data.kind == "points" and self.arch != "mlp":
             problems.append(f"{where}.arch: dataset {data.name!r} holds 2-D points; only arch 'mlp' fits it "
                             f"(got {self.arch!r})")
@@ -153,8 +163,8 @@ class GanSpec(_Network):
                              f"of {self.pac} (set pac: 1)")
         return self
 
-    def check_data(self, name: str, data: DataFacts) -> list[str]:
-        problems = super().check_data(name, data)
+    def check_data(self, name: str, data: DataFacts, world_size: int = 1) -> list[str]:
+        problems = super().check_data(name, data, world_size)
         if self.train.batch_size % self.pac:
             problems.append(f"models.{name}.train.batch_size: must be a multiple of pac ({self.pac}) so that D "
                             f"sees whole packs; got {self.train.batch_size}")
@@ -166,7 +176,7 @@ class VaeSpec(_Network):
     model: Literal["vae"]
     likelihood: Literal["bernoulli", "gaussian"] = "bernoulli"
     beta: float = Field(1.0, ge=0.0, le=1e3, description="weight of the KL term")
-    kl_warmup_steps: int = Field(0, ge=0, description="KL weight ramps 0 -> beta over these steps")
+    kl_warmup_steps: int = Field(0, ge=0, le=MAX_STEPS, description="KL weight ramps 0 -> beta over these steps")
     z_dim: int = Field(16, ge=1, le=4096)
     train: VaeTrain = VaeTrain()
     sweep_presets: ClassVar[Presets] = {
@@ -250,6 +260,7 @@ class CycleGanSpec(_Network):
     (a non-default value is rejected)."""
 
     model: Literal["cyclegan"]
+    task: ClassVar[str] = "translate"
     domain_a: int = Field(0, ge=0, le=100_000, description="class label of domain A")
     domain_b: int = Field(1, ge=0, le=100_000, description="class label of domain B (not domain_a)")
     lambda_cycle: float = Field(10.0, ge=0.0, le=1e4, description="weight of the L1 cycle-consistency loss")
@@ -273,8 +284,8 @@ class CycleGanSpec(_Network):
                                  "blocks (n_res) and no anomaly score); remove it")
         return self
 
-    def check_data(self, name: str, data: DataFacts) -> list[str]:
-        problems, n = super().check_data(name, data), data.num_classes
+    def check_data(self, name: str, data: DataFacts, world_size: int = 1) -> list[str]:
+        problems, n = super().check_data(name, data, world_size), data.num_classes
         for key in ("domain_a", "domain_b"):  # the two classes it translates between
             label = getattr(self, key)
             if n is not None and not label < n:
@@ -293,6 +304,7 @@ class SrGanSpec(_Network):
     D's trunk. z_dim, depth and holdout_class do not apply (G has no latent; conv only; no anomaly score)."""
 
     model: Literal["srgan"]
+    task: ClassVar[str] = "upscale"
     scale: Literal[2, 4] = Field(4, description="upsampling factor; the low-resolution input is the image "
                                                 "average-pooled by it")
     n_res: int = Field(4, ge=0, le=64, description="residual blocks of G at the low resolution")
@@ -316,8 +328,8 @@ class SrGanSpec(_Network):
                                  f"leave it unset (got {value!r})")
         return self
 
-    def check_data(self, name: str, data: DataFacts) -> list[str]:
-        problems = super().check_data(name, data)
+    def check_data(self, name: str, data: DataFacts, world_size: int = 1) -> list[str]:
+        problems = super().check_data(name, data, world_size)
         if data.size is not None and min(data.size) // self.scale < 2:
             problems.append(f"models.{name}.scale: dataset {data.name!r} has {data.size[0]}x{data.size[1]} images; "
                             f"divided by scale {self.scale} that leaves less than 2x2 pixels to upscale from")

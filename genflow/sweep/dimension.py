@@ -5,6 +5,7 @@ search-space presets (genflow/models/specs.py) without the spec and the sweep im
 """
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -26,7 +27,7 @@ class Dimension(_Strict):
     loguniform: Pair | None = None
     uniform: Pair | None = None
     int: IntPair | None = Field(None, description="integers low..high inclusive")
-    choice: list[Scalar] | None = Field(None, min_length=1)
+    choice: list[Scalar] | None = Field(None, min_length=1, max_length=1000)
 
     @model_validator(mode="after")
     def _exactly_one(self):
@@ -44,9 +45,24 @@ class Dimension(_Strict):
     def kind(self) -> str:
         return next(k for k in ("loguniform", "uniform", "int", "choice") if getattr(self, k) is not None)
 
-    def extremes(self) -> list[Scalar]:
-        """The values that must all be valid for every proposal to be valid."""
-        return list(self.choice) if self.choice is not None else list(getattr(self, self.kind))
+    def proposals(self) -> list[Scalar]:
+        """Values standing for every value this dimension can propose, for checking a space
+        before Ray: each choice; a range's ends, and also what lies between them. Ray Tune
+        proposes floats for uniform and loguniform, so their ends and midpoint are floats (an
+        integer key refuses them); an int range adds each end's neighbour, so that an odd and
+        an even value are both tried (a rule like 'a multiple of pac' tells them apart)."""
+        if self.choice is not None:
+            return list(self.choice)
+        if self.int is not None:
+            low, high = self.int
+            return sorted({low, min(low + 1, high), max(high - 1, low), high})
+        low, high = self.loguniform or self.uniform
+        try:
+            low, high = float(low), float(high)
+        except OverflowError:  # an int past any float: no key accepts it, which the ends alone show
+            return [low, high]
+        middle = math.sqrt(low) * math.sqrt(high) if self.loguniform else low / 2 + high / 2
+        return [low, middle, high]
 
 
 def dim(**kwargs) -> Dimension:

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from genflow.config import read_yaml
 from genflow.errors import GenflowError
 from genflow.io import atomic_dir, code_revision, write_json, write_text
 from genflow.sweep.space import METRIC_MODES
@@ -185,7 +186,7 @@ def read_best_overrides(path: str | Path, model: str) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise GenflowError(f"{path}: not found (run the sweep stage first)")
-    body = yaml.safe_load(path.read_text())
+    body = read_yaml(path)  # as params are read: duplicate keys, encoding, alias bombs refused
     if not isinstance(body, dict) or not isinstance(body.get("overrides"), dict):
         raise GenflowError(f"{path}: not a genflow best_params.yaml (no 'overrides' mapping)")
     if body.get("model") != model:

@@ -1,4 +1,4 @@
-"""Typed view of params.yaml's ``sweeps`` section (torch-free, like config.py).
+"""Typed view of params.yaml's ``sweeps`` section (torch-free, like genflow.config).
 
 A sweep starts from one model entry of ``models`` and varies the keys of its
 search space, written as dotted paths into that entry::
@@ -13,17 +13,23 @@ search space, written as dotted paths into that entry::
           train.lr_g: {loguniform: [1.0e-4, 1.0e-2]}
           width: {choice: [64, 128, 256]}
 
-Every dimension is checked against the model's schema at both ends of its
-range (and every choice), so a search space that could propose an invalid
-config is rejected before Ray starts, naming ``sweeps.<name>.space.<key>``.
+Every dimension is checked before Ray starts, as each trial would be: every choice, a
+range's ends and what lies between them (``Dimension.proposals``) are set into the
+model entry one key at a time, then two keys at a time, and each result goes through
+the model's schema and its checks against the data (``check_data``: classes, point or
+image data, batch size against the rows). A space that could propose an invalid trial
+is refused, naming ``sweeps.<name>.space.<key>``.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from genflow.models.specs import SPEC_BY_MODEL
+from genflow.data.specs import DataFacts, Seed
+from genflow.errors import excerpt
+from genflow.models.specs import MAX_STEPS, SPEC_BY_MODEL
 from genflow.sweep.dimension import Dimension
 
 
@@ -45,13 +51,14 @@ class SweepSpec(_Strict):
     search: Literal["tpe", "random"] = Field("tpe", description="Optuna's TPE (seeded) or random sampling")
     scheduler: Literal["asha", "fifo"] = Field("asha", description="asha stops weak trials early; fifo never")
     trials: int = Field(16, ge=1, le=100_000)
-    steps: int | None = Field(None, ge=1, description="training steps of a full trial (default: the model's)")
-    report_every: int = Field(200, ge=1, description="steps between probes (the metric ASHA compares)")
-    grace_steps: int = Field(200, ge=1, description="ASHA: no trial stops before this many steps")
+    steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="training steps of a full trial (default: the "
+                              "model's)")
+    report_every: int = Field(200, ge=1, le=MAX_STEPS, description="steps between probes (the metric ASHA compares)")
+    grace_steps: int = Field(200, ge=1, le=MAX_STEPS, description="ASHA: no trial stops before this many steps")
     reduction_factor: int = Field(3, ge=2, le=100, description="ASHA: 1/eta of the trials go on at each rung")
     asha_stopped: Literal["pruned", "complete"] = Field(
         "pruned", description="how an ASHA-stopped trial is told to Optuna (docs/sweeps.md explains)")
-    seed: int = Field(0, ge=0, description="seeds the sampler and every trial's training")
+    seed: Seed = Field(0, description="seeds the sampler and every trial's training")
     preset: Literal["none", "wide", "narrow"] = "none"
     space: dict[str, Dimension] = Field({}, description="dotted key in the model -> range")
     probe_samples: int = Field(1000, ge=10, le=1_000_000, description="generated samples per probe")
@@ -60,7 +67,7 @@ class SweepSpec(_Strict):
     threads_per_trial: int = Field(1, ge=1, le=256)
     workers_per_trial: int = Field(0, ge=0, le=4096, description="0: train inside the trial process; "
                                    ">= 1: a Ray Train TorchTrainer per trial with this many workers")
-    max_concurrent: int = Field(0, ge=0, description="0: as many trials as the cluster's CPUs hold")
+    max_concurrent: int = Field(0, ge=0, le=100_000, description="0: as many trials as the cluster's CPUs hold")
 
     @model_validator(mode="after")
     def _grace_within_budget(self):
@@ -92,15 +99,28 @@ def set_dotted(spec: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
     return out
 
 
-def check_sweep(name: str, sweep: SweepSpec, models: dict[str, Any], spec_by_model: dict) -> list[str]:
-    """Problems of one sweep against the models it refers to, each naming its key."""
+def trial_spec(base: dict[str, Any], sweep: SweepSpec) -> dict[str, Any]:
+    """The model entry every trial of ``sweep`` starts from before its searched values are set:
+    the sweep's steps, probe interval and seed (what genflow.sweep.trial.trial_config sets)."""
+    spec = set_dotted(base, "train.steps", sweep.steps or base["train"]["steps"])
+    spec = set_dotted(spec, "train.checkpoint_every", sweep.report_every)
+    spec = set_dotted(spec, "train.log_every", min(spec["train"]["log_every"], sweep.report_every))
+    return set_dotted(spec, "seeds", [sweep.seed])
+
+
+def check_sweep(name: str, sweep: SweepSpec, models: dict[str, Any], spec_by_model: dict,
+                facts: DataFacts | None = None) -> list[str]:
+    """Problems of one sweep against the model it starts from and, where ``facts`` tell, that
+    model's data: every problem, each naming its key."""
     where = f"sweeps.{name}"
     if sweep.model not in models:
-        return [f"{where}.model: unknown model {sweep.model!r}; allowed: {sorted(models)} (the keys of 'models')"]
+        return [f"{where}.model: unknown model {excerpt(sweep.model)}; allowed: {sorted(models)} "
+                "(the keys of 'models')"]
     base = models[sweep.model]
     problems = []
     if sweep.dataset != base.dataset:
-        problems.append(f"{where}.dataset: model {sweep.model!r} trains on {base.dataset!r}; got {sweep.dataset!r}")
+        problems.append(f"{where}.dataset: model {sweep.model!r} trains on {base.dataset!r}; got "
+                        f"{excerpt(sweep.dataset)}")
     base_dict = base.model_dump(mode="json")
     space = resolved_space(sweep, base_dict)
     if not space:
@@ -108,21 +128,132 @@ def check_sweep(name: str, sweep: SweepSpec, models: dict[str, Any], spec_by_mod
     steps = sweep.steps or base.train.steps
     if sweep.scheduler == "asha" and sweep.grace_steps > steps:
         problems.append(f"{where}.grace_steps: must not exceed the trial's {steps} steps; got {sweep.grace_steps}")
-    for key, dim in space.items():
-        problems += _check_dimension(f"{where}.space.{key}", base_dict, key, dim, spec_by_model[base_dict["model"]])
+    problems += _check_probe_data(where, sweep, facts)
+    trial = _TrialCheck(spec_by_model[base_dict["model"]], sweep.model, trial_spec(base_dict, sweep), facts,
+                        max(1, sweep.workers_per_trial))
+    every_trial = trial.problems({})
+    if every_trial:  # e.g. workers_per_trial batches that the data cannot fill
+        return problems + [f"{where}: every trial would be invalid: {p}" for p in every_trial]
+    passed = {}
+    for key, dimension in space.items():
+        found, passed[key] = _check_dimension(f"{where}.space.{key}", key, dimension, trial, sweep)
+        problems += found
+    return problems + _check_pairs(f"{where}.space", passed, trial)
+
+
+def _check_probe_data(where: str, sweep: SweepSpec, facts: DataFacts | None) -> list[str]:
+    """What the probe (genflow.sweep.trial.Probe) needs of the data: validation rows to score
+    against, and a Gaussian mixture for the mixture metrics."""
+    if facts is None:
+        return []
+    problems, val_rows = [], facts.rows("val")
+    if val_rows is not None and val_rows < 2:
+        problems.append(f"{where}.dataset: dataset {facts.name!r} has {val_rows} validation rows; the probe scores "
+                        "each trial on them (at least 2; raise the dataset's val_fraction)")
+    if sweep.metric in MIXTURE_METRICS and facts.kind == "image":
+        problems.append(f"{where}.metric: {sweep.metric!r} needs a Gaussian-mixture dataset; {facts.name!r} holds "
+                        "images (use fid or kid)")
     return problems
 
 
-def _check_dimension(where: str, base: dict[str, Any], key: str, dim: Dimension, spec_cls) -> list[str]:
-    if key in ("model", "dataset", "seeds"):
-        return [f"{where}: {key!r} cannot be searched (one sweep = one model family, dataset and seed)"]
-    for value in dim.extremes():
+@dataclass(frozen=True)
+class _TrialCheck:
+    """What each proposal is checked against: the model's schema, then its data (where known),
+    as the train stage and every trial check them."""
+
+    spec_cls: type
+    model: str                  # the models.<name> entry the sweep starts from
+    base: dict[str, Any]        # trial_spec of that entry
+    facts: DataFacts | None
+    world_size: int             # data-parallel workers of a trial
+
+    def problems(self, values: dict[str, Any]) -> list[str]:
+        """Why a trial with ``values`` (dotted key -> value) set would be refused; [] if it would
+        not. KeyError: a key that the model does not have."""
+        spec = self.base
+        for key, value in values.items():
+            spec = set_dotted(spec, key, value)
         try:
-            spec_cls.model_validate(set_dotted(base, key, value))
-        except KeyError:
-            keys = sorted(k for k in base if k != "model") + [f"train.{k}" for k in base.get("train", {})]
-            return [f"{where}: not a key of a {base['model']} model; allowed: {', '.join(keys)}"]
+            checked = self.spec_cls.model_validate(spec)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            return [f"{where}: value {value!r} is invalid for this model: {first['msg']}"]
-    return []
+            return [_describe(error) for error in exc.errors()]
+        if self.facts is None:
+            return []
+        prefix = f"models.{self.model}."
+        return [p.removeprefix(prefix) for p in checked.check_data(self.model, self.facts, self.world_size)]
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key = ".".join(str(part) for part in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")  # a model validator's own "key: why"
+    return f"{key}: {message}" if key else message
+
+
+def _check_dimension(where: str, key: str, dimension: Dimension, trial: _TrialCheck,
+                     sweep: SweepSpec) -> tuple[list[str], list[Any]]:
+    """Problems of one searched key on its own, and the proposals that passed."""
+    if key in ("model", "dataset", "seeds"):
+        return [f"{where}: {key!r} cannot be searched (one sweep = one model family, dataset and seed)"], []
+    if key == "train.checkpoint_every" or (key == "train.steps" and sweep.steps):
+        setting = "report_every" if key == "train.checkpoint_every" else "steps"
+        return [f"{where}: cannot be searched: every trial takes it from the sweep's {setting}"], []
+    passed, failed = [], []
+    for value in dimension.proposals():
+        try:
+            found = trial.problems({key: value})
+        except KeyError:
+            base = trial.base
+            keys = sorted(k for k in base if k != "model") + [f"train.{k}" for k in base.get("train", {})]
+            return [f"{where}: not a key of a {base['model']} model; allowed: {', '.join(keys)}"], []
+        if found:
+            failed.append((value, found))
+        else:
+            passed.append(value)
+    if failed and dimension.kind in ("uniform", "loguniform") and _takes_integers(trial, key, failed):
+        low, high = getattr(dimension, dimension.kind)
+        return [f"{where}: {dimension.kind} proposes real numbers such as {failed[0][0]!r}, but {key} takes "
+                f"integers; search it with {{int: [{low}, {high}]}} or a choice"], []
+    problems = [f"{where}: value {excerpt(value)} is invalid for this model: {'; '.join(found)}"
+                for value, found in failed[:MAX_VALUES_NAMED]]
+    if len(failed) > MAX_VALUES_NAMED:
+        problems.append(f"{where}: and {len(failed) - MAX_VALUES_NAMED} more invalid values")
+    return problems, passed
+
+
+MAX_VALUES_NAMED = 3
+
+
+def _takes_integers(trial: _TrialCheck, key: str, failed: list[tuple[Any, list[str]]]) -> bool:
+    """Whether a float that was refused passes as the integer it rounds to."""
+    return any(isinstance(v, float) and v.is_integer() and not trial.problems({key: int(v)}) for v, _ in failed)
+
+
+# Pairs of searched keys are checked together (pac with batch_size, domain_a with domain_b...),
+# up to this many trial specs in all (about 30 us each, so 0.3 s at most); pairs past it, and
+# three keys that only clash together, are left to the trials.
+MAX_PAIR_CHECKS = 10_000
+
+
+def _check_pairs(where: str, passed: dict[str, list[Any]], trial: _TrialCheck) -> list[str]:
+    """The first clash of each pair of searched keys whose values are each valid alone."""
+    problems, budget, keys = [], MAX_PAIR_CHECKS, sorted(passed)
+    for i, first in enumerate(keys):
+        for second in keys[i + 1:]:
+            budget -= len(passed[first]) * len(passed[second])
+            if budget < 0:
+                return problems
+            clash = _first_clash(trial, first, passed[first], second, passed[second])
+            if clash:
+                a, b, found = clash
+                problems.append(f"{where}.{first}: value {excerpt(a)} with {second} = {excerpt(b)} is invalid for "
+                                f"this model: {'; '.join(found)}")
+    return problems
+
+
+def _first_clash(trial: _TrialCheck, first: str, firsts: list[Any], second: str, seconds: list[Any]):
+    for a in firsts:
+        for b in seconds:
+            found = trial.problems({first: a, second: b})
+            if found:
+                return a, b, found
+    return None

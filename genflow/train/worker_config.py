@@ -31,6 +31,7 @@ class WorkerConfig:
     fingerprint: str             # of (spec, seed): the run name, so a changed config never resumes
     progress: str = "lines"      # "bar" | "lines", decided by the driver (a worker has no terminal)
     trial: str | None = None     # the sweep trial this run is, if any
+    split_rows: dict[str, int] | None = None  # rows of each split (the manifest's)
 
     @property
     def label(self) -> str:
@@ -42,7 +43,7 @@ class WorkerConfig:
         """What the prepared data is, as the model specs' check_data reads it."""
         image = len(self.data_shape) == 3
         return DataFacts(self.spec["dataset"], "image" if image else "points",
-                         tuple(self.data_shape[1:]) if image else None, self.num_classes)
+                         tuple(self.data_shape[1:]) if image else None, self.num_classes, self.split_rows)
 
     @property
     def steps(self) -> int:
@@ -76,7 +77,8 @@ def worker_config(name: str, params: Params, data_root: str | Path, seed: int | 
         data_shape=[shape[2], shape[0], shape[1]] if manifest["kind"] == "image" else list(shape),
         num_classes=manifest["num_classes"], data_manifest_sha256=manifest_hash(data_dir),
         threads=params.ray.threads_per_worker, code_revision=code_revision(), code_digest=package_digest(),
-        fingerprint=fingerprint({"spec": spec_json, "seed": seed}), progress=progress_mode())
+        fingerprint=fingerprint({"spec": spec_json, "seed": seed}), progress=progress_mode(),
+        split_rows={split: entry["rows"] for split, entry in manifest["splits"].items()})
 
 
 def check_worker_environment(config: WorkerConfig) -> None:
