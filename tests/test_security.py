@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ast
 import json
-import pickle
 from pathlib import Path
 
 import pytest
@@ -65,18 +64,22 @@ def test_yaml_tags_that_build_python_objects_are_refused(tmp_path):
 
 def test_a_pickled_object_in_a_checkpoint_is_refused(tmp_path):
     """A checkpoint whose state.pt carries a pickled callable (the classic torch.load exploit) is
-    rejected by the weights-only unpickler, even with a matching sha256 in meta.json."""
+    rejected by the weights-only unpickler, even with a matching sha256 in meta.json: a DataError
+    naming the file (so a resume skips it for the previous checkpoint), and nothing ran."""
+    marker = tmp_path / "pwned"
+
     class Payload:
         def __reduce__(self):
-            return (print, ("code ran while loading a checkpoint",))
+            return (Path.touch, (marker,))
 
     state = {"model": {"w": torch.zeros(1)}, "optimizers": [], "step": 1, "rng": {}, "evil": Payload()}
     checkpoint.save(tmp_path, {k: v for k, v in state.items() if k != "evil"}, [], {})
     torch.save(state, tmp_path / "state.pt")  # a forged state file...
     meta = json.loads((tmp_path / "meta.json").read_text())
     write_json(tmp_path / "meta.json", {**meta, "state_sha256": sha256_file(tmp_path / "state.pt")})
-    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+    with pytest.raises(DataError, match=r"state\.pt: refused by the weights-only unpickler \(.*Unsupported global"):
         checkpoint.load(tmp_path)  # ...with a matching hash still does not run
+    assert not marker.exists()
 
 
 def test_ray_dashboard_listens_on_localhost_only(ray_session):

@@ -6,6 +6,10 @@ and its ``storage_path`` lies outside DVC outputs, so rerunning the stage after
 an interruption resumes from Ray's latest checkpoint (V2 resumes when the same
 ``RunConfig(name, storage_path)`` is reused), while changed hyperparameters
 start a fresh run instead of resuming a stale one.
+
+A run that fails ends in the same one-line errors as a run in a Ray task, not in Ray's
+``TrainingFailedError``: a worker's divergence (with the run's last good checkpoint), a worker's
+own GenflowError (data it cannot see), or a worker process that died (``ray.max_failures``).
 """
 from __future__ import annotations
 
@@ -22,10 +26,12 @@ import ray.train
 import torch
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
+from ray.train.v2._internal.exceptions import WorkerHealthCheckFailedError
+from ray.train.v2.api.exceptions import TrainingFailedError
 
-from genflow.integrations.ray_session import init_ray, storage_path, worker_bar
+from genflow.errors import DataError, DivergenceError, GenflowError
+from genflow.integrations.ray_session import init_ray, storage_path, worker_bar, worker_lost
 from genflow.train import checkpoint
-from genflow.train.checkpoint_store import first_intact
 from genflow.train.engine import PrintReporter
 from genflow.train.worker import checkpoint_meta, finish, run_worker
 from genflow.train.worker_config import WorkerConfig, check_worker_environment, run_name
@@ -68,14 +74,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 def run_from(resume, config: WorkerConfig, reporter, device: torch.device | None = None) -> None:
     """``run_worker``, resumed from a Ray checkpoint (copied locally first) when there is one.
 
-    A registered checkpoint that fails its sha256 check is skipped for the previous one
-    in the same run (``CheckpointConfig(num_to_keep=2)`` keeps it)."""
+    A registered checkpoint that is unusable (checkpoint_store.resume: corrupt, forged, not
+    this model's) is skipped for the previous one in the same run
+    (``CheckpointConfig(num_to_keep=2)`` keeps it)."""
     check_worker_environment(config)
     local = Path(tempfile.mkdtemp(prefix="genflow-resume-"))
     try:
         copies = ((c.path, _local_copy(c, local / str(i))) for i, c in enumerate(_candidates(resume)))
-        chosen = first_intact(copies, lambda pair: checkpoint.verify(pair[1]), label=lambda pair: pair[0])
-        run_worker(config, reporter, resume_dir=chosen and chosen[1], device=device)
+        run_worker(config, reporter, resume_dir=copies, device=device)
     finally:
         shutil.rmtree(local, ignore_errors=True)
 
@@ -85,10 +91,31 @@ def _candidates(resume) -> list:
     if resume is None:
         return []
     parent, name = posixpath.split(resume.path.rstrip("/"))
-    infos = resume.filesystem.get_file_info(pyarrow.fs.FileSelector(parent))
-    older = sorted((info.path for info in infos if info.type == pyarrow.fs.FileType.Directory
-                    and info.base_name.startswith("checkpoint_") and info.base_name < name), reverse=True)
+    older = [path for path in _checkpoint_paths(resume.filesystem, parent) if posixpath.basename(path) < name]
     return [resume] + [ray.train.Checkpoint(path, filesystem=resume.filesystem) for path in older]
+
+
+def _checkpoint_paths(filesystem, run_dir: str) -> list[str]:
+    """The ``checkpoint_<time>`` directories of a run, newest first (Ray names them by time)."""
+    infos = filesystem.get_file_info(pyarrow.fs.FileSelector(run_dir, allow_not_found=True))
+    return sorted((info.path for info in infos if info.type == pyarrow.fs.FileType.Directory
+                   and info.base_name.startswith("checkpoint_")), reverse=True)
+
+
+def last_good_checkpoint(ray_spec, name: str) -> str:
+    """The newest intact checkpoint of Ray run ``name``: ``<dir> (step N)``, the way
+    ``CheckpointStore.describe_latest`` names a task run's."""
+    root = storage_path(ray_spec)
+    scheme = root.split("://", 1)[0] + "://" if "://" in root else ""
+    filesystem, base = pyarrow.fs.FileSystem.from_uri(root) if scheme else (pyarrow.fs.LocalFileSystem(), root)
+    for path in _checkpoint_paths(filesystem, posixpath.join(base, name)):
+        try:
+            with ray.train.Checkpoint(path, filesystem=filesystem).as_directory() as directory:
+                step = checkpoint.verify(directory)["step"]
+        except DataError:  # cut short or corrupt: every checkpoint before it passed the same checks
+            continue
+        return f"{scheme}{path} (step {step})"
+    return "none (no checkpoint was written yet)"
 
 
 def _local_copy(candidate, local: Path) -> Path:
@@ -133,8 +160,38 @@ def train_with_ray(config: WorkerConfig, out: str | Path, ray_spec) -> None:
                                                           controller_failure_limit=3),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except TrainingFailedError as error:
+        explained = explain_failure(error, config, ray_spec)
+        if explained is None:
+            raise
+        raise explained from None
     if result.checkpoint is None:
         raise RuntimeError(f"Ray run {name} finished without a checkpoint")
     with result.checkpoint.as_directory() as directory:
         finish(directory, out, config)
+
+
+def explain_failure(error: TrainingFailedError, config: WorkerConfig, ray_spec) -> GenflowError | None:
+    """Ray Train's failure as genflow's one-line error, the same as a Ray task run's; None when
+    it is none of these (Ray's traceback then tells more than a line could).
+
+    Under DDP one rank's failure makes the others fail too (a broken collective, the group torn
+    down), so a divergence, then a dead worker, wins over what the other ranks report."""
+    failures = [failure for _, failure in sorted(getattr(error, "worker_failures", {}).items())]
+    diverged = sorted((f for f in failures if isinstance(f, DivergenceError)), key=lambda f: f.step)
+    if diverged:
+        last = last_good_checkpoint(ray_spec, run_name(config))
+        return DivergenceError(diverged[0].step, f"{diverged[0].what}; last good checkpoint: {last}")
+    if any(_worker_died(f) for f in failures):
+        return worker_lost(config.label, ray_spec.max_failures, last_good_checkpoint(ray_spec, run_name(config)))
+    return next((f for f in failures if isinstance(f, GenflowError)), None)
+
+
+def _worker_died(failure: Exception) -> bool:
+    """Ray Train reports a worker whose process died as a failed health check of its actor."""
+    if isinstance(failure, WorkerHealthCheckFailedError):
+        failure = failure.health_check_failure
+    return isinstance(failure, (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
+                                ray.exceptions.NodeDiedError, ray.exceptions.OutOfMemoryError))

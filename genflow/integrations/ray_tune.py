@@ -5,198 +5,165 @@ A sweep is a ``Tuner`` over a *function* trainable (the Train V2 pattern;
 own process (``workers_per_trial: 0``, no per-trial Ray Train start-up, which
 is what fits a 2-core machine) or launches a ``TorchTrainer`` with
 ``workers_per_trial`` DDP workers whose rank-0 reports reach Tune through
-``TuneReportCallback``. Optuna proposes (seeded TPE or random sampler) and ASHA
-stops weak trials early.
+``TuneReportCallback``. Optuna proposes (seeded TPE or random sampler, through
+genflow's journal: tune_ledger.JournalSearcher) and ASHA stops weak trials early.
 
-The experiment lives in ``ray.storage_path/sweep-<name>-<fingerprint>``, outside
-DVC's outputs, so a killed sweep rerun with the same params is restored
-(``Tuner.restore``): finished trials are kept, unfinished ones resume from their
-last checkpoint, none is run twice. The fingerprint covers the sweep, the base
-model and the data, so changed params start a fresh experiment.
+genflow's record of the sweep lives in ``ray.storage_path/sweep-<name>-<fingerprint>``,
+outside DVC's outputs; the fingerprint covers the sweep, the base model and the data, so
+changed params start afresh. A killed sweep rerun with the same params resumes from that
+record (tune_ledger.py), never from Ray Tune's own saved state: Tune's experiment directory,
+where Tune writes its pickles, is a private temporary directory of the driver's machine,
+made anew by each run and removed after it, so nothing Tune pickled ever sits in the
+(often shared) storage path to be forged, and nothing is unpickled from there.
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
+import shutil
+import socket
+import sys
 import tempfile
+import time
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, Iterator
 
-import optuna
 import ray
 import ray.train
-from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
-from optuna.trial import TrialState
 from ray import tune
 from ray.train import ScalingConfig
 from ray.train.torch import TorchTrainer
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-from ray.tune.search import Searcher
-from ray.tune.search.optuna import OptunaSearch
 
 from genflow.config import fingerprint
 from genflow.errors import ConfigError
 from genflow.integrations.ray_session import init_ray, storage_path, worker_bar
 from genflow.integrations.ray_train import run_from
-from genflow.integrations.tune_ledger import TRIAL_ID_ATTR, Ledger, replay
-from genflow.sweep.space import Dimension, SweepSpec, resolved_space
+# JOURNAL: genflow.launch imports it from here
+from genflow.integrations.tune_ledger import (JOURNAL, LEDGER, TRIAL_KEY, JournalSearcher, Ledger, LedgerReplay,
+                                              append_result, open_study, reconcile, record_start, results, trial_key)
+from genflow.io import remove_stale_temporaries, write_json
+from genflow.sweep.space import SweepSpec, resolved_space
 from genflow.sweep.trial import Probe, ProbeReporter, metric_mode, trial_config
 from genflow.train import checkpoint
 from genflow.train.checkpoint_store import CheckpointStore
 from genflow.train.worker import checkpoint_meta, run_worker
 from genflow.train.worker_config import WorkerConfig
 
-JOURNAL = "study.journal"
 # Tune's own CSV/JSON/TensorBoard loggers: genflow keeps its own ledger (tune_ledger.py), and
 # tensorboardX is not installed; set before Tune reads it
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-# Tune snapshots its experiment state every 10 s by default; a kill loses what happened since
-# (tune_ledger.py keeps the rest). Every second is cheap at sweep sizes.
-os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
-
-
-class GenflowOptunaSearch(OptunaSearch):
-    """OptunaSearch that tells Optuna the truth about ASHA-stopped and failed trials.
-
-    Ray's OptunaSearch tells a trial that ASHA stopped as COMPLETE with its partial
-    score, so TPE learns from early, noisy numbers as if they were final ones, and it
-    tells a trial that crashed after reporting as COMPLETE too. Here a trial that
-    stopped before ``full_steps`` is PRUNED (``asha_stopped: pruned``; Optuna keeps
-    its last intermediate value, and TPE ranks pruned trials after complete ones, by
-    how far they got), and an errored trial is FAIL, which TPE ignores."""
-
-    def __init__(self, *args, full_steps: int, asha_stopped: str, max_trials: int, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.full_steps, self.asha_stopped, self.max_trials = full_steps, asha_stopped, max_trials
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
-            return
-        value = (result or {}).get(self.metric)
-        reached = (result or {}).get("step", 0)
-        if self._finished_in_study(trial_id):  # told before a kill; the restored searcher forgot
-            return
-        if error or value is None:
-            state, value = TrialState.FAIL, None
-        elif reached < self.full_steps and self.asha_stopped == "pruned":
-            state, value = TrialState.PRUNED, None
-        else:
-            state = TrialState.COMPLETE
-        self._ot_study.tell(self._ot_trials[trial_id], value, state=state)
-        self._completed_trials.add(trial_id)
-
-    def suggest(self, trial_id: str):
-        """Stop at ``max_trials`` proposals *in the journal*: after a restore, Tune's count may
-        miss proposals made after its last snapshot."""
-        if trial_id not in self._ot_trials and len(self._ot_study.trials) >= self.max_trials:
-            return Searcher.FINISHED
-        config = super().suggest(trial_id)
-        self._ot_study._storage.set_trial_user_attr(self._ot_trials[trial_id]._trial_id, TRIAL_ID_ATTR, trial_id)
-        return config
-
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self._ot_trials and not self._finished_in_study(trial_id):
-            super().on_trial_result(trial_id, result)
-
-    def _finished_in_study(self, trial_id: str) -> bool:
-        """A restored sweep's searcher is the one pickled at Tune's last snapshot, but the
-        journal holds everything told since: trust the journal."""
-        number = self._ot_trials[trial_id].number
-        if self._ot_study.trials[number].state.is_finished():
-            self._completed_trials.add(trial_id)
-            return True
-        return False
+# Tune's periodic snapshot of its state is never read back (genflow resumes from its ledger)
+os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "600")
+# what Ray Tune saves to restore an experiment from (tuner.pkl, searcher-state-*.pkl,
+# callback-states-*.pkl, error.pkl; experiment_state-*.json embeds cloudpickled trial fields,
+# search_gen_state-*.json and basic-variant-state-*.json are cloudpickles under a .json name)
+RAY_STATE_FILES = ("*.pkl", "experiment_state-*.json", "search_gen_state-*.json", "basic-variant-state-*.json")
 
 
 def trial_dirname(trial) -> str:
-    """``trial_0007_<id>``: the number is the order Optuna proposed it in (Tune's counter)."""
-    return f"trial_{int(trial.experiment_tag.split('_', 1)[0]):04d}_{trial.trial_id}"
+    """Tune's directory of a trial: ``trial_0007_<Tune's id>``, named after its Optuna number."""
+    return f"{trial_key(trial.config[TRIAL_KEY])}_{trial.trial_id}"
 
 
-def _domain(dim: Dimension):
-    if dim.kind == "loguniform":
-        return tune.loguniform(*dim.loguniform)
-    if dim.kind == "uniform":
-        return tune.uniform(*dim.uniform)
-    if dim.kind == "int":
-        return tune.randint(dim.int[0], dim.int[1] + 1)  # randint's upper bound is exclusive
-    return tune.choice(list(dim.choice))
+def _trial_of(params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The trial's ledger key, and its searched values (the config less genflow's own key)."""
+    overrides = dict(params)
+    return trial_key(overrides.pop(TRIAL_KEY)), overrides
 
 
-def _already_finished(ledger: str) -> bool:
-    """Finished before a kill that Tune's last snapshot did not see (tune_ledger explains):
-    report its last result again, so Tune (and ASHA) close it as it ended, and do not train."""
-    last = replay(ledger, tune.get_context().get_trial_id())
-    if last is None:
-        return False
-    tune.report(last)
-    return True
+class TrialRecord:
+    """What a trial writes to the ledger: each result, before its checkpoint; the results it had
+    recorded before a kill, reported again first (tune_ledger.LedgerReplay); its wall time
+    summed over its runs."""
+
+    def __init__(self, ledger: str, key: str, report):
+        self.ledger, self.key = ledger, key
+        self.replay = LedgerReplay(ledger, key, report)
+        self.started = time.perf_counter()
+
+    def row(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """Replays what came before ``metrics``, then returns them stamped and recorded."""
+        self.replay.before(metrics["step"])
+        earlier = [r.get("wall_s") or 0.0 for r in self.replay.recorded if r["step"] < metrics["step"]]
+        row = {**metrics, "wall_s": (max(earlier) if earlier else 0.0) + time.perf_counter() - self.started}
+        append_result(self.ledger, self.key, row)
+        return row
 
 
 def _trial_in_process(params: dict[str, Any], *, base: dict, sweep: dict, featurenet_dir: str,
-                      ledger: str) -> None:
+                      ledger: str, attempt: int) -> None:
     """A trial that trains in its own (Tune actor) process.
 
-    Its checkpoint lives in ``ledger/<trial id>/`` (swapped in whole at every probe), not in
-    Tune's checkpoint store: a restored Tune snapshot may name a checkpoint that a later one
-    already replaced, while this directory always holds the latest."""
-    if _already_finished(ledger):
-        return
+    Its checkpoints live in ``ledger/<trial>/``, the newest two, each swapped in whole: a rerun
+    of the sweep resumes it from the newest usable one."""
+    key, overrides = _trial_of(params)
+    record_start(ledger, key, attempt)
     spec = SweepSpec.model_validate(sweep)
-    config = trial_config(WorkerConfig.from_dict(base), params, spec).replace(trial=tune.get_context().get_trial_id())
-    meta = checkpoint_meta(config)
-    own = CheckpointStore(Path(ledger) / tune.get_context().get_trial_id())
+    config = trial_config(WorkerConfig.from_dict(base), overrides, spec).replace(trial=key)
+    meta, own = checkpoint_meta(config), CheckpointStore(Path(ledger) / key)
+    record = TrialRecord(ledger, key, tune.report)
 
     def emit(metrics, state, log):
+        row = record.row(metrics)  # the ledger first: it is never behind a checkpoint
         own.save(state, log, meta)
-        tune.report(metrics)
+        tune.report(row)
 
     reporter = ProbeReporter(config, Probe(config.data_dir, featurenet_dir, spec), emit, bar=worker_bar(config))
-    run_worker(config, reporter, resume_dir=own.latest())
+    run_worker(config, reporter, resume_dir=own.checkpoints())
+    record.replay.finish()  # resumed at its last step: its final result, reported again
 
 
 def _train_worker_loop(loop_config: dict[str, Any]) -> None:
-    """What each TorchTrainer worker of a trial runs; rank 0 probes and checkpoints."""
+    """What each TorchTrainer worker of a trial runs; rank 0 probes, records and checkpoints."""
     config = WorkerConfig.from_dict(loop_config["config"])
     spec = SweepSpec.model_validate(loop_config["sweep"])
     rank = ray.train.get_context().get_world_rank()
     meta = checkpoint_meta(config)
+    # every rank replays: a report is a barrier, so all ranks report equally often
+    record = TrialRecord(loop_config["ledger"], loop_config["key"], lambda row: ray.train.report(row, checkpoint=None))
 
     def emit(metrics, state, log):
-        if state is None:  # a report is a barrier: every rank reports, only rank 0 a checkpoint
+        if state is None:  # only rank 0 has the state and the score
+            record.replay.before(metrics["step"])
             ray.train.report(metrics, checkpoint=None)
             return
+        row = record.row(metrics)
         with tempfile.TemporaryDirectory(prefix="genflow-trial-") as tmp:
             checkpoint.save(tmp, state, log, meta)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+            ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
     probe = Probe(config.data_dir, loop_config["featurenet_dir"], spec) if rank == 0 else None
     reporter = ProbeReporter(config, probe, emit, rank=rank, bar=worker_bar(config))
     run_from(ray.train.get_checkpoint(), config, reporter)
+    record.replay.finish()
 
 
 def _trial_with_train(params: dict[str, Any], *, base: dict, sweep: dict, featurenet_dir: str, ledger: str,
-                      ray_spec: dict, run: str) -> None:
+                      attempt: int, ray_spec: dict, run: str) -> None:
     """A trial that launches its own TorchTrainer (the Ray Train V2 + Tune pattern)."""
-    if _already_finished(ledger):
-        return
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    key, overrides = _trial_of(params)
+    record_start(ledger, key, attempt)
     spec = SweepSpec.model_validate(sweep)
-    config = trial_config(WorkerConfig.from_dict(base), params, spec).replace(trial=tune.get_context().get_trial_id())
+    config = trial_config(WorkerConfig.from_dict(base), overrides, spec).replace(trial=key)
     trainer = TorchTrainer(
         _train_worker_loop,
-        train_loop_config={"config": config.to_dict(), "sweep": sweep, "featurenet_dir": featurenet_dir},
+        train_loop_config={"config": config.to_dict(), "sweep": sweep, "featurenet_dir": featurenet_dir,
+                           "ledger": ledger, "key": key},
         scaling_config=ScalingConfig(num_workers=spec.workers_per_trial, use_gpu=ray_spec["use_gpu"],
                                      resources_per_worker={"CPU": spec.cpus_per_trial},
                                      placement_strategy=ray_spec["placement_strategy"]),
         run_config=ray.train.RunConfig(
-            # stable per trial: a restored sweep's trial resumes its Train run's checkpoint
-            name=f"{run}-{tune.get_context().get_trial_id()}", storage_path=ray_spec["storage"],
+            # stable per trial: a rerun of the sweep resumes its Train run's checkpoint
+            name=f"{run}-{key}", storage_path=ray_spec["storage"],
             callbacks=[TuneReportCallback()],
             failure_config=ray.train.FailureConfig(max_failures=ray_spec["max_failures"], controller_failure_limit=3),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1)),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
     )
     trainer.fit()
 
@@ -212,28 +179,117 @@ def concurrency(sweep: SweepSpec) -> int:
 
 
 def experiment_name(name: str, sweep: SweepSpec, base: WorkerConfig) -> str:
-    key = {"sweep": sweep.model_dump(mode="json"), "spec": base.spec, "data": base.data_manifest_sha256}
+    # "record": the layout of genflow's record (tune_ledger.py); an older one is not resumed
+    key = {"sweep": sweep.model_dump(mode="json"), "spec": base.spec, "data": base.data_manifest_sha256, "record": 2}
     return f"sweep-{name}-{fingerprint(key)}"
-
-
-def _searcher(name: str, sweep: SweepSpec, steps: int, journal: Path) -> GenflowOptunaSearch:
-    # Optuna ignores OptunaSearch(seed=...) when given a sampler: seed the sampler itself
-    sampler = (optuna.samplers.TPESampler(seed=sweep.seed) if sweep.search == "tpe"
-               else optuna.samplers.RandomSampler(seed=sweep.seed))
-    return GenflowOptunaSearch(metric=sweep.metric, mode=metric_mode(sweep), sampler=sampler,
-                               study_name=study_name(name), storage=JournalStorage(JournalFileBackend(str(journal))),
-                               full_steps=steps, asha_stopped=sweep.asha_stopped, max_trials=sweep.trials)
 
 
 def study_name(name: str) -> str:
     return f"genflow-{name}"
 
 
-def _scheduler(sweep: SweepSpec, steps: int):
+class LedgerASHA(ASHAScheduler):
+    """ASHA that also knows the scores of the trials that ended in an earlier run of a killed
+    sweep, so that its rungs' cutoffs are what they were (a resumed trial replays its own)."""
+
+    def remember(self, histories: dict[str, list[tuple[int, float]]]) -> None:
+        for key, history in histories.items():
+            ended = SimpleNamespace(trial_id=f"ended-{key}")  # a bracket only reads the trial's id
+            for step, value in history:  # as on_trial_result fed them, in order
+                self._brackets[0].on_result(ended, step, self._metric_op * value)
+
+
+def _scheduler(sweep: SweepSpec, steps: int, ledger: Path, ended: list[str]):
     if sweep.scheduler == "fifo":
         return FIFOScheduler()
-    return ASHAScheduler(time_attr="step", metric=sweep.metric, mode=metric_mode(sweep), max_t=steps,
-                         grace_period=sweep.grace_steps, reduction_factor=sweep.reduction_factor)
+    asha = LedgerASHA(time_attr="step", metric=sweep.metric, mode=metric_mode(sweep), max_t=steps,
+                      grace_period=sweep.grace_steps, reduction_factor=sweep.reduction_factor)
+    asha.remember({key: [(r["step"], r[sweep.metric]) for r in results(ledger, key) if r.get(sweep.metric) is not None]
+                   for key in ended})
+    return asha
+
+
+def _trainable(sweep: SweepSpec, fixed: dict[str, Any], ray_spec, experiment: Path, run: str):
+    if sweep.workers_per_trial == 0:
+        return tune.with_resources(tune.with_parameters(_trial_in_process, **fixed), {"cpu": sweep.cpus_per_trial})
+    # the trials' Train runs live inside the experiment, so they go when it goes
+    ray_args = {"use_gpu": ray_spec.use_gpu, "storage": str(experiment / "train"),
+                "max_failures": ray_spec.max_failures, "placement_strategy": ray_spec.placement_strategy}
+    # the trial function only drives its TorchTrainer, whose workers hold the CPUs (Tune
+    # refuses an empty request, hence a token share)
+    return tune.with_resources(tune.with_parameters(_trial_with_train, ray_spec=ray_args, run=run, **fixed),
+                               {"cpu": 0.001})
+
+
+def report_foreign_ray_state(name: str, experiment: Path) -> None:
+    """Say so, once, when the experiment holds files of Ray Tune's saved state: genflow never
+    writes them there (and never reads them), so they were put there by someone else, or left
+    by a genflow from before resuming was genflow's own. They are left alone and ignored."""
+    found = sorted(str(path.relative_to(experiment)) for pattern in RAY_STATE_FILES for path in experiment.rglob(pattern))
+    if found:
+        shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+        sys.stderr.write(f"[genflow] sweep {name}: ignoring {len(found)} file(s) of Ray Tune's saved state in "
+                         f"{experiment} ({shown}): never unpickled; the sweep resumes from genflow's own journal "
+                         f"and ledger\n")
+        sys.stderr.flush()
+
+
+def next_attempt(experiment: Path) -> int:
+    """1 for the first run of the sweep, then 2, 3... (the ledger tells the runs apart)."""
+    try:
+        previous = json.loads((experiment / "attempt.json").read_text()).get("attempt")
+    except (OSError, ValueError, AttributeError):  # none yet (or damaged: the count only labels runs)
+        previous = 0
+    attempt = (previous if isinstance(previous, int) else 0) + 1
+    write_json(experiment / "attempt.json", {"attempt": attempt})
+    return attempt
+
+
+@contextlib.contextmanager
+def private_tune_dir(run: str) -> Iterator[Path]:
+    """Where Tune keeps this run's experiment (its pickles): a directory only this user can open
+    (mkdtemp), named so that the next run on this host removes it if this one is killed."""
+    base = Path(tempfile.gettempdir()) / f"genflow-tune-{run}"
+    remove_stale_temporaries(base)
+    path = Path(tempfile.mkdtemp(prefix=f".{base.name}.{socket.gethostname()}-{os.getpid()}.", suffix=".tmp",
+                                 dir=base.parent))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _tuner(name: str, sweep: SweepSpec, base: WorkerConfig, featurenet_dir: str | Path, ray_spec, experiment: Path,
+           plan: dict[str, Any], tune_dir: Path, log) -> tune.Tuner:
+    steps, ledger = sweep.steps or base.steps, experiment / LEDGER
+    fixed = {"base": base.to_dict(), "sweep": sweep.model_dump(mode="json"), "ledger": str(ledger),
+             "featurenet_dir": str(Path(featurenet_dir).resolve()), "attempt": plan["attempt"]}
+    searcher = JournalSearcher(plan["study"], resolved_space(sweep, base.spec), sweep, steps, plan["rerun"])
+    return tune.Tuner(
+        _trainable(sweep, fixed, ray_spec, experiment, experiment.name), param_space={},
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=_scheduler(sweep, steps, ledger, plan["ended"]),
+                                    num_samples=len(plan["rerun"]) + plan["new"], max_concurrent_trials=plan["width"],
+                                    reuse_actors=sweep.workers_per_trial == 0, trial_dirname_creator=trial_dirname),
+        run_config=tune.RunConfig(name="tune", storage_path=str(tune_dir), verbose=0,
+                                  callbacks=[Ledger(name, sweep.metric, sweep.trials, ledger, plan["attempt"], log)],
+                                  failure_config=tune.FailureConfig(max_failures=0)))
+
+
+def _plan(name: str, sweep: SweepSpec, experiment: Path, steps: int, log) -> dict[str, Any]:
+    """This run of the sweep, from genflow's record: what ended, what runs again, how many to propose."""
+    report_foreign_ray_state(name, experiment)
+    attempt = next_attempt(experiment)
+    study = open_study(experiment / JOURNAL, study_name(name), sweep)
+    rerun = reconcile(study, experiment / LEDGER, sweep, steps)
+    plan = {"attempt": attempt, "study": study, "rerun": rerun, "width": concurrency(sweep),
+            "ended": [trial_key(t.number) for t in study.trials if t.number not in rerun],
+            "new": max(0, sweep.trials - len(study.trials))}
+    log(f"[sweep {name}] {sweep.trials} trials of {sweep.model}, {plan['width']} at a time, "
+        f"{sweep.search} + {sweep.scheduler}, metric {sweep.metric} ({metric_mode(sweep)})")
+    if study.trials:
+        log(f"[sweep {name}] resuming {experiment}: {len(plan['ended'])} trial(s) ended, {len(rerun)} to run again "
+            f"(each from its newest usable checkpoint), {plan['new']} to propose")
+    return plan
 
 
 def run_sweep(name: str, sweep: SweepSpec, base: WorkerConfig, featurenet_dir: str | Path, ray_spec,
@@ -244,44 +300,15 @@ def run_sweep(name: str, sweep: SweepSpec, base: WorkerConfig, featurenet_dir: s
     if "://" in storage:
         raise ConfigError(f"ray.storage_path: a sweep needs a filesystem path (local, or NFS shared by the "
                           f"nodes) for its Optuna journal and trial markers; got {storage!r}")
-    run = experiment_name(name, sweep, base)
-    experiment = Path(storage) / run
-    steps = sweep.steps or base.steps
-    ledger = experiment / "ledger"
-    ledger.mkdir(parents=True, exist_ok=True)
-    fixed = {"base": base.to_dict(), "sweep": sweep.model_dump(mode="json"), "ledger": str(ledger),
-             "featurenet_dir": str(Path(featurenet_dir).resolve())}
-    if sweep.workers_per_trial == 0:
-        trainable = tune.with_resources(tune.with_parameters(_trial_in_process, **fixed), {"cpu": sweep.cpus_per_trial})
-    else:
-        # the trials' Train runs live inside the experiment, so they go when it goes
-        ray_args = {"use_gpu": ray_spec.use_gpu, "storage": str(experiment / "train"),
-                    "max_failures": ray_spec.max_failures, "placement_strategy": ray_spec.placement_strategy}
-        # the trial function only drives its TorchTrainer, whose workers hold the CPUs (Tune
-        # refuses an empty request, hence a token share)
-        trainable = tune.with_resources(tune.with_parameters(_trial_with_train, ray_spec=ray_args, run=run, **fixed),
-                                        {"cpu": 0.001})
-    if tune.Tuner.can_restore(str(experiment)):
-        log(f"[sweep {name}] resuming {experiment}")
-        tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True,
-                                   resume_errored=False, restart_errored=False)
-    else:
-        space = {key: _domain(dim) for key, dim in resolved_space(sweep, base.spec).items()}
-        width = concurrency(sweep)
-        log(f"[sweep {name}] {sweep.trials} trials of {sweep.model}, {width} at a time, "
-            f"{sweep.search} + {sweep.scheduler}, metric {sweep.metric} ({metric_mode(sweep)})")
-        tuner = tune.Tuner(
-            trainable, param_space=space,
-            tune_config=tune.TuneConfig(search_alg=_searcher(name, sweep, steps, experiment / JOURNAL),
-                                        scheduler=_scheduler(sweep, steps), num_samples=sweep.trials,
-                                        max_concurrent_trials=width, reuse_actors=sweep.workers_per_trial == 0,
-                                        trial_dirname_creator=trial_dirname),
-            run_config=tune.RunConfig(name=run, storage_path=storage, verbose=0,
-                                      callbacks=[Ledger(name, sweep.metric, sweep.trials, ledger, log)],
-                                      failure_config=tune.FailureConfig(max_failures=0)))
-    # genflow builds its table from the ledger; Tune's result files are not written, so its
-    # end-of-run "Failed to fetch metrics" warning would only alarm
-    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
-    tuner.fit()
+    experiment = Path(storage) / experiment_name(name, sweep, base)
+    (experiment / LEDGER).mkdir(parents=True, exist_ok=True)
+    plan = _plan(name, sweep, experiment, sweep.steps or base.steps, log)
+    if not plan["rerun"] and not plan["new"]:  # killed after its last trial ended: only the outputs are left
+        return experiment
+    with private_tune_dir(experiment.name) as tune_dir:
+        tuner = _tuner(name, sweep, base, featurenet_dir, ray_spec, experiment, plan, tune_dir, log)
+        # genflow builds its table from the ledger; Tune's result files are not written, so its
+        # end-of-run "Failed to fetch metrics" warning would only alarm
+        logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+        tuner.fit()
     return experiment
-

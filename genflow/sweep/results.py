@@ -6,7 +6,7 @@ nor Optuna. Outputs of ``sweeps/<name>/``:
 
 * ``trials.parquet``  every trial: status (complete / stopped by ASHA / failed)
   and reason, its config, final and best score, the score at every probe,
-  steps, wall time, resources, finishing order;
+  steps, wall time, resources, finishing order, the runs of the stage it trained in;
 * ``best_params.yaml``  the best complete trial's values as dotted keys into the
   model entry (``genflow train --best-params`` applies them);
 * ``study.journal``  the Optuna study (JournalStorage) for audit;
@@ -76,6 +76,8 @@ def trials_table(records: list[dict[str, Any]], space_keys: list[str], metric: s
         "cpus": pa.array([r["cpus"] for r in records], pa.float64()),
         "workers": pa.array([r["workers"] for r in records], pa.int32()),
         "finished_order": pa.array([r["finished_order"] for r in records], pa.int32()),
+        # the runs of the sweep stage the trial started in: [1] unless a kill interrupted it
+        "runs": pa.array([r.get("runs", []) for r in records], pa.list_(pa.int64())),
     }
     for key in space_keys:  # one column per searched key, typed by its values
         columns[f"config.{key}"] = pa.array([r["config"].get(key) for r in records])

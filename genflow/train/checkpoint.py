@@ -3,12 +3,19 @@
 A checkpoint directory holds ``state.pt`` (loaded with ``weights_only=True``:
 no pickled code), ``train_log.csv`` and ``meta.json`` with the sha256 of
 ``state.pt`` so a truncated or corrupt file is detected before it is used.
+
+The sha256 only catches accidents: whoever can write ``state.pt`` can rewrite
+``meta.json`` too. So ``load`` also refuses, as a ``DataError`` naming the file,
+what a forger could get past the hash: a state the weights-only unpickler refuses,
+metadata of the wrong types, a state that is not a mapping, and non-finite weights
+(the engine checks every step, so no checkpoint genflow wrote holds one).
 """
 from __future__ import annotations
 
 import csv
 import io
 import json
+import math
 import random
 import sys
 from pathlib import Path
@@ -93,6 +100,24 @@ def save(directory: str | Path, state: dict[str, Any], log: list[dict[str, Any]]
     write_json(directory / META_FILE, {**meta, "step": state["step"], "state_sha256": state_sha256})
 
 
+# the types save() writes, for the keys genflow reads back (absent keys are not required:
+# a test or a tool may write a bare checkpoint)
+META_TYPES: dict[str, tuple[type, ...]] = {
+    "step": (int,), "state_sha256": (str,), "name": (str,), "model": (str,), "spec": (dict,), "seed": (int,),
+    "data_shape": (list,), "num_classes": (int,), "world_size": (int,), "code_revision": (str, type(None)),
+    "data_manifest_sha256": (str, type(None)),
+}
+
+
+def _meta_type_problem(meta: dict[str, Any]) -> str | None:
+    for key, types in META_TYPES.items():
+        if key in meta and (not isinstance(meta[key], types) or isinstance(meta[key], bool)):
+            return f"{key} is {type(meta[key]).__name__}, not {' or '.join(t.__name__ for t in types)}"
+    if "data_shape" in meta and not all(isinstance(d, int) and not isinstance(d, bool) for d in meta["data_shape"]):
+        return "data_shape is not a list of integers"
+    return None
+
+
 def verify(directory: str | Path) -> dict[str, Any]:
     """The checkpoint's metadata, once its state file matches the sha256 recorded there."""
     directory = Path(directory)
@@ -105,12 +130,59 @@ def verify(directory: str | Path) -> dict[str, Any]:
         raise DataError(f"{meta_path}: unreadable checkpoint metadata ({err})") from None
     if not isinstance(meta, dict) or sha256_file(state_path) != meta.get("state_sha256"):
         raise DataError(f"{state_path}: sha256 does not match {META_FILE}: truncated or corrupt checkpoint")
+    problem = _meta_type_problem(meta)
+    if problem:
+        raise DataError(f"{meta_path}: not metadata genflow writes ({problem})")
     return meta
 
 
+def _unpickle_weights(state_path: Path) -> Any:
+    """``torch.load(weights_only=True)``; what it refuses (a pickled callable, a class it does not
+    allow) or cannot read becomes a DataError naming the file: nothing in it has run."""
+    try:
+        return torch.load(state_path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001  (the unpickler and the zip reader raise many types; each means unusable)
+        text = str(err).strip()
+        why = text.splitlines()[0] if text else type(err).__name__
+        if "Weights only load failed" in text:
+            refused = next((line.strip() for line in text.splitlines() if "Unsupported" in line), why)
+            refused = refused.split(". Please", 1)[0]  # torch goes on to suggest allow-listing it: never
+            raise DataError(f"{state_path}: refused by the weights-only unpickler ({refused})") from None
+        raise DataError(f"{state_path}: unreadable state ({type(err).__name__}: {why})") from None
+
+
+def _first_non_finite(weights: dict[str, Any]) -> str | None:
+    for name, value in weights.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
+            return name
+        if isinstance(value, float) and not math.isfinite(value):
+            return name
+    return None
+
+
+def _check_state(state: Any, state_path: Path, meta: dict[str, Any]) -> None:
+    if not isinstance(state, dict):
+        raise DataError(f"{state_path}: holds a {type(state).__name__}, not a training state mapping")
+    if "step" in meta and state.get("step") != meta["step"]:
+        raise DataError(f"{state_path}: its step ({repr(state.get('step'))[:40]}) is not the step in {META_FILE} "
+                        f"({meta['step']})")
+    weights = state.get("model")
+    if weights is not None and not isinstance(weights, dict):
+        raise DataError(f"{state_path}: 'model' holds a {type(weights).__name__}, not a mapping of weights")
+    bad = _first_non_finite(weights or {})
+    if bad is not None:
+        raise DataError(f"{state_path}: weight {bad} is not finite (no checkpoint genflow writes has one)")
+
+
 def load(directory: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
-    """Read and verify a checkpoint directory (weights-only unpickling)."""
+    """Read and verify a checkpoint directory (weights-only unpickling); every way it can be
+    unusable is a DataError naming the file."""
     directory = Path(directory)
     meta = verify(directory)
-    state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
-    return state, read_log_csv(directory / LOG_FILE), meta
+    state = _unpickle_weights(directory / STATE_FILE)
+    _check_state(state, directory / STATE_FILE, meta)
+    try:
+        log = read_log_csv(directory / LOG_FILE)
+    except (ValueError, csv.Error, UnicodeDecodeError) as err:
+        raise DataError(f"{directory / LOG_FILE}: unreadable training log ({err})") from None
+    return state, log, meta

@@ -20,7 +20,7 @@ from genflow.io import atomic_dir, write_json
 from genflow.models import registry
 from genflow.models.specs import SPEC_BY_MODEL
 from genflow.train import checkpoint
-from genflow.train.checkpoint_store import CheckpointStore
+from genflow.train.checkpoint_store import Candidates, CheckpointStore, resume
 from genflow.train.engine import Engine, PrintReporter, distributed
 from genflow.train.progress import terminal_bar
 from genflow.train.worker_config import WorkerConfig, run_name
@@ -71,15 +71,15 @@ def load_trained(model_dir: str | Path):
     return model.eval(), meta, log
 
 
-def run_worker(config: WorkerConfig, reporter, resume_dir: str | Path | None = None,
+def run_worker(config: WorkerConfig, reporter, resume_dir: Candidates = None,
                device: torch.device | None = None) -> list[dict[str, Any]]:
-    """Train (or resume) one model on this process; report through ``reporter``."""
+    """Train (or resume) one model on this process; report through ``reporter``.
+
+    ``resume_dir``: a checkpoint directory, or several, newest first; the first usable one is
+    resumed from (checkpoint_store.resume says why it skips any other)."""
     torch.set_num_threads(config.threads)
-    engine, data = build_engine(config, device)
-    if resume_dir is not None:
-        state, log, _ = checkpoint.load(resume_dir)
-        engine.load_state_dict(state)
-        engine.log = log
+    engine, data, resumed = resume(lambda: build_engine(config, device), resume_dir)
+    if resumed is not None:
         reporter.progress.note(f"resumed from checkpoint at step {engine.step} of {engine.train.steps}")
     try:
         return engine.fit(data, reporter)
@@ -118,7 +118,7 @@ def train_resumable(config: WorkerConfig, work_dir: str | Path, device: torch.de
     store = CheckpointStore(Path(work_dir) / run_name(config))
     reporter = DirectoryReporter(config.label, store, checkpoint_meta(config), bar)
     try:
-        run_worker(config, reporter, resume_dir=store.latest(), device=device)
+        run_worker(config, reporter, resume_dir=store.checkpoints(), device=device)
     except DivergenceError as err:
         raise DivergenceError(err.step, f"{err.what}; last good checkpoint: {store.describe_latest()}") from None
     return store.latest()
