@@ -83,6 +83,27 @@ def test_cluster_has_two_nodes(cluster):
     assert sorted(n[2] for n in nodes) == ["head", "worker"] and {n[4] for n in nodes} == {"CPU=1"}, status.stdout
 
 
+def test_no_node_answers_http_beyond_loopback_without_the_token(cluster):
+    """The nodes register under the host's address, so their servers listen on every interface: the
+    gRPC ones (token-protected, no HTTP), the agents' HTTP (401 without the token), and no Prometheus
+    endpoint (cluster.sh turns them off: they answered /metrics to anyone). Measured: the agents'
+    /api/healthz stays public (Ray's own choice; it answers a fixed "success")."""
+    import psutil
+
+    from test_ray_leftovers import unauthenticated_http_beyond_loopback
+
+    nodes = [p for p in psutil.process_iter() if _pgid(p.pid) in cluster["groups"]]
+    assert any("raylet" in p.name() for p in nodes)
+    assert unauthenticated_http_beyond_loopback(nodes) == []
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
 def test_strict_spread_run_trains_and_checkpoints(spread_run):
     from genflow.io import sha256_file
     from genflow.train import checkpoint

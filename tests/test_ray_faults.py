@@ -205,3 +205,39 @@ def test_which_runs_are_ray_tasks(workers, launcher, storage, tasks):
     raw = tiny_params_dict()["ray"]
     raw.update(num_workers=workers, launcher=launcher, storage_path=storage)
     assert launch.runs_as_tasks(config.RaySpec(**raw)) is tasks
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_killed_worker_without_retries_stops_with_one_line(ray_session, prepared_dir, tmp_path, launcher):
+    """The default ``ray.max_failures: 0``: a worker SIGKILLed mid-run ends the run in one line (the
+    stage prints it and exits 2) that says what happened, names the key that lets Ray restart the
+    run, and the checkpoint a rerun resumes from; not in Ray's WorkerCrashedError /
+    TrainingFailedError traceback. Nothing is written to the stage output."""
+    from genflow.integrations.ray_session import WorkerLostError
+
+    raw = params_dict(tmp_path / "storage", launcher)
+    raw["ray"]["max_failures"] = 0
+    params = config.validate(raw)
+    cfg = worker_config("gan_ring8", params, prepared_dir)
+    errors: list[BaseException] = []
+
+    def fit():
+        try:
+            train(cfg, tmp_path / "out", params.ray)
+        except BaseException as exc:  # noqa: BLE001  (checked in the test thread)
+            errors.append(exc)
+
+    runner = threading.Thread(target=fit)
+    runner.start()
+    registered_checkpoint(tmp_path / "storage", launcher)
+    [pid] = _train_worker_pids(launcher, run_name(cfg))
+    os.kill(pid, signal.SIGKILL)
+    runner.join(timeout=300)
+    assert not runner.is_alive() and len(errors) == 1 and isinstance(errors[0], WorkerLostError), errors
+    message = str(errors[0])
+    assert "\n" not in message and message.startswith(f"{cfg.label}: a Ray worker process died"), message
+    assert "ray.max_failures is 0" in message and "raise ray.max_failures" in message, message
+    resume = re.search(r"resume from it: (\S+) \(step (\d+)\)$", message)
+    assert resume, message
+    assert checkpoint.verify(resume.group(1))["step"] == int(resume.group(2)) < STEPS
+    assert not (tmp_path / "out").exists()

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from genflow import config
 
@@ -75,3 +78,46 @@ def test_two_workers_equal_one_worker_with_double_batch(ray_run, prepared_dir, t
         torch.testing.assert_close(ddp["model"][key], value, atol=1e-5, rtol=0, msg=key)
         moved += not torch.equal(value, init[key])
     assert moved == len(single["model"])  # every tensor was trained, so equality is not trivial
+
+
+# -- divergence on the Ray Train path: the same one-line error and exit 2 as in a Ray task ------
+
+def diverging_params(tmp_path, num_workers: int) -> Path:
+    """A run that diverges within a few steps (hinge loss, Adam at lr 1 without a second moment's
+    memory), checkpointing every step so that the last good checkpoint is a recent one."""
+    raw = tiny_params_dict()
+    gan = raw["models"]["gan_ring8"]
+    gan["loss"] = "hinge"
+    gan["train"].update(lr_g=1.0, lr_d=1.0, beta1=0.9, beta2=0.0, steps=20, log_every=1, checkpoint_every=1)
+    raw["models"] = {"gan_ring8": gan}
+    raw["ray"].update(num_workers=num_workers, launcher="trainer", storage_path=str(tmp_path / "storage"))
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.parametrize("num_workers", [1, 2], ids=["trainer-1-worker", "ddp-2-workers"])
+def test_divergence_under_ray_train_names_the_step_and_the_last_good_checkpoint(ray_session, prepared_dir, tmp_path,
+                                                                                  capfd, num_workers):
+    """`genflow train` (the train stage) with a TorchTrainer, one worker or two under DDP: exit 2 with
+    `diverged at step N: ...; last good checkpoint: <Ray's checkpoint dir> (step K)`, that checkpoint
+    loads and is finite, and the stage's previous output is untouched."""
+    from genflow.cli import main
+
+    out = tmp_path / "models" / "gan_ring8"
+    out.mkdir(parents=True)
+    (out / "previous.txt").write_text("the last successful run's output")
+    status = main(["train", "--model", "gan_ring8", "--params", str(diverging_params(tmp_path, num_workers)),
+                   "--data-root", str(prepared_dir), "--out", str(out)])
+    stderr = capfd.readouterr().err
+    last_line = stderr.strip().splitlines()[-1]
+    assert status == 2, stderr[-3000:]
+    found = re.fullmatch(r"genflow: error: diverged at step (\d+): phase [DG] loss is \S+; last good checkpoint: "
+                         r"(\S+/checkpoint_\S+) \(step (\d+)\)", last_line)
+    assert found, stderr[-3000:]
+    step, good, good_step = int(found.group(1)), Path(found.group(2)), int(found.group(3))
+    assert good.parent.parent == tmp_path / "storage" and good_step <= step
+    state, _, meta = checkpoint.load(good)
+    assert state["step"] == good_step and meta["world_size"] == num_workers
+    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+    assert [p.name for p in out.iterdir()] == ["previous.txt"]

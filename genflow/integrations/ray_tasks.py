@@ -10,7 +10,8 @@ each). What Ray Train gives a one-worker run is kept:
 - resume: the task checkpoints into ``storage_path/<run name>/step_<N>/``, so a retried
   task or a rerun stage continues from the newest intact checkpoint, bit-identically;
 - fault tolerance: a task whose worker process dies is retried up to ``ray.max_failures``
-  times (an exception raised by training itself, such as divergence, is not retried);
+  times (an exception raised by training itself, such as divergence, is not retried); past
+  that, the stage stops with one line naming ``ray.max_failures`` and the last checkpoint;
 - the driver's code on every node (``init_ray`` ships genflow; each task checks its digest).
 
 Data-parallel runs (``num_workers`` >= 2) and storage given as a URL go to Ray Train.
@@ -24,7 +25,8 @@ import ray
 import torch
 
 from genflow.errors import GenflowError
-from genflow.integrations.ray_session import init_ray, storage_path, worker_bar
+from genflow.integrations.ray_session import init_ray, storage_path, worker_bar, worker_lost
+from genflow.train.checkpoint_store import CheckpointStore
 from genflow.train.worker import finish, train_resumable
 from genflow.train.worker_config import WorkerConfig, check_worker_environment, run_name
 
@@ -48,16 +50,23 @@ def train_seeds_as_tasks(jobs: list[tuple[WorkerConfig, Path]], ray_spec) -> Non
         while pending:
             [done], pending = ray.wait(pending, num_returns=1)
             config, out = runs[done]
-            finish(_result(done), out, config)
+            finish(_result(done, config, work_dir, ray_spec.max_failures), out, config)
     finally:
         for ref in pending:  # a failed seed stops the stage: do not leave the others training
             ray.cancel(ref, force=True)
 
 
-def _result(ref) -> str:
+# how Ray reports a task whose process died, once its retries (ray.max_failures) are spent
+WORKER_DEATHS = (ray.exceptions.WorkerCrashedError, ray.exceptions.OutOfMemoryError, ray.exceptions.NodeDiedError)
+
+
+def _result(ref, config: WorkerConfig, work_dir: str, max_failures: int) -> str:
     try:
         return ray.get(ref)
     except ray.exceptions.RayTaskError as exc:
         if isinstance(exc.cause, GenflowError):  # divergence, bad data: its own message, no remote traceback
             raise exc.cause from None
         raise
+    except WORKER_DEATHS:
+        last = CheckpointStore(Path(work_dir) / run_name(config)).describe_latest()
+        raise worker_lost(config.label, max_failures, last) from None

@@ -4,7 +4,8 @@
 # behaves like a real cluster for scheduling (STRICT_SPREAD puts workers on different nodes),
 # which is how the tests prove multi-node training without a second machine.
 # (Ray 2.60 registers a loopback node under the host's primary address, and its gRPC
-# servers listen on every interface; infra/README.md, "Security".)
+# servers listen on every interface, token-protected; its Prometheus endpoints, which are not,
+# are turned off below; infra/README.md, "Security".)
 #
 #   infra/local/cluster.sh start [--workers N] [--cpus C] [--port P] [--state DIR]
 #   infra/local/cluster.sh status [--state DIR]
@@ -17,7 +18,7 @@
 # Defaults: 1 worker node, 1 CPU per node, a free-looking port block, DIR=.ray_cluster.
 set -euo pipefail
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "cluster.sh: $*" >&2; exit 2; }
 
 action=${1:-}; [ $# -gt 0 ] && shift
@@ -37,6 +38,14 @@ done
 
 # Ray 2.60 starts clusters with token auth; joining nodes and drivers must use the token too.
 export RAY_AUTH_MODE=token RAY_USAGE_STATS_ENABLED=0
+# Several nodes: an inherited RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (set by genflow's loopback-only local
+# instances for their clients) would make `ray start --address` refuse to join a worker node.
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1
+# Nodes registered under the host's address serve Prometheus metrics, unauthenticated, on every
+# interface: each dashboard agent's export port (off with RAY_enable_metrics_collection=false), and on
+# the head the dashboard's and the autoscaler's, which have no switch: a port out of range makes Ray
+# log one error and serve nothing there. genflow reads none of them.
+export RAY_enable_metrics_collection=false DASHBOARD_METRIC_PORT=70000 AUTOSCALER_METRIC_PORT=70000
 
 # The cluster's token: the caller's (RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH), or one made by `start`
 # in DIR (this user only; removed by stop). `ray start --head` refuses to start without one, and a

@@ -7,9 +7,30 @@
 #
 # Each train stage then attaches through RAY_ADDRESS instead of starting (and tearing
 # down) a Ray instance of its own, which saves several seconds per stage.
+# The head listens on 127.0.0.1 only. It is stopped however the command ends: on exit,
+# Ctrl-C, SIGTERM, or SIGKILL (once every process the command started has ended too).
 set -euo pipefail
+
+group_alive() { ps -eo pgid=,stat= | awk -v g="$head_pid" '$1 == g && $2 !~ /^Z/ {n++} END {exit n == 0}'; }
+stop_head() {
+  # TERM to `ray start --block` alone shuts its processes down in order within seconds (TERM to
+  # the whole group makes the head linger); whatever is left after 10 s is killed.
+  kill -TERM "$head_pid" 2>/dev/null || true
+  for _ in $(seq 50); do group_alive || break; sleep 0.2; done
+  kill -KILL -- "-$head_pid" 2>/dev/null || true
+  wait "$head_pid" 2>/dev/null || true
+  rm -rf "$workdir"
+}
+
+if [ "${1:-}" = "--stop-head-when-closed" ]; then  # the watchdog started below (internal)
+  head_pid=$2 workdir=$3
+  trap '' INT TERM HUP
+  cat >/dev/null || true  # returns once every holder of the pipe's write end has ended
+  stop_head
+  exit 0
+fi
 if [ "$#" -eq 0 ] || [ "$1" = "--help" ] || [ "$1" = "-h" ]; then
-  sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0
+  sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0
 fi
 if [ -n "${RAY_ADDRESS:-}" ]; then exec "$@"; fi  # a cluster is already given: use it
 command -v ray >/dev/null || { echo "with-ray.sh: no 'ray' on PATH (activate .venv or run via make)" >&2; exit 2; }
@@ -28,20 +49,25 @@ if [ -z "${RAY_AUTH_TOKEN:-}" ] && [ -z "${RAY_AUTH_TOKEN_PATH:-}" ]; then
   export RAY_AUTH_TOKEN_PATH="$workdir/auth_token"
 fi
 
-setsid ray start --head --block --node-ip-address=127.0.0.1 --port="$port" --num-cpus="$cpus" --object-store-memory=$((256 << 20)) \
-  --include-dashboard=true --dashboard-host="${GENFLOW_RAY_DASHBOARD_HOST:-127.0.0.1}" --dashboard-port=0 --temp-dir="$workdir" >"$workdir/head.log" 2>&1 &
+# A single-node head whose address is 127.0.0.1 (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0). Without it Ray
+# registers the node under the host's primary address, --node-ip-address or not, and so binds its
+# gRPC servers and its Prometheus endpoints (an unauthenticated /metrics) on every interface. Its
+# clients (`ray status` below, the command's drivers) need the variable too: without it they take
+# 127.0.0.1 for the primary address, where nothing of this head listens.
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
+setsid ray start --head --block --node-ip-address=127.0.0.1 --port="$port" \
+  --num-cpus="$cpus" --object-store-memory=$((256 << 20)) --include-dashboard=true \
+  --dashboard-host="${GENFLOW_RAY_DASHBOARD_HOST:-127.0.0.1}" --dashboard-port=0 --temp-dir="$workdir" \
+  >"$workdir/head.log" 2>&1 &
 head_pid=$!
-group_alive() { ps -eo pgid=,stat= | awk -v g="$head_pid" '$1 == g && $2 !~ /^Z/ {n++} END {exit n == 0}'; }
-stop_head() {
-  # TERM to `ray start --block` alone shuts its processes down in order within seconds (TERM to
-  # the whole group makes the head linger); whatever is left after 10 s is killed.
-  kill -TERM "$head_pid" 2>/dev/null || true
-  for _ in $(seq 50); do group_alive || break; sleep 0.2; done
-  kill -KILL -- "-$head_pid" 2>/dev/null || true
-  wait "$head_pid" 2>/dev/null || true
-  rm -rf "$workdir"
-}
-trap stop_head EXIT INT TERM
+# The watchdog: a process in a session of its own (a Ctrl-C, or a kill of this process group, misses
+# it) that reads a pipe whose write end only this script, and then the command, hold. Once every one
+# of them has ended, however (SIGKILL too), it stops the head. The head started before the pipe
+# existed, so it holds no write end.
+exec {alive}> >(exec setsid bash "$0" --stop-head-when-closed "$head_pid" "$workdir")
+trap stop_head EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 for _ in $(seq 120); do
   if ray status --address "127.0.0.1:$port" >/dev/null 2>&1; then break; fi
@@ -57,4 +83,9 @@ for _ in $(seq 60); do
   [ -n "$dashboard" ] && break; sleep 0.25
 done
 echo "[with-ray] local Ray head on 127.0.0.1:$port (pid $head_pid, $cpus CPUs); dashboard ${dashboard:-not started (see $workdir/head.log)}"
-RAY_ADDRESS="127.0.0.1:$port" "$@"
+# The command takes this process's place (exec), so a SIGTERM or SIGINT sent to this PID reaches the
+# command itself: bash would run a trap only once a foreground command had ended. The watchdog stops
+# the head when the command has ended (it holds the pipe's write end, {alive}).
+trap - EXIT INT TERM
+export RAY_ADDRESS="127.0.0.1:$port"
+exec "$@"
