@@ -35,11 +35,12 @@ def _umask() -> int:
     return mask
 
 
-def _owner_tag() -> str:
+def owner_tag() -> str:
+    """This process, as a writer that the next one can tell dead or alive: '<host>-<pid>'."""
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -57,7 +58,7 @@ def remove_stale_temporaries(path: Path) -> None:
     host = socket.gethostname()
     for leftover in path.parent.glob(f".{glob.escape(path.name)}.*"):
         match = re.fullmatch(rf"\.{re.escape(path.name)}\.(?:old-)?(.+)-(\d+)(?:\..*\.tmp)?", leftover.name)
-        if match and match[1] == host and not _alive(int(match[2])):
+        if match and match[1] == host and not pid_alive(int(match[2])):
             if leftover.name.startswith(f".{path.name}.old-") and not path.exists():
                 os.replace(leftover, path)  # killed between its two renames: the old artifact goes back
             elif leftover.is_dir():
@@ -72,7 +73,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_owner_tag()}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{owner_tag()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -99,7 +100,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{_owner_tag()}.", suffix=".tmp", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{owner_tag()}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
         # mkdtemp creates 0700 and some writers (mkstemp, safetensors) 0600: artifacts get the
@@ -108,7 +109,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~_umask())
         old = None
         if path.exists():
-            old = path.with_name(f".{path.name}.old-{_owner_tag()}")
+            old = path.with_name(f".{path.name}.old-{owner_tag()}")
             os.replace(path, old)
         os.replace(tmp, path)
         if old is not None:

@@ -44,7 +44,7 @@ from optuna.trial import TrialState
 from ray import tune
 from ray.tune.search import Searcher
 
-from genflow.io import write_json
+from genflow.io import owner_tag, pid_alive, write_json
 from genflow.sweep.space import Dimension, SweepSpec
 from genflow.sweep.trial import failure_reason, metric_mode
 
@@ -195,7 +195,7 @@ class JournalLock:
     GRACE_S = 30.0
 
     def __init__(self, journal: str | Path):
-        self.path, self.holder = Path(f"{journal}.lock"), f"{socket.gethostname()}-{os.getpid()}"
+        self.path, self.holder = Path(f"{journal}.lock"), owner_tag()
 
     def acquire(self) -> bool:
         since = time.monotonic()
@@ -222,18 +222,8 @@ class JournalLock:
             return False
         host, _, pid = holder.rpartition("-")
         if host == socket.gethostname() and pid.isdigit():
-            return not _alive(int(pid))
+            return not pid_alive(int(pid))
         return time.monotonic() - since > self.GRACE_S  # another host's, or being written
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
 
 
 def journal_storage(journal: str | Path) -> JournalStorage:
