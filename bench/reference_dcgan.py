@@ -30,19 +30,25 @@ from genflow.data.loader import load_split  # noqa: E402
 from genflow.models import registry  # noqa: E402
 
 
-def networks(params_path: Path, model: str = "gan_digits") -> tuple[nn.Module, nn.Module, object]:
+def networks(params_path: Path, model: str = "gan_digits",
+             data_root: Path = ROOT / "data" / "prepared") -> tuple[nn.Module, nn.Module, object]:
     spec = config.load(params_path).models[model]
-    images = load_split(ROOT / "data" / "prepared" / spec.dataset, "train")
+    images = load_split(data_root / spec.dataset, "train")
     gan = registry.build(spec, images.shape, images.num_classes)
     return gan.G, gan.D, (spec, images)
 
 
 class ReferenceDCGAN:
-    """The example's loop over its DataLoader, resumable in blocks of steps (for A/B runs)."""
+    """The example's loop over its DataLoader, resumable in blocks of steps (for A/B runs).
 
-    def __init__(self, params_path: Path = ROOT / "params.yaml"):
+    ``bf16``: the step under ``torch.autocast(bfloat16)``, the one-line change a user of the
+    example would make (losses included: it is the plain recipe, not genflow's)."""
+
+    def __init__(self, params_path: Path = ROOT / "params.yaml", model: str = "gan_digits",
+                 data_root: Path = ROOT / "data" / "prepared", bf16: bool = False):
         torch.manual_seed(0)
-        self.netG, self.netD, (self.spec, images) = networks(params_path)
+        self.netG, self.netD, (self.spec, images) = networks(params_path, model, data_root)
+        self.bf16 = bf16
         t = self.spec.train
         real_images = images.x.float().div_(127.5).sub_(1.0)
         self.dataloader = DataLoader(TensorDataset(real_images), batch_size=t.batch_size, shuffle=True,
@@ -59,6 +65,10 @@ class ReferenceDCGAN:
         return self._next_batch()
 
     def step(self) -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            self._step()
+
+    def _step(self) -> None:
         netD, netG, criterion, real_label, fake_label = self.netD, self.netG, self.criterion, 1.0, 0.0
         real = self._next_batch()
         # (1) Update D network: maximize log(D(x)) + log(1 - D(G(z)))

@@ -38,8 +38,11 @@ class TrainSpec(_Strict):
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0, description="0 turns the EMA of G off")
     checkpoint_every: int = Field(500, ge=1, le=MAX_STEPS)
     log_every: int = Field(50, ge=1, le=MAX_STEPS)
-    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: autocast the forward passes "
-                                               "(no loss scaler needed); weights and optimizer stay fp32")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: autocast the networks' forward passes "
+                                               "(no loss scaler needed); weights, optimizer, losses and metrics "
+                                               "stay fp32 (genflow/train/precision.py)")
+    compile: bool = Field(False, description="torch.compile each network's training step (slower on this CPU: "
+                                             "docs/benchmarks.md)")
     channels_last: bool = Field(False, description="NHWC memory layout for conv models (faster on GPUs)")
 
 
