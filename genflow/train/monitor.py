@@ -91,7 +91,8 @@ class Monitor:
     def state_dict(self) -> dict[str, Any]:
         return {"best": list(self.best), "best_step": self.best_step, "best_weights": dict(self.best_weights),
                 "since_best": self.since_best, "peak_modes": self.peak_modes, "d_wins": self.d_wins,
-                "stopped_at": self.stopped_at, "collapsed_at": self.collapsed_at}
+                "stopped_at": self.stopped_at, "collapsed_at": self.collapsed_at,
+                "keys": list(self.probe.keys) if self.probe is not None else []}  # what "best" meant (rank 0)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best = [float(v) for v in state["best"]]
@@ -105,7 +106,7 @@ def summary(state: dict[str, Any]) -> dict[str, Any]:
     monitor = state.get("monitor")
     if not monitor:
         return {}
-    out = {"best_step": int(monitor["best_step"])}
+    out = {"best_step": int(monitor["best_step"]), "ranked_by": list(monitor.get("keys", []))}
     out.update({name: int(monitor[name]) for name in ("stopped_at", "collapsed_at") if int(monitor[name]) >= 0})
     return out
 
