@@ -21,9 +21,12 @@ from genflow.evaluate.pictures import interpolation_png
 from genflow.io import atomic_path, write_text
 from genflow.metrics import catalog
 from genflow.report import plots as report_plots
+from genflow.report.headline import headline_line, training_notes
 from genflow.report.html import render_html
 from genflow.report.stats import Summary, format_p, format_summary, per_seed_values, ranks, summarize, welch_p
 from genflow.train.checkpoint import read_log_csv
+
+PROBE_PREFIX = "val_"  # the training log's probe columns (genflow.evaluate.probe.PREFIX)
 
 
 # (metric, floor key, label, better), in the catalog's order (genflow/metrics/catalog.py)
@@ -75,6 +78,11 @@ class DatasetBlock:
     @property
     def note(self) -> str:
         return TASK_NOTES.get(self.task, "")
+
+    @property
+    def summary_lines(self) -> list[str]:
+        """Above the table: what the dataset's models are ranked by, and what happened in training."""
+        return [line for line in [headline_line(self.stats), *training_notes(self.rows)] if line]
 
     @property
     def picture_caption(self) -> str:
@@ -179,6 +187,13 @@ def draw_plots(block: DatasetBlock, models_dir: Path, plots_dir: Path) -> None:
     if any(any(seeds) for seeds in logs.values()):
         block.plots.append((f"{ds}: training losses (seed 0 solid, other seeds faint)", report_plots.training_curves(
             ds, logs, plots_dir / f"{ds}-training.png")))
+    probes = {name: [[row for row in rows if any(k.startswith(PROBE_PREFIX) for k in row)] for rows in seeds]
+              for name, seeds in logs.items()}
+    probes = {name: seeds for name, seeds in probes.items() if any(seeds)}
+    if probes:
+        block.plots.append((f"{ds}: val probes during training (train.eval_every; seed 0 solid)",
+                            report_plots.training_curves(f"{ds}: val probes", probes, plots_dir / f"{ds}-probes.png",
+                                                         probes=True)))
 
 
 def roc_curves(block: DatasetBlock) -> dict[str, tuple[list[float], list[float], str]]:
@@ -274,6 +289,7 @@ def build_report(models: dict[str, Any], metrics_dir: str | Path, samples_dir: s
     for block in blocks:
         lines += [f"## {block.title} (baseline: {block.baseline_label})", ""]
         lines += [block.note, ""] if block.note else []
+        lines += [f"- {line}" for line in block.summary_lines] + [""] if block.summary_lines else []
         lines += markdown_table(block, samples_dir, rel)
         lines += [f"![{caption}]({Path('plots') / png.name})" for caption, png in block.plots if png.parent ==
                   plots_dir] + [""]
