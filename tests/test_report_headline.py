@@ -60,4 +60,5 @@ def test_a_probed_run_is_selected_on_val_and_says_so_in_evaluate_export_and_repo
     assert "**Headline: mixtures: modes, then high quality.** 1. `gan_ring8`" in text
     assert f"seed 0: best probe at step {best_step}" in text and "measured on test" in text
     assert (tmp_path / "reports" / "plots" / "ring8-probes.png").exists()
+    assert (tmp_path / "reports" / "plots" / "gan_ring8-strip.png").exists()  # samples over training
     assert "best probe at step" in (tmp_path / "reports" / "comparison.html").read_text()

@@ -42,6 +42,8 @@ def test_best_snapshot_is_the_best_probe_in_the_log(prepared_dir, features_dir, 
     probed = [row["step"] for row in log if "val_modes" in row]
     assert probed == [5, 10, 15, 20]
     assert {"val_modes", "val_high_quality", "val_reverse_kl"} <= set(log[-1])
+    assert state["monitor"]["strip_steps"] == probed  # the sample strip: fixed latents at every probe
+    assert [tuple(s.shape) for s in state["monitor"]["strip"]] == [(500, 2)] * 4
     best = _best_row(log)
     model, meta, _ = training.load_trained(out)
     assert meta["selected"] == {"select": "best", "step": best["step"], "on": "val"}

@@ -30,6 +30,8 @@ from genflow.sweep.space import MIXTURE_METRICS
 
 # the training log's columns of probe values: val_<metric>, so they never clash with a loss
 PREFIX = "val_"
+# samples kept from each probe for the strip over training (genflow.train.monitor, the report)
+STRIP_IMAGES, STRIP_POINTS = 8, 500
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class Probe:
 
     def __init__(self, data_dir: str | Path, featurenet_dir: str | Path, sweep):
         self.metric, self.n_samples, self.seed = sweep.metric, sweep.probe_samples, sweep.seed
+        self.last_fake = None  # the samples of the last values() call
         self.manifest = read_manifest(data_dir)
         if self.metric in MIXTURE_METRICS and "mixture" not in self.manifest:
             raise ConfigError(f"sweep metric {self.metric!r} needs a Gaussian-mixture dataset; "
@@ -87,6 +90,7 @@ class Probe:
         if model.task != "generate":
             return {self.metric: float(self(model))}
         fake, _ = generate(model, self.n_samples, self.seed)
+        self.last_fake = fake
         if "mixture" in self.manifest:
             values = self.mixture(fake)
         else:
@@ -119,7 +123,11 @@ class TrainingProbe:
 
     def __call__(self, weights: dict[str, Any]) -> dict[str, float]:
         self.model.load_state_dict(weights)
-        return {PREFIX + key: value for key, value in sorted(self.probe.values(self.model).items())}
+        self.probe.last_fake = None
+        values = {PREFIX + key: value for key, value in sorted(self.probe.values(self.model).items())}
+        fake = self.probe.last_fake  # the strip over training: the first samples, the same latents every probe
+        self.strip = None if fake is None else fake[:STRIP_IMAGES if self.model.is_image else STRIP_POINTS].clone()
+        return values
 
 
 def training_probe(config, featurenet_root: str | Path) -> TrainingProbe:

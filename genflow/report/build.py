@@ -15,15 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from genflow.errors import DataError
-from genflow.evaluate.pictures import interpolation_png
+from genflow.evaluate.pictures import interpolation_png, save_strip
 from genflow.io import atomic_path, write_text
 from genflow.metrics import catalog
 from genflow.report import plots as report_plots
 from genflow.report.headline import headline_line, training_notes
 from genflow.report.html import render_html
 from genflow.report.stats import Summary, format_p, format_summary, per_seed_values, ranks, summarize, welch_p
+from genflow.train import checkpoint
 from genflow.train.checkpoint import read_log_csv
 
 PROBE_PREFIX = "val_"  # the training log's probe columns (genflow.evaluate.probe.PREFIX)
@@ -194,6 +196,25 @@ def draw_plots(block: DatasetBlock, models_dir: Path, plots_dir: Path) -> None:
         block.plots.append((f"{ds}: val probes during training (train.eval_every; seed 0 solid)",
                             report_plots.training_curves(f"{ds}: val probes", probes, plots_dir / f"{ds}-probes.png",
                                                          probes=True)))
+        block.plots += sample_strips(probes, models_dir, plots_dir)
+
+
+def sample_strips(probed: dict[str, Any], models_dir: Path, plots_dir: Path) -> list[tuple[str, Path]]:
+    """Each probed model's sample strip over training (its first seed; fixed latents), from the
+    samples its checkpoint kept at every probe."""
+    out = []
+    for name in probed:
+        first = next(iter(sorted((models_dir / name).glob("seed_*"))), None)
+        state, _, _ = checkpoint.load(first)
+        monitor = state.get("monitor") or {}
+        if not monitor.get("strip"):
+            continue
+        steps, png = monitor["strip_steps"], plots_dir / f"{name}-strip.png"
+        with atomic_path(png) as tmp:
+            save_strip(torch.stack(monitor["strip"]), steps, None, tmp, f"{name}: samples over training")
+        out.append((f"{name} ({first.name}): samples from fixed latents at the probes, steps {steps[0]}..{steps[-1]}"
+                    " (top to bottom / left to right)", png))
+    return out
 
 
 def roc_curves(block: DatasetBlock) -> dict[str, tuple[list[float], list[float], str]]:

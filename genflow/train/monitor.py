@@ -50,6 +50,8 @@ class Monitor:
         self.best_step, self.best_weights = -1, {}
         self.since_best, self.peak_modes, self.d_wins = 0, 0, 0
         self.stopped_at, self.collapsed_at = -1, -1
+        self.strip: list[torch.Tensor] = []       # the sample strip over training: samples per probe ...
+        self.strip_steps: list[int] = []          # ... and the step of each
 
     @property
     def active(self) -> bool:
@@ -71,6 +73,10 @@ class Monitor:
             self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in weights.items()}
         else:
             self.since_best += 1
+        strip = getattr(self.probe, "strip", None)  # a few samples from fixed latents, if the probe keeps them
+        if strip is not None:
+            self.strip.append(strip.detach().to("cpu", copy=True))
+            self.strip_steps.append(step)
         marks = self._collapse(step, values, losses)
         if self.patience and self.since_best >= self.patience and not self.stopped:
             self.stopped_at, marks[EARLY_STOP] = step, 1
@@ -92,11 +98,13 @@ class Monitor:
         return {"best": list(self.best), "best_step": self.best_step, "best_weights": dict(self.best_weights),
                 "since_best": self.since_best, "peak_modes": self.peak_modes, "d_wins": self.d_wins,
                 "stopped_at": self.stopped_at, "collapsed_at": self.collapsed_at,
+                "strip": list(self.strip), "strip_steps": list(self.strip_steps),
                 "keys": list(self.probe.keys) if self.probe is not None else []}  # what "best" meant (rank 0)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best = [float(v) for v in state["best"]]
         self.best_weights = dict(state["best_weights"])
+        self.strip, self.strip_steps = list(state["strip"]), [int(step) for step in state["strip_steps"]]
         for name in ("best_step", "since_best", "peak_modes", "d_wins", "stopped_at", "collapsed_at"):
             setattr(self, name, int(state[name]))
 
