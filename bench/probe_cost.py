@@ -1,12 +1,12 @@
 """What evaluation during training (#27) costs: the probe's time as a fraction of training time.
 
 Side by side in one run: every model of the default roster (params.yaml, first seed) trains
-in-process with ``train.eval_every`` set, and the probe is timed inside that very run (its
-calls wrapped in a timer), so machine noise hits training and probing alike. The fraction is
-probe seconds / training seconds without the probes. Each run trains ``--steps`` steps (the
-per-step cost does not depend on the budget; every run still probes several times), on 1
-torch thread like a default worker. The probe's set-up (val rows and their features, once per
-run) is reported apart.
+in-process with its ``train.eval_every`` (params.yaml's; the flags' for a model without one),
+and the probe is timed inside that very run (its calls wrapped in a timer), so machine noise
+hits training and probing alike. The fraction is probe seconds / training seconds without the
+probes. Each run trains ``--steps`` steps (the per-step cost does not depend on the budget;
+every run still probes several times), on 1 torch thread like a default worker. The probe's
+set-up (val rows and their features, once per run) is reported apart.
 
     .venv/bin/python bench/probe_cost.py [--eval-every-digits 100] [--eval-every-mixtures 200] [--steps 400]
 
@@ -81,7 +81,8 @@ def main() -> None:
     names = args.models or list(base.models)
     sets = []
     for name in names:
-        every = args.eval_every_digits if base.models[name].dataset == "digits" else args.eval_every_mixtures
+        every = base.models[name].train.eval_every or (  # params.yaml's default, else the flags'
+            args.eval_every_digits if base.models[name].dataset == "digits" else args.eval_every_mixtures)
         sets += [f"models.{name}.train.steps={args.steps}", f"models.{name}.train.eval_every={every}",
                  f"models.{name}.seeds=[0]", f"models.{name}.train.checkpoint_every={args.steps}"]
     with tempfile.TemporaryDirectory(prefix="genflow-probe-cost-") as tmp:
