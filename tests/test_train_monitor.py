@@ -150,3 +150,16 @@ def test_probing_without_a_probe_is_refused(prepared_dir, tmp_path):
     cfg = worker_config(NAME, _params(tmp_path, eval_every=5), prepared_dir)
     with pytest.raises(ConfigError, match="models.gan_ring8.train.eval_every"):
         training.train_resumable(cfg, tmp_path / "work")
+
+
+def test_a_vae_is_probed_for_fid_and_its_val_elbo(prepared_dir, features_dir, tmp_path):
+    from genflow.evaluate.probe import training_probe
+
+    raw = tiny_params_dict()
+    raw["models"]["vae_digits"]["train"]["eval_every"] = 5
+    cfg = worker_config("vae_digits", config.validate(raw), prepared_dir)
+    probe = training_probe(cfg, features_dir)
+    engine, _ = training.build_engine(cfg)
+    values = probe(engine.model.state_dict())
+    assert probe.keys == ("val_fid",) and set(values) == {"val_fid", "val_elbo"} and values["val_elbo"] < 0
+    assert tuple(probe.strip.shape) == (8, *cfg.data_shape)  # the strip keeps 8 images per probe
