@@ -163,3 +163,24 @@ def test_a_vae_is_probed_for_fid_and_its_val_elbo(prepared_dir, features_dir, tm
     values = probe(engine.model.state_dict())
     assert probe.keys == ("val_fid",) and set(values) == {"val_fid", "val_elbo"} and values["val_elbo"] < 0
     assert tuple(probe.strip.shape) == (8, *cfg.data_shape)  # the strip keeps 8 images per probe
+
+
+def test_the_train_command_probes_with_the_feature_network_of_models_root(prepared_dir, features_dir, tmp_path,
+                                                                          capsys):
+    import yaml
+
+    from genflow import cli
+
+    raw = tiny_params_dict()
+    raw["ray"]["storage_path"] = str(tmp_path / "work")
+    raw["models"][NAME]["train"].update(eval_every=10)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    args = ["train", "--model", NAME, "--params", str(tmp_path / "params.yaml"), "--data-root", str(prepared_dir),
+            "--models-root", str(tmp_path / "models"), "--out", str(tmp_path / "models" / NAME)]
+    assert cli.main(args) == 2  # no feature network yet: refused, naming what to run
+    assert "featurenet" in capsys.readouterr().err
+    (tmp_path / "models").mkdir(exist_ok=True)
+    (tmp_path / "models" / "featurenet").symlink_to(features_dir)
+    assert cli.main(args) in (0, None)
+    _, log, _ = checkpoint.load(tmp_path / "models" / NAME / "seed_0")
+    assert [row["step"] for row in log if "val_modes" in row] == [10, 20]
