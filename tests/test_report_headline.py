@@ -62,3 +62,16 @@ def test_a_probed_run_is_selected_on_val_and_says_so_in_evaluate_export_and_repo
     assert (tmp_path / "reports" / "plots" / "ring8-probes.png").exists()
     assert (tmp_path / "reports" / "plots" / "gan_ring8-strip.png").exists()  # samples over training
     assert "best probe at step" in (tmp_path / "reports" / "comparison.html").read_text()
+
+
+def test_training_notes_say_which_weights_and_any_early_stop_or_collapse():
+    from genflow.report.headline import training_notes
+
+    selection = {"select": "best", "selected_on": "val", "measured_on": "test", "eval_every": 200,
+                 "per_seed": {"0": {"select": "best", "step": 1400, "on": "val", "best_step": 1400,
+                                    "stopped_at": 2200, "collapsed_at": 1800}}}
+    rows = [("gan_grid25", None, {"protocol": {"selection": selection}}), ("plain", None, {"protocol": {}})]
+    [line] = training_notes(rows)
+    assert line.startswith("`gan_grid25`: best probe's weights (probed on val every 200 steps, measured on test)")
+    assert "seed 0: best probe at step 1400" in line and "stopped early at step 2200" in line
+    assert "**collapsed at step 1800**" in line
