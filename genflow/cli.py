@@ -89,7 +89,8 @@ def cmd_train(args) -> None:
     config.check_prepared_data(params, args.data_root, train=args.model)  # before Ray starts
     from genflow import launch
 
-    launch.train(args.model, params, args.data_root, Path(args.out or f"models/{args.model}"))
+    launch.train(args.model, params, args.data_root, Path(args.out or f"models/{args.model}"),
+                 featurenet_root=Path(args.models_root) / "featurenet")
 
 
 def cmd_sweep(args) -> None:

@@ -51,15 +51,28 @@ RUNNER_NAMES = {"in-process": "in-process", "tasks": "a Ray task per seed",
                 "trainer": "a Ray TorchTrainer of {n} workers per seed"}
 
 
-def train(name: str, params: Params, data_root: str | Path, out: str | Path) -> None:
+def train_probe(spec, featurenet_root: str | Path):
+    """The probe of ``train.eval_every`` as the workers take it (a picklable function of their
+    config), or None when the model is not probed during training."""
+    if not spec.train.eval_every:
+        return None
+    from genflow.evaluate.probe import training_probe
+
+    return partial(training_probe, featurenet_root=str(Path(featurenet_root).resolve()))
+
+
+def train(name: str, params: Params, data_root: str | Path, out: str | Path,
+          featurenet_root: str | Path = "models/featurenet") -> None:
     """Train every seed of model ``name`` into ``out/seed_<s>/`` (swapped in atomically).
 
     The resume state of each run stays in ``ray.storage_path`` until every seed is
-    done, so a stage killed anywhere resumes where it stopped when rerun."""
+    done, so a stage killed anywhere resumes where it stopped when rerun. With
+    ``train.eval_every`` the feature network of ``featurenet_root`` probes it as it trains."""
     from genflow.train.worker import seed_dir, train_in_process
     from genflow.train.worker_config import run_name, worker_config
 
     spec, runner = params.models[name], train_runner(params.ray)
+    probe = train_probe(spec, featurenet_root)
     configs = [worker_config(name, params, data_root, seed) for seed in spec.seeds]
     with atomic_dir(out) as tmp:
         jobs = [(config, seed_dir(tmp, config.seed)) for config in configs]
@@ -67,15 +80,15 @@ def train(name: str, params: Params, data_root: str | Path, out: str | Path) -> 
         print(f"[{name}] training seeds {spec.seeds}, {spec.train.steps} steps each ({how})", flush=True)
         if runner == "in-process":
             for config, directory in jobs:
-                train_in_process(config, directory, params.ray.storage_path)
+                train_in_process(config, directory, params.ray.storage_path, probe)
         elif runner == "tasks":
             from genflow.integrations.ray_tasks import train_seeds_as_tasks
 
-            train_seeds_as_tasks(jobs, params.ray)
+            train_seeds_as_tasks(jobs, params.ray, probe)
         else:
             from genflow.integrations.ray_train import train_seeds_with_ray
 
-            train_seeds_with_ray(jobs, params.ray)
+            train_seeds_with_ray(jobs, params.ray, probe)
     if "://" not in params.ray.storage_path:  # the artifacts are in DVC now; drop the resume state
         for config in configs:
             shutil.rmtree(Path(params.ray.storage_path) / run_name(config), ignore_errors=True)

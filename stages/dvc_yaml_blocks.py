@@ -29,7 +29,8 @@ HEADER = """\
 # latent interpolation, per revision; and each model's training losses against the step, read from
 # the train_log.csv its first seed's training wrote (no dvclive: README, "The report"), drawn as
 # interactive curves that `dvc plots diff` overlays across revisions and experiments (the loss
-# columns are its family's: log_losses in genflow/models/specs.py).
+# columns are its family's: log_losses in genflow/models/specs.py); for a model with
+# train.eval_every, its val probes (FID, modes ...) against the step beside them.
 """
 ARTIFACTS_HEADER = """\
 # Exported models as DVC artifacts (type model). Fetch one elsewhere with a GTO-style tag:
@@ -38,13 +39,29 @@ ARTIFACTS_HEADER = """\
 """
 
 
+def probe_columns(params: config.Params, spec) -> list[str]:
+    """The val_* columns genflow.evaluate.probe writes into the training log of this model:
+    modes and high quality on a mixture; FID on images (and modes, reverse KL on stacked
+    digits); a VAE's ELBO too."""
+    source = params.data[spec.dataset].source
+    columns = {"ring8": ["modes", "high_quality"], "grid25": ["modes", "high_quality"],
+               "stacked_digits": ["fid", "modes", "reverse_kl"]}.get(source, ["fid"])
+    columns += ["elbo"] if spec.model == "vae" and getattr(spec, "task", "generate") == "generate" else []
+    return [f"val_{column}" for column in columns]
+
+
 def blocks(params: config.Params) -> str:
     plots = ["reports/plots/", "samples/"]
     artifacts = {}
     for name, spec in params.models.items():
+        log = f"models/{name}/seed_{spec.seeds[0]}/train_log.csv"
         plots.append({f"training/{name}": {
             "title": f"{name}: training losses (seed {spec.seeds[0]})", "template": "linear", "x": "step",
-            "y": {f"models/{name}/seed_{spec.seeds[0]}/train_log.csv": list(SPEC_BY_MODEL[spec.model].log_losses)}}})
+            "y": {log: list(SPEC_BY_MODEL[spec.model].log_losses)}}})
+        if spec.train.eval_every:  # quality against the step, beside the losses (probed rows only)
+            plots.append({f"probes/{name}": {
+                "title": f"{name}: val probes during training (seed {spec.seeds[0]})", "template": "linear",
+                "x": "step", "y": {log: probe_columns(params, spec)}}})
         artifacts[name] = {"path": f"export/{name}", "type": "model",
                            "desc": f"{spec.model} on {spec.dataset} (ONNX + TorchScript + safetensors + model card)",
                            "labels": [spec.model, spec.dataset]}

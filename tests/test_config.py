@@ -435,7 +435,7 @@ def test_set_and_best_params_change_one_model_through_an_anchor(tmp_path, monkey
     from genflow import cli, launch
 
     trained = {}
-    monkeypatch.setattr(launch, "train", lambda name, params, *rest: trained.update(params=params))
+    monkeypatch.setattr(launch, "train", lambda name, params, *rest, **options: trained.update(params=params))
     args = ["train", "--model", "gan_ring8", "--params", str(_anchored_params(tmp_path)),
             "--data-root", str(tmp_path / "none")]
     if how == "set":

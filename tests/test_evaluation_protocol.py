@@ -230,3 +230,15 @@ def test_registry_models_all_have_an_anomaly_score(prepared_dir):
         model = registry.build(params.models[name], (1, 8, 8), 10)
         scores = model.anomaly_score(x, torch.Generator().manual_seed(0))
         assert scores.shape == (8,) and torch.isfinite(scores).all(), family
+
+
+def test_the_training_probe_counts_stacked_digits_modes_and_ranks_by_them(stacked):
+    from genflow.evaluate.probe import training_probe
+
+    params, root = stacked
+    cfg = worker_config("gan_stacked", params, root / "data")
+    probe = training_probe(cfg, root / "features")
+    engine, _ = training.build_engine(cfg)
+    values = probe(engine.model.state_dict())
+    assert probe.keys == ("val_modes", "val_reverse_kl")  # stacked digits: modes, then KL (#27)
+    assert set(values) == {"val_fid", "val_modes", "val_reverse_kl"} and 1 <= values["val_modes"] <= 1000

@@ -323,7 +323,11 @@ def test_every_model_of_params_has_a_training_curve_plot():
     models = yaml.safe_load((REPO / "params.yaml").read_text())["models"]
     expected = {f"training/{name}": {f"models/{name}/seed_{spec.get('seeds', [0])[0]}/train_log.csv":
                                      FAMILY_LOSSES[spec["model"]]} for name, spec in models.items()}
-    assert {plot_id: props["y"] for plot_id, props in plots.items()} == expected
+    assert {plot_id: props["y"] for plot_id, props in plots.items() if plot_id.startswith("training/")} == expected
+    # a model probed during training (train.eval_every) draws its val probes beside its losses
+    probed = {name for name, spec in models.items() if spec["train"].get("eval_every")}
+    assert {plot_id.split("/", 1)[1] for plot_id in plots if plot_id.startswith("probes/")} == probed
+    assert set(plots) == set(expected) | {f"probes/{name}" for name in probed}
     assert all(props["x"] == "step" and props["template"] == "linear" for props in plots.values())
 
 

@@ -86,3 +86,26 @@ def save_paths(paths: np.ndarray, centers: np.ndarray | None, path: str | Path, 
         ax.plot(*points[0], "o", *points[-1], "s", color=line.get_color(), markersize=6)
     _plane(ax, centers, paths.reshape(-1, 2), title)
     _save_figure(fig, path)
+
+
+def save_strip(samples: torch.Tensor, steps: list[int], centers: np.ndarray | None, path: str | Path,
+               title: str = "", rows: int = 10) -> None:
+    """The sample strip over training: ``samples`` (probes, n, ...) from the same latents at each
+    probe's step; at most ``rows`` probes, evenly spaced, the last always shown. Images: one row
+    per probe, top to bottom; 2-D points: one panel per probe, left to right."""
+    shown = min(rows, len(steps))
+    pick = sorted({round(i * (len(steps) - 1) / max(shown - 1, 1)) for i in range(shown)})
+    samples, steps = samples[pick], [steps[i] for i in pick]
+    if samples.dim() == 5:  # images
+        save_image_grid(samples.flatten(0, 1), path, cols=samples.shape[1])
+        return
+    fig, axes = pyplot().subplots(1, len(steps), figsize=(2.2 * len(steps), 2.4), dpi=100, squeeze=False)
+    for ax, points, step in zip(axes[0], samples.numpy(), steps):
+        ax.scatter(points[:, 0], points[:, 1], s=1, alpha=0.4, label="generated")
+        _plane(ax, centers, points, f"step {step}")
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, fontsize=9)
+    _save_figure(fig, path)

@@ -197,10 +197,12 @@ def evaluate_model(model_dir: str | Path, data_dir: str | Path, featurenet_dir: 
     seed's samples in ``out_png`` and its latent interpolation beside it (interpolation_png).
     ``draw(model, features)`` replaces the in-process sample draw (genflow.launch: Ray tasks)."""
     ref = Reference.load(Path(data_dir), Path(featurenet_dir), spec)
-    per_seed, states, roc = {}, {}, {}
+    per_seed, states, roc, selected = {}, {}, {}, {}
     for index, directory in enumerate(trained_seeds(Path(model_dir))):
         model, meta, _ = load_trained(directory)
         seed = str(meta["seed"])
+        if "selected" in meta:  # probed during training (train.eval_every)
+            selected[seed] = {**meta["selected"], **meta["monitor"]}
         log(f"[evaluate] {meta['name']} seed {seed}: {ACTIONS[model.task]}"
             " and scoring ...")
         if model.task != "generate":
@@ -231,11 +233,23 @@ def evaluate_model(model_dir: str | Path, data_dir: str | Path, featurenet_dir: 
     if roc:
         metrics["anomaly_roc"] = roc_section(roc)
     metrics["protocol"] = {"task": model.task, **protocol(ref, per_seed, states, meta)}
+    if selected:
+        metrics["protocol"]["selection"] = selection(selected, meta, spec)
     write_json(catalog.details_path(out_json), metrics)
     write_json(out_json, catalog.headline(metrics))  # the DVC metrics file: headline numbers only
     log(f"[evaluate] {meta['name']}: {len(per_seed)} seeds, {spec.n_samples} samples against {len(ref.real)} "
         f"{spec.reference_split} rows\n{metrics_table(metrics)}")
     return metrics
+
+
+def selection(selected: dict[str, dict[str, Any]], meta: dict[str, Any], spec) -> dict[str, Any]:
+    """Which weights of each seed were measured: ``train.select`` picks the last step's or the
+    best probe's, the probe reading the val split; the protocol measures them on another."""
+    out = {"select": meta["spec"]["train"]["select"], "selected_on": "val", "measured_on": spec.reference_split,
+           "eval_every": meta["spec"]["train"]["eval_every"], "per_seed": selected}
+    if spec.reference_split == "val" and out["select"] == "best":
+        out["warning"] = "selected and measured on the same split: the numbers are optimistic"
+    return out
 
 
 def _number(value) -> str:

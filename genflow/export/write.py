@@ -217,6 +217,8 @@ def model_card(model, meta: dict[str, Any], nets: dict[str, Any], data_dir: Path
         "model_state_sha256": meta["state_sha256"], "model_code_revision": meta["code_revision"],
         "code_revision": code_revision(),
     }
+    if "selected" in meta:  # probed during training: which weights train.select exported (picked on val)
+        card["selected"] = {**meta["selected"], **meta["monitor"]}
     if "scorer" in nets:
         card["anomaly"] = {"noise_shape": list(model.anomaly_noise_shape()),
                            "score": type(model).anomaly_score_from_noise.__doc__.strip().splitlines()[0]}

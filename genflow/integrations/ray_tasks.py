@@ -31,19 +31,20 @@ from genflow.train.worker import finish, train_resumable
 from genflow.train.worker_config import WorkerConfig, check_worker_environment, run_name
 
 
-def _train_seed(config: WorkerConfig, work_dir: str, use_gpu: bool) -> str:
+def _train_seed(config: WorkerConfig, work_dir: str, use_gpu: bool, make_probe=None) -> str:
     check_worker_environment(config)
     device = torch.device("cuda") if use_gpu else None  # Ray sets CUDA_VISIBLE_DEVICES to this task's GPU
-    return str(train_resumable(config, work_dir, device, bar=worker_bar(config)))
+    return str(train_resumable(config, work_dir, device, bar=worker_bar(config), make_probe=make_probe))
 
 
-def train_seeds_as_tasks(jobs: list[tuple[WorkerConfig, Path]], ray_spec) -> None:
-    """Train each (config, out) job in its own Ray task; copy each final checkpoint to its ``out``."""
+def train_seeds_as_tasks(jobs: list[tuple[WorkerConfig, Path]], ray_spec, make_probe=None) -> None:
+    """Train each (config, out) job in its own Ray task; copy each final checkpoint to its ``out``.
+    ``make_probe``: the probe of ``train.eval_every`` (genflow.launch.train_probe)."""
     init_ray(ray_spec)
     task = ray.remote(num_cpus=ray_spec.cpus_per_worker, num_gpus=1 if ray_spec.use_gpu else 0,
                       max_retries=ray_spec.max_failures, retry_exceptions=False)(_train_seed)
     work_dir = storage_path(ray_spec)
-    runs = {task.options(name=run_name(config)).remote(config, work_dir, ray_spec.use_gpu): (config, out)
+    runs = {task.options(name=run_name(config)).remote(config, work_dir, ray_spec.use_gpu, make_probe): (config, out)
             for config, out in jobs}
     pending = list(runs)
     try:

@@ -68,10 +68,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         device = torch.device("cuda", context.get_local_rank())
         torch.cuda.set_device(device)
     reporter = RayReporter(config.label, checkpoint_meta(config), worker_bar(config))
-    run_from(ray.train.get_checkpoint(), config, reporter, device)
+    run_from(ray.train.get_checkpoint(), config, reporter, device, loop_config.get("make_probe"))
 
 
-def run_from(resume, config: WorkerConfig, reporter, device: torch.device | None = None) -> None:
+def run_from(resume, config: WorkerConfig, reporter, device: torch.device | None = None, make_probe=None) -> None:
     """``run_worker``, resumed from a Ray checkpoint (copied locally first) when there is one.
 
     A registered checkpoint that is unusable (checkpoint_store.resume: corrupt, forged, not
@@ -81,7 +81,7 @@ def run_from(resume, config: WorkerConfig, reporter, device: torch.device | None
     local = Path(tempfile.mkdtemp(prefix="genflow-resume-"))
     try:
         copies = ((c.path, _local_copy(c, local / str(i))) for i, c in enumerate(_candidates(resume)))
-        run_worker(config, reporter, resume_dir=copies, device=device)
+        run_worker(config, reporter, resume_dir=copies, device=device, make_probe=make_probe)
     finally:
         shutil.rmtree(local, ignore_errors=True)
 
@@ -131,27 +131,28 @@ def concurrent_runs(ray_spec, n_runs: int) -> int:
     return max(1, min(n_runs, int(cpus // per_run)))
 
 
-def train_seeds_with_ray(jobs: list[tuple[WorkerConfig, Path]], ray_spec) -> None:
-    """Train independent seeds as concurrent Ray Train runs, as many as the cluster holds."""
+def train_seeds_with_ray(jobs: list[tuple[WorkerConfig, Path]], ray_spec, make_probe=None) -> None:
+    """Train independent seeds as concurrent Ray Train runs, as many as the cluster holds
+    (``make_probe``: the probe of ``train.eval_every``, genflow.launch.train_probe)."""
     init_ray(ray_spec)
     width = concurrent_runs(ray_spec, len(jobs))
     if width == 1:
         for config, out in jobs:
-            train_with_ray(config, out, ray_spec)
+            train_with_ray(config, out, ray_spec, make_probe)
         return
     with ThreadPoolExecutor(max_workers=width, thread_name_prefix="genflow-seed") as pool:
-        futures = [pool.submit(train_with_ray, config, out, ray_spec) for config, out in jobs]
+        futures = [pool.submit(train_with_ray, config, out, ray_spec, make_probe) for config, out in jobs]
         for future in futures:
             future.result()  # re-raises the first failure
 
 
-def train_with_ray(config: WorkerConfig, out: str | Path, ray_spec) -> None:
+def train_with_ray(config: WorkerConfig, out: str | Path, ray_spec, make_probe=None) -> None:
     """Fit one model with a TorchTrainer and copy its final checkpoint into ``out``."""
     init_ray(ray_spec)
     name = run_name(config)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"worker": config.to_dict(), "use_gpu": ray_spec.use_gpu},
+        train_loop_config={"worker": config.to_dict(), "use_gpu": ray_spec.use_gpu, "make_probe": make_probe},
         scaling_config=ScalingConfig(num_workers=ray_spec.num_workers, use_gpu=ray_spec.use_gpu,
                                      resources_per_worker={"CPU": ray_spec.cpus_per_worker},
                                      placement_strategy=ray_spec.placement_strategy),

@@ -94,3 +94,30 @@ def details_path(metrics_path: str | Path) -> Path:
     """``metrics/<model>.json`` -> ``metrics/<model>.details.json``."""
     path = Path(metrics_path)
     return path.with_name(f"{path.stem}.details.json")
+
+
+# What a dataset's models are ranked by, first key first (ties broken by the next): what the
+# dataset is for, not one metric for all (#27): FID ranks a uniform spread over a 2-D mixture
+# best although almost none of its samples lie on a mode. The first whose keys are all present wins.
+HEADLINE_ORDERS = (
+    ("mixtures: modes, then high quality", ("modes", "high_quality")),
+    ("stacked digits: modes, then reverse KL", ("modes", "reverse_kl")),
+    ("images: FID", ("fid",)),
+    ("ELBO", ("elbo",)),
+)
+
+
+def headline_order(available) -> tuple[str, tuple[str, ...]] | None:
+    """``(why, keys)``: the ranking keys of a dataset whose models have the metrics ``available``
+    (a mixture's have high_quality, stacked digits' modes without it, images' only fid); None
+    when no order fits (the report then ranks by nothing)."""
+    available = set(available)
+    for why, keys in HEADLINE_ORDERS:
+        if set(keys) <= available:
+            return why, keys
+    return None
+
+
+def sort_key(metrics: dict[str, Any], keys: tuple[str, ...]) -> tuple[float, ...]:
+    """A key that sorts the best first: each metric turned so that lower is better."""
+    return tuple(metrics[k] if BY_NAME[k].better == "lower" else -metrics[k] for k in keys)

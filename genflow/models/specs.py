@@ -44,6 +44,23 @@ class TrainSpec(_Strict):
     compile: bool = Field(False, description="torch.compile each network's training step (slower on this CPU: "
                                              "docs/benchmarks.md)")
     channels_last: bool = Field(False, description="NHWC memory layout for conv models (faster on GPUs)")
+    # evaluation during training (#27): the sweeps' probe on the val split, every eval_every steps
+    eval_every: int = Field(0, ge=0, le=MAX_STEPS, description="steps between val probes during training "
+                            "(0 = off); their values go into the training log")
+    eval_samples: int = Field(1000, ge=10, le=100_000, description="samples (and val rows) per probe")
+    select: Literal["last", "best"] = Field("last", description="the weights evaluate/export/report use: the "
+                                            "last step's, or the best probe's (selected on val, measured on test)")
+    patience: int = Field(0, ge=0, le=100_000, description="stop after this many probes without a better one "
+                          "(0 = never)")
+
+    @model_validator(mode="after")
+    def _selection_needs_probes(self):
+        # a bare ValueError's text is what the config error shows under models.<name>.train
+        if self.select == "best" and not self.eval_every:
+            raise ValueError("select 'best' needs probes during training: set eval_every > 0")
+        if self.patience and not self.eval_every:
+            raise ValueError(f"patience {self.patience} counts probes during training: set eval_every > 0")
+        return self
 
 
 class GanTrain(TrainSpec):

@@ -15,15 +15,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from genflow.errors import DataError
-from genflow.evaluate.pictures import interpolation_png
+from genflow.evaluate.pictures import interpolation_png, save_strip
 from genflow.io import atomic_path, write_text
 from genflow.metrics import catalog
 from genflow.report import plots as report_plots
+from genflow.report.headline import headline_line, training_notes
 from genflow.report.html import render_html
 from genflow.report.stats import Summary, format_p, format_summary, per_seed_values, ranks, summarize, welch_p
+from genflow.train import checkpoint
 from genflow.train.checkpoint import read_log_csv
+
+PROBE_PREFIX = "val_"  # the training log's probe columns (genflow.evaluate.probe.PREFIX)
 
 
 # (metric, floor key, label, better), in the catalog's order (genflow/metrics/catalog.py)
@@ -75,6 +80,11 @@ class DatasetBlock:
     @property
     def note(self) -> str:
         return TASK_NOTES.get(self.task, "")
+
+    @property
+    def summary_lines(self) -> list[str]:
+        """Above the table: what the dataset's models are ranked by, and what happened in training."""
+        return [line for line in [headline_line(self.stats), *training_notes(self.rows)] if line]
 
     @property
     def picture_caption(self) -> str:
@@ -179,6 +189,32 @@ def draw_plots(block: DatasetBlock, models_dir: Path, plots_dir: Path) -> None:
     if any(any(seeds) for seeds in logs.values()):
         block.plots.append((f"{ds}: training losses (seed 0 solid, other seeds faint)", report_plots.training_curves(
             ds, logs, plots_dir / f"{ds}-training.png")))
+    probes = {name: [[row for row in rows if any(k.startswith(PROBE_PREFIX) for k in row)] for rows in seeds]
+              for name, seeds in logs.items()}
+    probes = {name: seeds for name, seeds in probes.items() if any(seeds)}
+    if probes:
+        block.plots.append((f"{ds}: val probes during training (train.eval_every; seed 0 solid)",
+                            report_plots.training_curves(f"{ds}: val probes", probes, plots_dir / f"{ds}-probes.png",
+                                                         probes=True)))
+        block.plots += sample_strips(probes, models_dir, plots_dir)
+
+
+def sample_strips(probed: dict[str, Any], models_dir: Path, plots_dir: Path) -> list[tuple[str, Path]]:
+    """Each probed model's sample strip over training (its first seed; fixed latents), from the
+    samples its checkpoint kept at every probe."""
+    out = []
+    for name in probed:
+        first = next(iter(sorted((models_dir / name).glob("seed_*"))), None)
+        state, _, _ = checkpoint.load(first)
+        monitor = state.get("monitor") or {}
+        if not monitor.get("strip"):
+            continue
+        steps, png = monitor["strip_steps"], plots_dir / f"{name}-strip.png"
+        with atomic_path(png) as tmp:
+            save_strip(torch.stack(monitor["strip"]), steps, None, tmp, f"{name}: samples over training")
+        out.append((f"{name} ({first.name}): samples from fixed latents at the probes, steps {steps[0]}..{steps[-1]}"
+                    " (top to bottom / left to right)", png))
+    return out
 
 
 def roc_curves(block: DatasetBlock) -> dict[str, tuple[list[float], list[float], str]]:
@@ -274,6 +310,7 @@ def build_report(models: dict[str, Any], metrics_dir: str | Path, samples_dir: s
     for block in blocks:
         lines += [f"## {block.title} (baseline: {block.baseline_label})", ""]
         lines += [block.note, ""] if block.note else []
+        lines += [f"- {line}" for line in block.summary_lines] + [""] if block.summary_lines else []
         lines += markdown_table(block, samples_dir, rel)
         lines += [f"![{caption}]({Path('plots') / png.name})" for caption, png in block.plots if png.parent ==
                   plots_dir] + [""]

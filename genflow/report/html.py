@@ -88,6 +88,8 @@ def render_html(blocks: list, protocol: list[str], sweeps: list[tuple[str, Path]
     for block in blocks:
         parts += [f"<h2>{html.escape(block.title)} <small>(baseline: {html.escape(block.baseline_label)})</small></h2>"]
         parts += [f"<p>{_markdown_inline(block.note)}</p>"] if block.note else []
+        parts += ["<ul>" + "".join(f"<li>{_markdown_inline(line)}</li>" for line in block.summary_lines) + "</ul>"] \
+            if block.summary_lines else []
         parts.append(_table(block))
         parts += [_figure(caption, png) for caption, png in block.plots]
         parts += _pictures(block, samples_dir)

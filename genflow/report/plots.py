@@ -67,8 +67,18 @@ def precision_recall(title: str, points: dict[str, tuple[Summary | None, Summary
     return _save(fig, path)
 
 
-def training_curves(title: str, logs: dict[str, list[list[dict[str, Any]]]], path: Path) -> Path:
-    """One panel per model: every logged loss against the step, one line per seed."""
+# training-log columns that are not losses: the val probes (val_*) and their marks
+_NOT_LOSSES = ("step", "epoch", "collapsed", "early_stop")
+
+
+def _curve_keys(rows: list[dict[str, Any]], probes: bool) -> list[str]:
+    keys = dict.fromkeys(k for row in rows for k in row if k not in _NOT_LOSSES)
+    return [k for k in keys if k.startswith("val_") == probes]
+
+
+def training_curves(title: str, logs: dict[str, list[list[dict[str, Any]]]], path: Path, probes: bool = False) -> Path:
+    """One panel per model: every logged loss (``probes``: every val probe) against the step, one
+    line per seed."""
     plt = pyplot()
     names = [n for n, seeds in logs.items() if any(seeds)]
     cols = min(4, max(1, len(names)))
@@ -79,9 +89,9 @@ def training_curves(title: str, logs: dict[str, list[list[dict[str, Any]]]], pat
     for ax, name in zip(axes.flat, names):
         colours = {}
         for seed_index, rows_ in enumerate(logs[name]):
-            keys = [k for k in (rows_[0] if rows_ else {}) if k not in ("step", "epoch")]
-            for key in keys:
-                line, = ax.plot([r["step"] for r in rows_], [r.get(key) for r in rows_], linewidth=1,
+            for key in _curve_keys(rows_, probes):
+                logged = [r for r in rows_ if key in r]  # a probe column is only in the probed steps' rows
+                line, = ax.plot([r["step"] for r in logged], [r[key] for r in logged], linewidth=1,
                                 color=colours.get(key), alpha=0.9 if seed_index == 0 else 0.4,
                                 label=key if seed_index == 0 else None)
                 colours[key] = line.get_color()

@@ -10,22 +10,18 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 from typing import Any, Callable
 
-import torch
 from pydantic import ValidationError
 
 from genflow.config import fingerprint
 from genflow.errors import ConfigError, DivergenceError
-from genflow.evaluate.model_metrics import PROBE_KID_SUBSETS
-from genflow.metrics import frechet_distance, kid, mixture_modes
+from genflow.evaluate.probe import Probe  # noqa: F401  (re-exported: sweeps and tests import it from here)
 from genflow.models import registry
 from genflow.models.specs import SPEC_BY_MODEL
-from genflow.sweep.space import METRIC_MODES, MIXTURE_METRICS, SweepSpec, set_dotted
+from genflow.sweep.space import METRIC_MODES, SweepSpec, set_dotted
 from genflow.train.engine import PrintReporter
 from genflow.train.worker_config import WorkerConfig
-
 
 
 def trial_config(base: WorkerConfig, overrides: dict[str, Any], sweep: SweepSpec) -> WorkerConfig:
@@ -39,6 +35,9 @@ def trial_config(base: WorkerConfig, overrides: dict[str, Any], sweep: SweepSpec
     spec = set_dotted(spec, "train.checkpoint_every", sweep.report_every)
     spec = set_dotted(spec, "train.log_every", min(spec["train"]["log_every"], sweep.report_every))
     spec = set_dotted(spec, "seeds", [sweep.seed])
+    # a trial is probed by its reporter at report_every; no probes, selection or stop of its own
+    for key, value in (("eval_every", 0), ("select", "last"), ("patience", 0)):
+        spec = set_dotted(spec, f"train.{key}", value)
     try:
         checked = SPEC_BY_MODEL[spec["model"]].model_validate(spec)
     except ValidationError as exc:
@@ -49,44 +48,6 @@ def trial_config(base: WorkerConfig, overrides: dict[str, Any], sweep: SweepSpec
     spec = checked.model_dump(mode="json")
     return base.replace(spec=spec, seed=sweep.seed, threads=sweep.threads_per_trial,
                         fingerprint=fingerprint({"spec": spec, "seed": sweep.seed}))
-
-
-class Probe:
-    """Scores a model's samples against validation rows in the dataset's feature space."""
-
-    def __init__(self, data_dir: str | Path, featurenet_dir: str | Path, sweep: SweepSpec):
-        from genflow.data.loader import load_split
-        from genflow.data.shards import read_manifest
-        from genflow.evaluate.protocol import sample_rows
-        from genflow.featurenet.network import FeatureSpace
-
-        self.metric, self.n_samples, self.seed = sweep.metric, sweep.probe_samples, sweep.seed
-        self.manifest = read_manifest(data_dir)
-        if self.metric in MIXTURE_METRICS and "mixture" not in self.manifest:
-            raise ConfigError(f"sweep metric {self.metric!r} needs a Gaussian-mixture dataset; "
-                              f"{data_dir} is not one (use fid or kid)")
-        self.features = FeatureSpace(featurenet_dir)
-        self.real, self.real_c = sample_rows(load_split(data_dir, "val"), sweep.probe_real, sweep.seed)
-        self.f_real = self.features(self.real)
-
-    @torch.no_grad()
-    def __call__(self, model) -> float:
-        from genflow.evaluate.model_metrics import generate
-
-        model.eval()
-        if model.task != "generate":  # translation, super-resolution: their evaluation module's probe
-            from genflow.evaluate.protocol import task_evaluator
-
-            return float(task_evaluator(model).probe(model, self))
-        fake, _ = generate(model, self.n_samples, self.seed)
-        if self.metric in MIXTURE_METRICS:
-            mix = self.manifest["mixture"]
-            return float(mixture_modes(fake, mix["centers"], mix["std"])[self.metric])
-        f_fake = self.features(fake)
-        if self.metric == "fid":
-            return float(frechet_distance(self.f_real, f_fake))
-        size = min(1000, len(f_fake), len(self.f_real))
-        return float(kid(self.f_real, f_fake, n_subsets=PROBE_KID_SUBSETS, subset_size=size, seed=self.seed)[0])
 
 
 class ProbeReporter(PrintReporter):

@@ -21,6 +21,7 @@ from genflow.errors import DivergenceError
 from genflow.models.base import GenerativeModel, StepContext
 from genflow.train import precision
 from genflow.train.checkpoint import rng_state, set_rng_state
+from genflow.train.monitor import Monitor
 from genflow.train.progress import ELAPSED, RATE, TOTAL, ProgressPrinter
 
 
@@ -66,6 +67,10 @@ def _wrap(net: nn.Module, device: torch.device) -> nn.Module:
 class Engine:
     """Holds the optimizers and wrappers of one model and steps it through its phases."""
 
+    # evaluation during training (genflow.train.monitor), set by whoever builds the run; its
+    # state (best snapshot, patience) is part of every checkpoint when it probes
+    monitor: Monitor | None = None
+
     def __init__(self, model: GenerativeModel, *, train, seed: int, device: torch.device | None = None):
         self.model, self.train, self.seed = model, train, seed
         self.device = device or torch.device("cpu")
@@ -109,8 +114,11 @@ class Engine:
 
     # -- state -----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizers": [o.state_dict() for o in self.optimizers],
-                "step": self.step, "rng": rng_state()}
+        state = {"model": self.model.state_dict(), "optimizers": [o.state_dict() for o in self.optimizers],
+                 "step": self.step, "rng": rng_state()}
+        if self.monitor is not None and self.monitor.active:  # absent when off: today's checkpoints, byte for byte
+            state["monitor"] = self.monitor.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -118,6 +126,8 @@ class Engine:
             opt.load_state_dict(opt_state)
         self.step = int(state["step"])
         set_rng_state(state["rng"])
+        if self.monitor is not None and self.monitor.active:
+            self.monitor.load_state_dict(state["monitor"])
 
     # -- one step --------------------------------------------------------------
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
@@ -151,24 +161,47 @@ class Engine:
         return logs
 
     def fit(self, data: Split, reporter: Reporter) -> list[dict[str, Any]]:
-        """Train from ``self.step`` to ``train.steps``; report logs and checkpoints."""
+        """Train from ``self.step`` to ``train.steps`` (or an early stop); report logs and checkpoints."""
         t = self.train
         plan = BatchPlan(len(data), t.batch_size, self.seed, self.rank, self.world_size)
         started, first_step = time.perf_counter(), self.step
-        while self.step < t.steps:
+        while self.step < t.steps and not self._stopped():
             logs = self.train_step(data, plan)
-            if self.step % t.log_every == 0 or self.step == t.steps:
+            probed = self._probe(logs)
+            final = self.step == t.steps or self._stopped()
+            if self.step % t.log_every == 0 or final or probed:
                 row = {"step": self.step, "epoch": plan.epoch_of(self.step - 1),
-                       **{k: round(float(v), 6) for k, v in logs.items()}}
+                       **{k: round(float(v), 6) for k, v in {**logs, **probed}.items()}}
                 self.log.append(row)
                 # rate, total and elapsed time go to the progress display only: the log must be reproducible
                 elapsed = time.perf_counter() - started
                 rate = (self.step - first_step) / max(elapsed, 1e-9)
                 reporter.on_log(self.step, {**row, RATE: rate, TOTAL: t.steps, ELAPSED: elapsed})
-            if self.step % t.checkpoint_every == 0 or self.step == t.steps:
+            if self.step % t.checkpoint_every == 0 or final:
                 state = self.state_dict() if self.rank == 0 else None
-                reporter.on_checkpoint(self.step, state, list(self.log), final=self.step == t.steps)
+                reporter.on_checkpoint(self.step, state, list(self.log), final=final)
         return self.log
+
+    def _stopped(self) -> bool:
+        return self.monitor is not None and self.monitor.stopped
+
+    def _probe(self, logs: dict[str, torch.Tensor]) -> dict[str, float]:
+        """The monitor's probe of this step on rank 0 (nothing when none is due). The global RNGs
+        are put back afterwards: probing must not change what training draws next. Under DDP
+        rank 0's early stop is broadcast, so every rank leaves the loop at the same step."""
+        monitor = self.monitor
+        if monitor is None or not monitor.due(self.step, self.train.steps):
+            return {}
+        values = {}
+        if self.rank == 0:
+            saved = rng_state()
+            values = monitor.observe(self.step, self.model.state_dict(), {k: float(v) for k, v in logs.items()})
+            set_rng_state(saved)
+        if self.world_size > 1:
+            flag = torch.tensor([monitor.stopped_at], dtype=torch.int64, device=self.device)
+            dist.broadcast(flag, src=0)
+            monitor.stopped_at = int(flag.item())
+        return values
 
     def _check_weights(self) -> None:
         """Every step, so no checkpoint ever holds a non-finite weight: one fused reduction

@@ -9,19 +9,20 @@ from __future__ import annotations
 import random
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from genflow.data.loader import load_split
-from genflow.errors import DataError, DivergenceError
+from genflow.errors import ConfigError, DataError, DivergenceError
 from genflow.io import atomic_dir, write_json
 from genflow.models import registry
 from genflow.models.specs import SPEC_BY_MODEL
 from genflow.train import checkpoint
 from genflow.train.checkpoint_store import Candidates, CheckpointStore, resume
 from genflow.train.engine import Engine, PrintReporter, distributed
+from genflow.train.monitor import Monitor, selected_weights, summary
 from genflow.train.progress import terminal_bar
 from genflow.train.worker_config import WorkerConfig, run_name
 
@@ -63,22 +64,55 @@ def checkpoint_meta(config: WorkerConfig) -> dict[str, Any]:
 
 
 def load_trained(model_dir: str | Path):
-    """A trained model (weights-only load, sha256-checked) and its checkpoint metadata."""
+    """A trained model (weights-only load, sha256-checked) and its checkpoint metadata.
+
+    The weights are those ``train.select`` picks (the last step's, or the best probe's); in a
+    run probed during training ``meta["selected"]`` says which, ``meta["monitor"]`` what the
+    probes found (best step, early stop, collapse), for the protocol and the report."""
     state, log, meta = checkpoint.load(model_dir)
     spec = SPEC_BY_MODEL[meta["model"]].model_validate(meta["spec"])
     model = registry.build(spec, tuple(meta["data_shape"]), meta["num_classes"])
-    model.load_state_dict(state["model"])
+    weights, selected = selected_weights(state, spec.train)
+    if "monitor" in state:  # a run without probes: its metadata exactly as it always was
+        meta.update(selected=selected, monitor=summary(state))
+    model.load_state_dict(weights)
     return model.eval(), meta, log
 
 
+# GAN losses whose D loss reaches 0 only when D separates everything (genflow.train.monitor)
+D_FLOOR_LOSSES = ("ns", "minimax", "lsgan", "hinge")
+ProbeFactory = Callable[[WorkerConfig], Any]
+
+
+def with_monitor(built: tuple[Engine, Any], config: WorkerConfig, probe) -> tuple[Engine, Any]:
+    """Attach the monitor of ``train.eval_every`` to a freshly built engine (``probe``: None on
+    ranks other than 0, which only follow rank 0's early stop)."""
+    engine, data = built
+    if engine.train.eval_every:
+        engine.monitor = Monitor(engine.train, probe, watch_d=config.spec.get("loss") in D_FLOOR_LOSSES)
+    return engine, data
+
+
+def make_train_probe(config: WorkerConfig, make_probe: ProbeFactory | None):
+    """The probe of ``train.eval_every`` on rank 0, built once (not per resume candidate)."""
+    if not config.spec["train"].get("eval_every") or distributed()[0] != 0:
+        return None
+    if make_probe is None:
+        raise ConfigError(f"models.{config.name}.train.eval_every: probes during training need the feature "
+                          "network; run the train stage through genflow.launch, which passes the probe")
+    return make_probe(config)
+
+
 def run_worker(config: WorkerConfig, reporter, resume_dir: Candidates = None,
-               device: torch.device | None = None) -> list[dict[str, Any]]:
+               device: torch.device | None = None, make_probe: ProbeFactory | None = None) -> list[dict[str, Any]]:
     """Train (or resume) one model on this process; report through ``reporter``.
 
     ``resume_dir``: a checkpoint directory, or several, newest first; the first usable one is
-    resumed from (checkpoint_store.resume says why it skips any other)."""
+    resumed from (checkpoint_store.resume says why it skips any other). ``make_probe``: the
+    probe of ``train.eval_every`` (genflow.evaluate.probe.training_probe, bound by genflow.launch)."""
     torch.set_num_threads(config.threads)
-    engine, data, resumed = resume(lambda: build_engine(config, device), resume_dir)
+    probe = make_train_probe(config, make_probe)
+    engine, data, resumed = resume(lambda: with_monitor(build_engine(config, device), config, probe), resume_dir)
     if resumed is not None:
         reporter.progress.note(f"resumed from checkpoint at step {engine.step} of {engine.train.steps}")
     try:
@@ -108,7 +142,7 @@ def finish(checkpoint_dir: str | Path, out: str | Path, config: WorkerConfig) ->
 
 
 def train_resumable(config: WorkerConfig, work_dir: str | Path, device: torch.device | None = None,
-                    bar=None) -> Path:
+                    bar=None, make_probe: ProbeFactory | None = None) -> Path:
     """Train one seed on this process, resuming from ``work_dir``; return its final checkpoint.
 
     Each checkpoint goes to ``work_dir/<run name>/step_<N>/`` (the newest two kept), so a
@@ -118,14 +152,15 @@ def train_resumable(config: WorkerConfig, work_dir: str | Path, device: torch.de
     store = CheckpointStore(Path(work_dir) / run_name(config))
     reporter = DirectoryReporter(config.label, store, checkpoint_meta(config), bar)
     try:
-        run_worker(config, reporter, resume_dir=store.checkpoints(), device=device)
+        run_worker(config, reporter, resume_dir=store.checkpoints(), device=device, make_probe=make_probe)
     except DivergenceError as err:
         raise DivergenceError(err.step, f"{err.what}; last good checkpoint: {store.describe_latest()}") from None
     return store.latest()
 
 
-def train_in_process(config: WorkerConfig, out: str | Path, work_dir: str | Path) -> None:
+def train_in_process(config: WorkerConfig, out: str | Path, work_dir: str | Path,
+                     make_probe: ProbeFactory | None = None) -> None:
     """``num_workers: 0``: no Ray; resumable from ``work_dir`` like a Ray run; ``out`` is
     written only once the run is complete."""
     bar = terminal_bar() if config.progress == "bar" else None
-    finish(train_resumable(config, work_dir, bar=bar), out, config)
+    finish(train_resumable(config, work_dir, bar=bar, make_probe=make_probe), out, config)
