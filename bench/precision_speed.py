@@ -55,7 +55,13 @@ MODELS = [(ROOT / "params.yaml", ROOT / "data" / "prepared", name) for name in
           ("gan_digits", "wgangp_digits", "vae_digits", "vaegan_digits", "gan_ring8", "gan_grid25")] + \
          [(SYSTEMS / "params.yaml", SYSTEMS / "data" / "prepared", name) for name in ("gan_sprites", "stylegan_sprites")]
 REFERENCED = ("gan_digits", "gan_sprites")  # the DCGAN-style GANs: beside the reference loop and in Ray
-THREADS = 2
+THREADS = 2  # --threads: the default roster's seeds train with 1 thread each (ray.threads_per_worker)
+
+
+def set_threads(threads: int) -> None:
+    global THREADS
+    THREADS = threads
+    torch.set_num_threads(threads)
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, repeat: int = 5) -> float:
@@ -89,8 +95,8 @@ def flops_per_step(step) -> int | None:
 class RayEngine:
     """The engine in a Ray actor (its own process, 2 threads), stepped in blocks on request."""
 
-    def __init__(self, params_path: str, data_root: str, name: str, sets: list[str]):
-        torch.set_num_threads(THREADS)
+    def __init__(self, params_path: str, data_root: str, name: str, sets: list[str], threads: int):
+        set_threads(threads)
         _, self.step = engine(Path(params_path), Path(data_root), name, sets)
 
     def block(self, steps: int) -> float:
@@ -107,7 +113,7 @@ def ray_stepper(params_path: Path, data_root: Path, name: str, sets: list[str]):
         # one CPU per actor's worth of scheduling: the actors take turns, never run together
         ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
-    actor = ray.remote(num_cpus=1)(RayEngine).remote(str(params_path), str(data_root), name, sets)
+    actor = ray.remote(num_cpus=1)(RayEngine).remote(str(params_path), str(data_root), name, sets, THREADS)
     return lambda steps: ray.get(actor.block.remote(steps))
 
 
@@ -155,8 +161,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--block-seconds", type=float, default=1.0)
     parser.add_argument("--compile", action="store_true", help="also measure train.compile: true")
+    parser.add_argument("--threads", type=int, default=THREADS)
+    parser.add_argument("--models", nargs="*", help="only these models (default: all)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "precision_speed.json")
     args = parser.parse_args()
-    torch.set_num_threads(THREADS)
+    set_threads(args.threads)
+    if args.models:
+        MODELS[:] = [m for m in MODELS if m[2] in args.models]
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     print(f"matmul peaks: fp32 {peaks['fp32'] / 1e9:.1f}, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s", flush=True)
     runs = variants(args.compile)
@@ -184,7 +195,9 @@ def main() -> None:
                       **({"compile_s": round(run["compile_s"], 1)} if "compile_s" in run else {})}
     ratios = {f"{name}: bf16 / fp32": round(table[f"{name}/bf16"]["best_steps_per_s"]
                                             / table[f"{name}/fp32"]["best_steps_per_s"], 3) for _, _, name in MODELS}
-    for name in REFERENCED:
+    ratios.update({f"{key}: compiled / eager": round(row["best_steps_per_s"] / table[key.split("+")[0]]["best_steps_per_s"], 3)
+                   for key, row in table.items() if key.endswith("+compile")})
+    for name in [n for n in REFERENCED if f"{n}/reference" in table]:
         reference = table[f"{name}/reference"]["best_steps_per_s"]
         for variant in ("fp32", "bf16", "fp32 ray actor", "bf16 ray actor", "reference_bf16"):
             key = f"{name}/{variant}"
@@ -193,7 +206,7 @@ def main() -> None:
               "date": time.strftime("%Y-%m-%d %H:%M"), "code_revision": code_revision(ROOT),
               "torch": torch.__version__, "threads": THREADS, "rounds": args.rounds,
               "matmul_peak_flops_per_s": {k: round(v) for k, v in peaks.items()}, "ratios": ratios, "variants": table}
-    out = ROOT / "bench" / "results" / "precision_speed.json"
+    out = args.out
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(ratios, indent=2))
 
