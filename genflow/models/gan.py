@@ -9,22 +9,26 @@ import torch.nn.functional as F
 from torch import nn
 
 from genflow.models.base import Batch, GenerativeModel, Phase, StepContext
-from genflow.models.blocks import ConvGenerator, ConvTrunk, MLPGenerator, MLPTrunk, maybe_sn
+from genflow.models.blocks import ConvGenerator, ConvTrunk, MaxoutTrunk, MLPGenerator, MLPTrunk, maybe_sn
 from genflow.models.registry import register
 
 
 class Discriminator(nn.Module):
     """Trunk -> score; PacGAN packs ``pac`` consecutive samples into one input;
-    with c_dim > 0 a projection term <embed(c), features> is added (Miyato & Koyama 2018)."""
+    with c_dim > 0 a projection term <embed(c), features> is added (Miyato & Koyama 2018);
+    ``maxout_pieces`` > 0: an MLP trunk of maxout units instead of LeakyReLU ones."""
 
     def __init__(self, *, arch: str, data_shape: tuple[int, ...], c_dim: int, width: int, depth: int,
-                 pac: int, sn: bool, mbstd: bool, resblocks: bool = False):
+                 pac: int, sn: bool, mbstd: bool, resblocks: bool = False, maxout_pieces: int = 0):
         super().__init__()
         self.pac, self.data_shape = pac, data_shape
         if arch == "conv":
             channels, resolution, _ = data_shape
             self.trunk = ConvTrunk(in_channels=channels * pac, resolution=resolution, width=width, sn=sn,
                                    mbstd=mbstd, resblocks=resblocks)
+        elif maxout_pieces:
+            self.trunk = MaxoutTrunk(in_dim=math.prod(data_shape) * pac, width=width, depth=depth,
+                                     pieces=maxout_pieces, sn=sn, mbstd=mbstd)
         else:
             self.trunk = MLPTrunk(in_dim=math.prod(data_shape) * pac, width=width, depth=depth, sn=sn, mbstd=mbstd)
         self.head = maybe_sn(nn.Linear(self.trunk.out_dim, 1), sn)
@@ -49,12 +53,13 @@ class Discriminator(nn.Module):
         return score
 
 
-def generator(s, data_shape: tuple[int, ...]) -> nn.Module:
-    """The GAN generator of spec ``s``: samples in data space (images in [-1, 1] via tanh)."""
+def generator(s, data_shape: tuple[int, ...], norm: bool = False) -> nn.Module:
+    """The GAN generator of spec ``s``: samples in data space (images in [-1, 1] via tanh);
+    ``norm``: BatchNorm in an MLP G's hidden layers (a conv G always has it)."""
     if s.arch == "conv":
         return ConvGenerator(z_dim=s.z_dim, c_dim=s.c_dim, out_shape=data_shape, width=s.width, resblocks=s.resblocks)
     return MLPGenerator(z_dim=s.z_dim, c_dim=s.c_dim, out_shape=data_shape, width=s.width, depth=s.depth,
-                        out_act="tanh" if len(data_shape) == 3 else None)
+                        out_act="tanh" if len(data_shape) == 3 else None, norm=norm)
 
 
 def d_loss(kind: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
@@ -108,9 +113,10 @@ class GAN(GenerativeModel):
     def __init__(self, spec, data_shape, num_classes):
         super().__init__(spec, data_shape, num_classes)
         s = spec
-        self.G = generator(s, data_shape)
-        self.D = Discriminator(arch=s.arch, data_shape=data_shape, c_dim=s.c_dim, width=s.width, depth=s.depth,
-                               pac=s.pac, sn=s.spectral_norm, mbstd=s.mbstd, resblocks=s.resblocks)
+        self.G = generator(s, data_shape, norm=s.g_batchnorm)
+        self.D = Discriminator(arch=s.arch, data_shape=data_shape, c_dim=s.c_dim, width=s.d_width or s.width,
+                               depth=s.d_depth or s.depth, pac=s.pac, sn=s.spectral_norm, mbstd=s.mbstd,
+                               resblocks=s.resblocks, maxout_pieces=s.maxout_pieces if s.d_act == "maxout" else 0)
         # With one D step per G step, the G step scores the D step's fake batch, as the DCGAN
         # paper and PyTorch's example do: G runs forward once per step instead of twice. The
         # batch comes from the D phase's (seed, step) noise, so runs stay independent of the
