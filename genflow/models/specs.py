@@ -149,6 +149,8 @@ class GanSpec(_Network):
     d_depth: int | None = Field(None, ge=1, le=32, description="arch mlp: D's hidden layers (null: depth)")
     g_batchnorm: bool = Field(False, description="arch mlp: BatchNorm in G's hidden layers (a conv G always "
                                                  "has it)")
+    pac_embed: bool = Field(False, description="arch mlp, PacGAN: D's first depth - 1 layers read each sample "
+                            "of a pack alone (shared weights), its last layer the pack's concatenated features")
     train: GanTrain = GanTrain()
     sweep_presets: ClassVar[Presets] = {
         "wide": {"train.lr_g": dim(loguniform=[1e-5, 1e-2]), "train.lr_d": dim(loguniform=[1e-5, 1e-2]),
@@ -170,13 +172,16 @@ class GanSpec(_Network):
         """The MLP-only keys refuse a conv model, and the maxout key a LeakyReLU D, rather than
         being silently ignored (the default passes: a saved spec is re-validated with every field)."""
         if self.arch != "mlp":
-            for key in ("d_width", "d_depth", "g_batchnorm"):
+            for key in ("d_width", "d_depth", "g_batchnorm", "pac_embed"):
                 if getattr(self, key) not in (None, False):
                     raise ValueError(f"{key}: applies to arch 'mlp' only (a conv G and D take width; a conv G "
                                      f"always has BatchNorm); got arch {self.arch!r}")
             if self.d_act != "leaky_relu":
                 raise ValueError(f"d_act: maxout is an MLP discriminator's unit; got arch {self.arch!r} "
                                  "(set arch: mlp or d_act: leaky_relu)")
+        if self.pac_embed and (self.d_depth or self.depth) < 2:
+            raise ValueError("pac_embed: needs a D of at least 2 hidden layers (d_depth, or depth): one per "
+                             "sample, one over the pack")
         if self.d_act != "maxout" and self.maxout_pieces != GanSpec.model_fields["maxout_pieces"].default:
             raise ValueError(f"maxout_pieces: applies to d_act: maxout only (got d_act {self.d_act!r})")
         return self
