@@ -106,3 +106,21 @@ def test_mixtures_preset_dvc_yaml_matches_its_params():
                 assert (PRESET / dep).resolve().exists(), dep
     assert (PRESET / ".dvc" / "config").is_file()
     assert "repro-mixtures:" in (REPO / "Makefile").read_text()
+
+
+@pytest.mark.parametrize("pac_embed", [False, True])
+def test_a_pack_is_pac_consecutive_samples(pac_embed):
+    """The diagnosis ruled out a packing bug: pack i is samples i*pac..i*pac+pac-1, whole, and
+    with pac_embed each sample passes the shared per-sample layers alone."""
+    spec = GanSpec.model_validate({**PAPER, "pac": 3, "pac_embed": pac_embed})
+    D = registry.build(spec, (2,), 0).D
+    x = torch.randn(6, 2)
+    if pac_embed:
+        packs = D.per_sample(x).reshape(2, -1)
+    else:
+        packs = torch.stack([x[0:3].flatten(), x[3:6].flatten()])
+    torch.testing.assert_close(D(x), D.head(D.trunk(packs)).squeeze(1))
+    moved = x.clone()
+    moved[4] += 1.0  # a sample of the second pack changes only the second pack's score
+    changed = D(moved) != D(x)
+    assert changed.tolist() == [False, True]
