@@ -2,6 +2,8 @@
 paper's ring as a dataset option, and the presets/mixtures DVC project that runs them."""
 from __future__ import annotations
 
+import subprocess
+
 import numpy as np
 import pytest
 import torch
@@ -124,3 +126,15 @@ def test_a_pack_is_pac_consecutive_samples(pac_embed):
     moved[4] += 1.0  # a sample of the second pack changes only the second pack's score
     changed = D(moved) != D(x)
     assert changed.tolist() == [False, True]
+
+
+def test_dvc_reads_the_mixtures_preset_as_a_project_of_its_own():
+    """DVC itself parses the preset's dvc.yaml against its params.yaml: one train and one
+    evaluate stage per model, run from the preset's folder."""
+    proc = subprocess.run([str(REPO / ".venv" / "bin" / "dvc"), "stage", "list"], cwd=PRESET,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    listed = {line.split()[0] for line in proc.stdout.splitlines() if line.strip()}
+    models = config.load(PRESET / "params.yaml").models
+    assert {f"{stage}@{name}" for stage in ("train", "evaluate") for name in models} <= listed
+    assert {"prepare@ring", "prepare@grid", "report"} <= listed
