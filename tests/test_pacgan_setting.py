@@ -57,6 +57,9 @@ def test_paper_networks_have_the_papers_shapes(pac):
     ({"maxout_pieces": 1}, "maxout_pieces"),
     ({"d_act": "relu"}, "d_act"),
     ({"d_width": 2}, "d_width"),
+    ({"pac_embed": True, "d_depth": 1}, "pac_embed"),
+    ({"arch": "conv", "dataset": "digits", "d_act": "leaky_relu", "g_batchnorm": False, "d_width": None,
+      "d_depth": None, "pac_embed": True}, "pac_embed"),
 ])
 def test_bad_paper_settings_are_refused_naming_the_key(bad, key):
     with pytest.raises(ValidationError) as err:
