@@ -2,6 +2,7 @@
 #   make repro   create .venv if missing, install the pinned packages, run `dvc repro`
 #   make test    same set-up, then the whole test suite
 #   make repro-systems   the StyleGAN / CycleGAN / super-resolution preset (presets/systems)
+#   make repro-mixtures  PacGAN's Table 1 on its 2-D ring and grid (presets/mixtures)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -14,12 +15,13 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export RAY_USAGE_STATS_ENABLED := 0
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install repro repro-systems test clean-runs help
+.PHONY: install repro repro-systems repro-mixtures test clean-runs help
 
 help:
 	@echo "make repro   set up .venv and run the whole DVC pipeline (dvc repro)"
 	@echo "make test    set up .venv and run the test suite"
 	@echo "make repro-systems   the StyleGAN / CycleGAN / super-resolution preset (presets/systems/README.md)"
+	@echo "make repro-mixtures  PacGAN's Table 1: GAN, PacGAN2-4 on ring and grid, 5 seeds (presets/mixtures/README.md)"
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +37,10 @@ repro: $(STAMP)
 # its own DVC project (dvc init --subdir): run from its folder, it reads presets/systems/params.yaml
 repro-systems: $(STAMP)
 	cd presets/systems && ../../infra/local/with-ray.sh $(abspath $(BIN))/dvc repro
+
+# the same layout; it trains in-process (ray.num_workers 0), so no Ray cluster is started
+repro-mixtures: $(STAMP)
+	cd presets/mixtures && $(abspath $(BIN))/dvc repro
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

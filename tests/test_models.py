@@ -31,6 +31,8 @@ VARIANTS: dict[str, list[tuple[str, dict]]] = {
         ("mlp-ring8-r1", {**RING, "r1_gamma": 1.0}),
         ("mlp-ring8-pac2", {**RING, "pac": 2}),
         ("mlp-ring8-mbstd", {**RING, "mbstd": True}),
+        ("mlp-ring8-pac4-maxout-bn",  # PacGAN's Table 1 networks, narrow
+         {**RING, "pac": 4, "d_act": "maxout", "maxout_pieces": 3, "d_width": 12, "d_depth": 3, "g_batchnorm": True}),
         ("mlp-ring8-ncritic2", {**RING, "loss": "wgan-gp", "train": {"n_critic": 2}}),
         ("conv-digits-cond-sn-r1-pac2-mbstd-hinge",
          {**DIGITS, "c_dim": 10, "spectral_norm": True, "r1_gamma": 0.5, "pac": 2, "mbstd": True, "loss": "hinge"}),

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from genflow.data.raw import RawData
+from genflow.data.specs import RING8_RADIUS
 from genflow.errors import ConfigError
 
-RING8_RADIUS = 2.0
 GRID25_VALUES = (-4.0, -2.0, 0.0, 2.0, 4.0)
 
 
@@ -20,18 +20,19 @@ def digits() -> RawData:
     return RawData(kind="image", x=pixels[..., None], labels=bunch.target.astype(np.int64), num_classes=10)
 
 
-def mixture_centers(source: str) -> np.ndarray:
+def mixture_centers(source: str, radius: float = RING8_RADIUS) -> np.ndarray:
+    """The means; ``radius``: ring8's circle (PacGAN's and VEEGAN's ring: 1)."""
     if source == "ring8":
         angles = 2 * np.pi * np.arange(8) / 8
-        return np.stack([np.cos(angles), np.sin(angles)], axis=1) * RING8_RADIUS
+        return np.stack([np.cos(angles), np.sin(angles)], axis=1) * radius
     if source == "grid25":
         return np.array([(a, b) for a in GRID25_VALUES for b in GRID25_VALUES])
     raise ConfigError(f"unknown mixture {source!r}; allowed: ring8, grid25")
 
 
-def mixture(source: str, n_samples: int, std: float, seed: int) -> RawData:
+def mixture(source: str, n_samples: int, std: float, seed: int, radius: float = RING8_RADIUS) -> RawData:
     """Equal-weight isotropic Gaussian mixture (PacGAN's 2D-ring / 2D-grid)."""
-    centers = mixture_centers(source)
+    centers = mixture_centers(source, radius)
     rng = np.random.default_rng(seed)
     components = rng.integers(len(centers), size=n_samples)
     points = centers[components] + rng.normal(scale=std, size=(n_samples, 2))

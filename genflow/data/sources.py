@@ -15,7 +15,7 @@ def load_source(spec, log=print, decode_many=None) -> RawData:
     if source == "digits":
         return digits()
     if source in ("ring8", "grid25"):
-        return mixture(source, spec.n_samples, spec.std, spec.seed)
+        return mixture(source, spec.n_samples, spec.std, spec.seed, spec.radius)
     if source == "stacked_digits":
         from genflow.data.stacked_digits import stacked_digits
 

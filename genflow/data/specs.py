@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, Mapping, Union
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MIXTURES = ("ring8", "grid25")
+RING8_RADIUS = 2.0  # genflow's default ring (torch-free here; genflow.data.embedded builds it)
 
 # Every seed of params (data splits, model runs, the feature network, the evaluation draw, a
 # sweep): numpy's legacy np.random.seed takes < 2**32 and negative seeds nowhere, and torch
@@ -41,12 +42,22 @@ class DigitsData(_Split):
 
 
 class MixtureData(_Split):
-    """PacGAN's 2-D Gaussian mixtures: ring of 8 (radius 2) or 5x5 grid at {-4..4}^2."""
+    """PacGAN's 2-D Gaussian mixtures: ring of 8 (radius 2) or 5x5 grid at {-4..4}^2. The paper's
+    own (Lin et al. 2018, after VEEGAN): ring radius 1, std 0.01; grid std 0.05."""
 
     source: Literal["ring8", "grid25"]
     n_samples: int = Field(25_000, ge=100, le=10_000_000)
     std: float = Field(0.05, gt=0.0, le=1.0)
+    radius: float = Field(RING8_RADIUS, gt=0.0, le=100.0, description="ring8 only: the circle's radius "
+                          "(PacGAN's ring: 1)")
     test_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+
+    @model_validator(mode="after")
+    def _radius_is_the_rings(self) -> "MixtureData":
+        if self.source != "ring8" and self.radius != RING8_RADIUS:
+            raise ValueError(f"radius: applies to ring8 only; {self.source}'s means are fixed at "
+                             "{-4,-2,0,2,4}^2 (remove it)")
+        return self
 
 
 class StackedDigitsData(_Split):

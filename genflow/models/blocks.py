@@ -62,22 +62,27 @@ class MinibatchStd(nn.Module):
         return torch.cat([h, std.expand(n, 1, *h.shape[2:])], dim=1)
 
 
-def mlp(in_dim: int, width: int, depth: int, out_dim: int, act: nn.Module, sn: bool = False) -> nn.Sequential:
+def mlp(in_dim: int, width: int, depth: int, out_dim: int, act: nn.Module, sn: bool = False,
+        norm: bool = False) -> nn.Sequential:
+    """``depth`` hidden layers of ``width`` (+ BatchNorm before the activation with ``norm``:
+    then the hidden layers have no bias, which BatchNorm's shift replaces), then a linear head."""
     layers: list[nn.Module] = []
     for i in range(depth):
-        layers += [maybe_sn(nn.Linear(in_dim if i == 0 else width, width), sn), act]
+        layers.append(maybe_sn(nn.Linear(in_dim if i == 0 else width, width, bias=not norm), sn))
+        layers += [nn.BatchNorm1d(width), act] if norm else [act]
     return nn.Sequential(*layers, maybe_sn(nn.Linear(width if depth else in_dim, out_dim), sn))
 
 
 class MLPGenerator(nn.Module):
-    """z (+ one-hot c) -> MLP -> points, or images in [-1, 1] with ``out_act='tanh'``."""
+    """z (+ one-hot c) -> MLP -> points, or images in [-1, 1] with ``out_act='tanh'``;
+    ``norm``: BatchNorm in every hidden layer (PacGAN's and VEEGAN's 2-D generator)."""
 
     def __init__(self, *, z_dim: int, c_dim: int, out_shape: tuple[int, ...], width: int, depth: int,
-                 out_act: str | None = None):
+                 out_act: str | None = None, norm: bool = False):
         super().__init__()
         self.out_shape = out_shape
         self.embed = LabelEmbedding(c_dim)
-        self.net = mlp(z_dim + c_dim, width, depth, math.prod(out_shape), nn.ReLU())
+        self.net = mlp(z_dim + c_dim, width, depth, math.prod(out_shape), nn.ReLU(), norm=norm)
         self.out_act = nn.Tanh() if out_act == "tanh" else nn.Identity()
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
@@ -165,6 +170,34 @@ class MLPTrunk(nn.Module):
         super().__init__()
         hidden = mlp(in_dim, width, depth - 1, width, nn.LeakyReLU(0.2), sn)
         self.net = nn.Sequential(*hidden, nn.LeakyReLU(0.2))
+        self.mbstd = MinibatchStd() if mbstd else None
+        self.out_dim = width + (1 if mbstd else 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.net(x.flatten(1))
+        return self.mbstd(h) if self.mbstd is not None else h
+
+
+class Maxout(nn.Module):
+    """Linear to ``out_dim * pieces`` units, then the max over each group of ``pieces``
+    (Goodfellow et al. 2013): a learned convex piecewise-linear activation per unit."""
+
+    def __init__(self, in_dim: int, out_dim: int, pieces: int, sn: bool = False):
+        super().__init__()
+        self.out_dim, self.pieces = out_dim, pieces
+        self.linear = maybe_sn(nn.Linear(in_dim, out_dim * pieces), sn)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x).reshape(x.shape[0], self.out_dim, self.pieces).amax(dim=2)
+
+
+class MaxoutTrunk(nn.Module):
+    """Flattened input -> ``depth`` maxout layers of ``width`` units (PacGAN's 2-D critic:
+    3 x 200 units x 5 pieces, no normalisation), optional minibatch std."""
+
+    def __init__(self, *, in_dim: int, width: int, depth: int, pieces: int, sn: bool = False, mbstd: bool = False):
+        super().__init__()
+        self.net = nn.Sequential(*[Maxout(in_dim if i == 0 else width, width, pieces, sn) for i in range(depth)])
         self.mbstd = MinibatchStd() if mbstd else None
         self.out_dim = width + (1 if mbstd else 0)
 

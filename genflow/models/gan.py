@@ -9,31 +9,54 @@ import torch.nn.functional as F
 from torch import nn
 
 from genflow.models.base import Batch, GenerativeModel, Phase, StepContext
-from genflow.models.blocks import ConvGenerator, ConvTrunk, MLPGenerator, MLPTrunk, maybe_sn
+from genflow.models.blocks import ConvGenerator, ConvTrunk, MaxoutTrunk, MLPGenerator, MLPTrunk, maybe_sn
 from genflow.models.registry import register
+
+
+def mlp_trunk(*, in_dim: int, width: int, depth: int, sn: bool, mbstd: bool, maxout_pieces: int) -> nn.Module:
+    """An MLP D's hidden layers: LeakyReLU units, or maxout units with ``maxout_pieces`` > 0."""
+    if maxout_pieces:
+        return MaxoutTrunk(in_dim=in_dim, width=width, depth=depth, pieces=maxout_pieces, sn=sn, mbstd=mbstd)
+    return MLPTrunk(in_dim=in_dim, width=width, depth=depth, sn=sn, mbstd=mbstd)
 
 
 class Discriminator(nn.Module):
     """Trunk -> score; PacGAN packs ``pac`` consecutive samples into one input;
-    with c_dim > 0 a projection term <embed(c), features> is added (Miyato & Koyama 2018)."""
+    with c_dim > 0 a projection term <embed(c), features> is added (Miyato & Koyama 2018);
+    ``maxout_pieces`` > 0: an MLP trunk of maxout units instead of LeakyReLU ones.
+
+    ``pac_embed`` (MLP only): the first depth - 1 layers read each sample of a pack alone, with
+    shared weights, and the last layer reads the pack's concatenated features. A plain packed MLP
+    must first learn to keep the pack's samples apart (each first-layer unit mixes all of them),
+    which on grid25 it had not done after thousands of steps (docs/results/mixtures.md)."""
 
     def __init__(self, *, arch: str, data_shape: tuple[int, ...], c_dim: int, width: int, depth: int,
-                 pac: int, sn: bool, mbstd: bool, resblocks: bool = False):
+                 pac: int, sn: bool, mbstd: bool, resblocks: bool = False, maxout_pieces: int = 0,
+                 pac_embed: bool = False):
         super().__init__()
         self.pac, self.data_shape = pac, data_shape
+        self.per_sample = None
         if arch == "conv":
             channels, resolution, _ = data_shape
             self.trunk = ConvTrunk(in_channels=channels * pac, resolution=resolution, width=width, sn=sn,
                                    mbstd=mbstd, resblocks=resblocks)
+        elif pac_embed:
+            self.per_sample = mlp_trunk(in_dim=math.prod(data_shape), width=width, depth=depth - 1, sn=sn,
+                                        mbstd=False, maxout_pieces=maxout_pieces)
+            self.trunk = mlp_trunk(in_dim=width * pac, width=width, depth=1, sn=sn, mbstd=mbstd,
+                                   maxout_pieces=maxout_pieces)
         else:
-            self.trunk = MLPTrunk(in_dim=math.prod(data_shape) * pac, width=width, depth=depth, sn=sn, mbstd=mbstd)
+            self.trunk = mlp_trunk(in_dim=math.prod(data_shape) * pac, width=width, depth=depth, sn=sn,
+                                   mbstd=mbstd, maxout_pieces=maxout_pieces)
         self.head = maybe_sn(nn.Linear(self.trunk.out_dim, 1), sn)
         self.proj = maybe_sn(nn.Embedding(c_dim, self.trunk.out_dim), sn) if c_dim else None
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Trunk features of (packed) inputs: the learned similarity space of VAE-GAN."""
         n = x.shape[0] // self.pac
-        if len(self.data_shape) == 3:
+        if self.per_sample is not None:
+            x = self.per_sample(x.flatten(1))
+        if len(self.data_shape) == 3 and self.per_sample is None:
             x = x.reshape(n, self.pac * self.data_shape[0], *self.data_shape[1:])
         else:
             x = x.reshape(n, -1)
@@ -49,12 +72,13 @@ class Discriminator(nn.Module):
         return score
 
 
-def generator(s, data_shape: tuple[int, ...]) -> nn.Module:
-    """The GAN generator of spec ``s``: samples in data space (images in [-1, 1] via tanh)."""
+def generator(s, data_shape: tuple[int, ...], norm: bool = False) -> nn.Module:
+    """The GAN generator of spec ``s``: samples in data space (images in [-1, 1] via tanh);
+    ``norm``: BatchNorm in an MLP G's hidden layers (a conv G always has it)."""
     if s.arch == "conv":
         return ConvGenerator(z_dim=s.z_dim, c_dim=s.c_dim, out_shape=data_shape, width=s.width, resblocks=s.resblocks)
     return MLPGenerator(z_dim=s.z_dim, c_dim=s.c_dim, out_shape=data_shape, width=s.width, depth=s.depth,
-                        out_act="tanh" if len(data_shape) == 3 else None)
+                        out_act="tanh" if len(data_shape) == 3 else None, norm=norm)
 
 
 def d_loss(kind: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
@@ -108,9 +132,11 @@ class GAN(GenerativeModel):
     def __init__(self, spec, data_shape, num_classes):
         super().__init__(spec, data_shape, num_classes)
         s = spec
-        self.G = generator(s, data_shape)
-        self.D = Discriminator(arch=s.arch, data_shape=data_shape, c_dim=s.c_dim, width=s.width, depth=s.depth,
-                               pac=s.pac, sn=s.spectral_norm, mbstd=s.mbstd, resblocks=s.resblocks)
+        self.G = generator(s, data_shape, norm=s.g_batchnorm)
+        self.D = Discriminator(arch=s.arch, data_shape=data_shape, c_dim=s.c_dim, width=s.d_width or s.width,
+                               depth=s.d_depth or s.depth, pac=s.pac, sn=s.spectral_norm, mbstd=s.mbstd,
+                               resblocks=s.resblocks, maxout_pieces=s.maxout_pieces if s.d_act == "maxout" else 0,
+                               pac_embed=s.pac_embed)
         # With one D step per G step, the G step scores the D step's fake batch, as the DCGAN
         # paper and PyTorch's example do: G runs forward once per step instead of twice. The
         # batch comes from the D phase's (seed, step) noise, so runs stay independent of the

@@ -160,6 +160,17 @@ class GanSpec(_Network):
     spectral_norm: bool = False
     pac: int = Field(1, ge=1, le=16, description="PacGAN packing: D sees pac samples at once")
     mbstd: bool = Field(False, description="minibatch standard deviation feature in D")
+    # PacGAN's 2-D setting (Lin et al. 2018, Table 1) has a G of 4 x 400 ReLU + BatchNorm and a D of
+    # 3 x 200 maxout units: G and D differ in width, depth and activation (arch mlp only)
+    d_act: Literal["leaky_relu", "maxout"] = Field("leaky_relu", description="arch mlp: D's hidden units, "
+                                                   "LeakyReLU(0.2) or maxout over maxout_pieces linear pieces")
+    maxout_pieces: int = Field(5, ge=2, le=16, description="linear pieces per maxout unit (d_act: maxout)")
+    d_width: int | None = Field(None, ge=4, le=4096, description="arch mlp: D's hidden width (null: width)")
+    d_depth: int | None = Field(None, ge=1, le=32, description="arch mlp: D's hidden layers (null: depth)")
+    g_batchnorm: bool = Field(False, description="arch mlp: BatchNorm in G's hidden layers (a conv G always "
+                                                 "has it)")
+    pac_embed: bool = Field(False, description="arch mlp, PacGAN: D's first depth - 1 layers read each sample "
+                            "of a pack alone (shared weights), its last layer the pack's concatenated features")
     train: GanTrain = GanTrain()
     sweep_presets: ClassVar[Presets] = {
         "wide": {"train.lr_g": dim(loguniform=[1e-5, 1e-2]), "train.lr_d": dim(loguniform=[1e-5, 1e-2]),
@@ -175,6 +186,25 @@ class GanSpec(_Network):
         critic steps without a penalty."""
         uses = {"gp_lambda": self.loss == "wgan-gp", "train.n_critic": self.loss == "wgan-gp" or self.r1_gamma > 0}
         return {key: value for key, value in super().sweep_preset(name).items() if uses.get(key, True)}
+
+    @model_validator(mode="after")
+    def _mlp_only_keys(self):
+        """The MLP-only keys refuse a conv model, and the maxout key a LeakyReLU D, rather than
+        being silently ignored (the default passes: a saved spec is re-validated with every field)."""
+        if self.arch != "mlp":
+            for key in ("d_width", "d_depth", "g_batchnorm", "pac_embed"):
+                if getattr(self, key) not in (None, False):
+                    raise ValueError(f"{key}: applies to arch 'mlp' only (a conv G and D take width; a conv G "
+                                     f"always has BatchNorm); got arch {self.arch!r}")
+            if self.d_act != "leaky_relu":
+                raise ValueError(f"d_act: maxout is an MLP discriminator's unit; got arch {self.arch!r} "
+                                 "(set arch: mlp or d_act: leaky_relu)")
+        if self.pac_embed and (self.d_depth or self.depth) < 2:
+            raise ValueError("pac_embed: needs a D of at least 2 hidden layers (d_depth, or depth): one per "
+                             "sample, one over the pack")
+        if self.d_act != "maxout" and self.maxout_pieces != GanSpec.model_fields["maxout_pieces"].default:
+            raise ValueError(f"maxout_pieces: applies to d_act: maxout only (got d_act {self.d_act!r})")
+        return self
 
     @model_validator(mode="after")
     def _holdout_scores_single_images(self):
