@@ -8,7 +8,10 @@ fp32's exponent range, so no loss scaler is needed. What would lose accuracy sta
   so the code of a phase that turns scores into a loss (softplus, means, squared errors,
   R1's gradient norm, KL terms) runs on fp32 tensors. CPU autocast's own fp32 list covers
   the named loss functions but not ``softplus`` or plain reductions, which would otherwise
-  run in bf16 on bf16 scores (3 significant digits).
+  run in bf16 on bf16 scores (3 significant digits). Not covered: features a model reads
+  through a method rather than a network call (``D.features`` in VAE-GAN's feature error and
+  SRGAN's perceptual loss) stay bf16, so that squared error is taken in bf16; VAE-GAN's
+  metrics in bf16 were within fp32's CI (docs/benchmarks.md), SRGAN's were not measured.
 * **normalisation statistics**: BatchNorm's running mean and variance are fp32 buffers, and
   its batch statistics are accumulated in fp32 by the CPU and CUDA kernels for bf16 inputs.
 * **the metrics**: evaluation, the probes and the exports run outside autocast, in fp32.
