@@ -167,3 +167,31 @@ def render_in_chromium(html: str, tmp_path: Path) -> tuple[dict[str, int], str]:
     found = re.search(r'data-probe="images=(\d+) broken=(\d+) tables=(\d+) rows=(\d+)"', proc.stdout)
     assert found, proc.stdout[:2000]
     return dict(zip(("images", "broken", "tables", "rows"), map(int, found.groups()))), proc.stdout
+
+
+class Interrupted(Exception):
+    """Raised by a test to stop a run at a chosen step, as a kill would."""
+
+
+def interrupted_after_step_15(params, prepared_dir: Path, out: Path, monkeypatch) -> Path:
+    """Train gan_ring8 in-process and stop it right after its step-15 checkpoint (checkpoints
+    every 5 steps); return its work directory, holding step 15 and step 10."""
+    from genflow import launch
+    from genflow.train import worker as training
+    from genflow.train.checkpoint_store import CheckpointStore
+    from genflow.train.worker_config import run_name, worker_config
+
+    original = training.DirectoryReporter.on_checkpoint
+
+    def dies_after_step_15(self, step, state, log, final):
+        original(self, step, state, log, final)
+        if step == 15:
+            raise Interrupted(step)
+
+    monkeypatch.setattr(training.DirectoryReporter, "on_checkpoint", dies_after_step_15)
+    with pytest.raises(Interrupted):
+        launch.train("gan_ring8", params, prepared_dir, out)
+    monkeypatch.setattr(training.DirectoryReporter, "on_checkpoint", original)
+    work = Path(params.ray.storage_path) / run_name(worker_config("gan_ring8", params, prepared_dir))
+    assert [p.name for p in CheckpointStore(work).checkpoints()] == ["step_000000015", "step_000000010"]
+    return work

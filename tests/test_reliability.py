@@ -29,11 +29,7 @@ from genflow.train.checkpoint_store import CheckpointStore
 from genflow.train.engine import Engine, PrintReporter
 from genflow.train.worker_config import worker_config, run_name
 
-from conftest import PYTHON, REPO, tiny_params_dict
-
-
-class Interrupted(Exception):
-    pass
+from conftest import PYTHON, REPO, interrupted_after_step_15, tiny_params_dict
 
 
 def _same_weights(a: dict, b: dict) -> None:
@@ -83,18 +79,7 @@ def test_divergence_stops_the_stage_and_keeps_the_last_good_checkpoint(prepared_
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous(prepared_dir, trained_dir, tmp_path, monkeypatch,
                                                               capfd, damage):
     params = _params(tmp_path, checkpoint_every=5)
-    original = training.DirectoryReporter.on_checkpoint
-
-    def dies_after_step_15(self, step, state, log, final):
-        original(self, step, state, log, final)
-        if step == 15:
-            raise Interrupted(step)
-
-    monkeypatch.setattr(training.DirectoryReporter, "on_checkpoint", dies_after_step_15)
-    with pytest.raises(Interrupted):
-        launch.train("gan_ring8", params, prepared_dir, tmp_path / "model")
-    work = tmp_path / "work" / run_name(worker_config("gan_ring8", params, prepared_dir))
-    assert [p.name for p in CheckpointStore(work).checkpoints()] == ["step_000000015", "step_000000010"]
+    work = interrupted_after_step_15(params, prepared_dir, tmp_path / "model", monkeypatch)
     newest = work / "step_000000015"
     if damage == "truncate":
         blob = (newest / "state.pt").read_bytes()
@@ -106,7 +91,6 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous(prepared_dir, trai
     else:
         (newest / "meta.json").unlink()
 
-    monkeypatch.setattr(training.DirectoryReporter, "on_checkpoint", original)
     capfd.readouterr()
     launch.train("gan_ring8", params, prepared_dir, tmp_path / "model")
     captured = capfd.readouterr()

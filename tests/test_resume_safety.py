@@ -29,11 +29,7 @@ from genflow.train.checkpoint_store import CheckpointStore
 from genflow.train.engine import PrintReporter
 from genflow.train.worker_config import run_name, worker_config
 
-from conftest import REPO, tiny_params_dict
-
-
-class Interrupted(Exception):
-    pass
+from conftest import REPO, interrupted_after_step_15, tiny_params_dict
 
 
 class TouchesAFile:
@@ -141,28 +137,11 @@ def _same_weights(a: dict, b: dict) -> None:
 
 # -- the in-process path (train stage, Ray tasks, sweep trials that train in their process) --------
 
-def _interrupted_after_step_15(params, prepared_dir: Path, out: Path, monkeypatch) -> Path:
-    original = training.DirectoryReporter.on_checkpoint
-
-    def dies_after_step_15(self, step, state, log, final):
-        original(self, step, state, log, final)
-        if step == 15:
-            raise Interrupted(step)
-
-    monkeypatch.setattr(training.DirectoryReporter, "on_checkpoint", dies_after_step_15)
-    with pytest.raises(Interrupted):
-        launch.train("gan_ring8", params, prepared_dir, out)
-    monkeypatch.setattr(training.DirectoryReporter, "on_checkpoint", original)
-    work = Path(params.ray.storage_path) / run_name(worker_config("gan_ring8", params, prepared_dir))
-    assert [p.name for p in CheckpointStore(work).checkpoints()] == ["step_000000015", "step_000000010"]
-    return work
-
-
 @KINDS
 def test_a_forged_newest_checkpoint_falls_back_to_the_previous(prepared_dir, trained_dir, tmp_path, monkeypatch,
                                                                capfd, forge):
     params = _params(tmp_path)
-    work = _interrupted_after_step_15(params, prepared_dir, tmp_path / "model", monkeypatch)
+    work = interrupted_after_step_15(params, prepared_dir, tmp_path / "model", monkeypatch)
     newest, marker = work / "step_000000015", tmp_path / "pwned"
     forge(newest, marker)
     capfd.readouterr()
@@ -182,7 +161,7 @@ def test_a_forged_newest_checkpoint_falls_back_to_the_previous(prepared_dir, tra
 def test_with_no_usable_checkpoint_left_training_restarts_from_step_0(prepared_dir, trained_dir, tmp_path,
                                                                      monkeypatch, capfd):
     params = _params(tmp_path)
-    work = _interrupted_after_step_15(params, prepared_dir, tmp_path / "model", monkeypatch)
+    work = interrupted_after_step_15(params, prepared_dir, tmp_path / "model", monkeypatch)
     marker = tmp_path / "pwned"
     pickled_callable(work / "step_000000015", marker)
     wrong_shapes(work / "step_000000010", marker)
