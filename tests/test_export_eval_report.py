@@ -16,6 +16,7 @@ from genflow.train import checkpoint
 from genflow import launch
 from genflow.data.shards import manifest_hash
 from genflow.errors import DataError
+from genflow.evaluate.gallery import gallery_dir
 from genflow.evaluate.pictures import interpolation_png
 from genflow.evaluate.protocol import evaluate_model
 from genflow.export.write import CARD_FILE, TORCHSCRIPT_FILE, WEIGHTS_FILE, export_model, fixed_inputs
@@ -101,6 +102,10 @@ def test_evaluate_writes_metrics_and_picture(name, evaluated, trained_dir, prepa
     with Image.open(interpolation_png(png)) as strip:  # images: 4 paths (rows) of 8; points: a plot
         strip.load()
         assert strip.format == "PNG" and strip.width > (strip.height if spec.dataset == "digits" else 32)
+    expected = {"real_vs_generated.png"}  # 2-D points: a scatter beside the real one, nothing to match
+    if spec.dataset == "digits":
+        expected |= {"nearest.png"} | ({"reconstructions.png"} if spec.model == "vae" else set())
+    assert {p.name for p in gallery_dir(png).iterdir()} == expected
 
 
 def test_evaluate_is_deterministic(evaluated, trained_dir, prepared_dir, features_dir, tmp_path):
@@ -197,6 +202,11 @@ def test_report_lists_every_model(evaluated, features_dir):
         row = next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
         assert f"[png](../samples/{name}.png) | [png](../samples/{name}.interpolation.png) |" in row
         assert (out / ".." / "samples" / f"{name}.png").exists()
+        assert f"[real vs generated](../samples/{name}.gallery/real_vs_generated.png)" in row
+    assert "[recon.](../samples/vae_digits.gallery/reconstructions.png)" in text
+    html = (out / "comparison.html").read_text()
+    for heading in ("Real beside generated", "Nearest training rows", "Reconstructions"):
+        assert f"<h3>{heading}" in html
     for label in ("FID", "modes", "high quality", "reverse KL", "ELBO"):
         assert label in text
     accuracy = json.loads((features_dir / "digits" / "featurenet.json").read_text())["test_accuracy"]

@@ -132,6 +132,7 @@ def test_repro_builds_everything(pipeline):
         assert {"fid", "fid_floor", "protocol", "per_seed"} <= set(metrics)
         assert (repo / "samples" / f"{model}.png").stat().st_size > 0
         assert (repo / "samples" / f"{model}.interpolation.png").stat().st_size > 0
+        assert (repo / "samples" / f"{model}.gallery" / "real_vs_generated.png").stat().st_size > 0
         assert (repo / "export" / model / "generator.torchscript.pt").exists()
         assert (repo / "export" / model / "generator.onnx").exists()
         card = json.loads((repo / "export" / model / "model_card.json").read_text())
@@ -306,7 +307,8 @@ def test_plots_show_renders_training_curves(pipeline):
         content = plots["data"][f"training/{model}"][0]["content"]
         assert _y_fields(content) == set(FAMILY_LOSSES[family])
         assert len({v["step"] for v in content["data"]["values"]}) >= 2  # log_every 5 of 10 steps: a curve
-        assert {f"samples/{model}.png", f"samples/{model}.interpolation.png"} <= set(plots["data"])
+        assert {f"samples/{model}.png", f"samples/{model}.interpolation.png",
+                f"samples/{model}.gallery/real_vs_generated.png"} <= set(plots["data"])
 
 
 def test_dvc_yaml_per_model_blocks_are_generated_from_params():

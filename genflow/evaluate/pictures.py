@@ -22,10 +22,9 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return pixels.permute(0, 2, 3, 1).numpy()
 
 
-def save_image_grid(images: torch.Tensor, path: str | Path, scale: int | None = None, pad: int = 1,
-                    cols: int | None = None) -> None:
-    """A grid of images (square-ish unless ``cols`` is given), upscaled (nearest) so tiny
-    images stay visible."""
+def grid_array(images: torch.Tensor, cols: int | None = None, scale: int | None = None, pad: int = 1) -> np.ndarray:
+    """A grid of images (square-ish unless ``cols`` is given) as one (H, W, C) uint8 array on
+    white, upscaled (nearest) so tiny images stay visible."""
     pixels = to_uint8(torch.as_tensor(images))
     n, h, w, c = pixels.shape
     cols = cols or math.ceil(math.sqrt(n))
@@ -36,9 +35,13 @@ def save_image_grid(images: torch.Tensor, path: str | Path, scale: int | None = 
         r, col = divmod(i, cols)
         y, x = pad + r * (h + pad), pad + col * (w + pad)
         canvas[y:y + h, x:x + w] = pixels[i]
-    image = Image.fromarray(canvas[..., 0] if c == 1 else canvas)
-    image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
-    image.save(path, format="PNG")
+    return canvas.repeat(scale, axis=0).repeat(scale, axis=1)
+
+
+def save_image_grid(images: torch.Tensor, path: str | Path, scale: int | None = None, pad: int = 1,
+                    cols: int | None = None) -> None:
+    canvas = grid_array(images, cols, scale, pad)
+    Image.fromarray(canvas[..., 0] if canvas.shape[-1] == 1 else canvas).save(path, format="PNG")
 
 
 def pyplot():
@@ -51,7 +54,7 @@ def pyplot():
     return plt
 
 
-def _plane(ax, centers: np.ndarray | None, data: np.ndarray, title: str) -> None:
+def plane(ax, centers: np.ndarray | None, data: np.ndarray, title: str) -> None:
     """Square axes around the true means (or the data), the means as red crosses."""
     if centers is not None:
         ax.scatter(centers[:, 0], centers[:, 1], s=30, marker="x", c="red", label="true means", zorder=3)
@@ -63,7 +66,7 @@ def _plane(ax, centers: np.ndarray | None, data: np.ndarray, title: str) -> None
     ax.legend(loc="upper right", fontsize=7)
 
 
-def _save_figure(fig, path: str | Path) -> None:
+def save_figure(fig, path: str | Path) -> None:
     fig.tight_layout()
     fig.savefig(path, format="png", metadata={"Software": None})  # no version stamp: same bytes on rerun
     pyplot().close(fig)
@@ -72,8 +75,8 @@ def _save_figure(fig, path: str | Path) -> None:
 def save_points(samples: np.ndarray, centers: np.ndarray | None, path: str | Path, title: str = "") -> None:
     fig, ax = pyplot().subplots(figsize=(4, 4), dpi=100)
     ax.scatter(samples[:, 0], samples[:, 1], s=2, alpha=0.4, label="generated")
-    _plane(ax, centers, samples, title)
-    _save_figure(fig, path)
+    plane(ax, centers, samples, title)
+    save_figure(fig, path)
 
 
 def save_paths(paths: np.ndarray, centers: np.ndarray | None, path: str | Path, title: str = "") -> None:
@@ -84,8 +87,8 @@ def save_paths(paths: np.ndarray, centers: np.ndarray | None, path: str | Path, 
         line, = ax.plot(points[:, 0], points[:, 1], ".-", linewidth=1, markersize=4,
                         label="decoded paths" if index == 0 else None)
         ax.plot(*points[0], "o", *points[-1], "s", color=line.get_color(), markersize=6)
-    _plane(ax, centers, paths.reshape(-1, 2), title)
-    _save_figure(fig, path)
+    plane(ax, centers, paths.reshape(-1, 2), title)
+    save_figure(fig, path)
 
 
 def save_strip(samples: torch.Tensor, steps: list[int], centers: np.ndarray | None, path: str | Path,
@@ -102,10 +105,10 @@ def save_strip(samples: torch.Tensor, steps: list[int], centers: np.ndarray | No
     fig, axes = pyplot().subplots(1, len(steps), figsize=(2.2 * len(steps), 2.4), dpi=100, squeeze=False)
     for ax, points, step in zip(axes[0], samples.numpy(), steps):
         ax.scatter(points[:, 0], points[:, 1], s=1, alpha=0.4, label="generated")
-        _plane(ax, centers, points, f"step {step}")
+        plane(ax, centers, points, f"step {step}")
         if ax.get_legend() is not None:
             ax.get_legend().remove()
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(title, fontsize=9)
-    _save_figure(fig, path)
+    save_figure(fig, path)

@@ -27,6 +27,7 @@ from genflow.metrics.manifolds import prdc_many
 from genflow.evaluate.model_metrics import (PATH_W_PAIRS, ROC_POINTS, anomaly_detection, chunk_labels, class_accuracy,
                                    class_fid, generate, likelihood_metrics, path_length, path_length_w,
                                    slerp_paths)
+from genflow.evaluate.gallery import sample_layout, write_gallery
 from genflow.evaluate.pictures import interpolation_png, save_image_grid, save_paths, save_points
 from genflow.train.worker import load_trained, trained_seeds
 
@@ -194,7 +195,8 @@ def protocol(ref: Reference, per_seed: dict, states: dict, meta: dict) -> dict[s
 def evaluate_model(model_dir: str | Path, data_dir: str | Path, featurenet_dir: str | Path, spec,
                    out_json: str | Path, out_png: str | Path, log=print, draw=None) -> dict[str, Any]:
     """Metrics of every trained seed, their mean (and std), the floors, and the protocol; the first
-    seed's samples in ``out_png`` and its latent interpolation beside it (interpolation_png).
+    seed's samples in ``out_png`` (a conditional model: one class per column), its latent
+    interpolation beside it (interpolation_png) and its gallery (genflow.evaluate.gallery).
     ``draw(model, features)`` replaces the in-process sample draw (genflow.launch: Ray tasks)."""
     ref = Reference.load(Path(data_dir), Path(featurenet_dir), spec)
     per_seed, states, roc, selected = {}, {}, {}, {}
@@ -218,7 +220,9 @@ def evaluate_model(model_dir: str | Path, data_dir: str | Path, featurenet_dir: 
         if index == 0 and model.task != "generate":
             task_evaluator(model).picture(model, ref, out_png)
         elif index == 0:
-            picture(fake[: spec.grid_size ** 2] if model.is_image else fake, ref.manifest, out_png, meta["name"])
+            shown, cols = sample_layout(len(fake), spec.grid_size, model.spec.c_dim)
+            picture(fake[shown] if model.is_image else fake, ref.manifest, out_png, meta["name"], cols)
+            write_gallery(model, ref, fake, out_png, meta["name"], spec.grid_size)
             interpolation_picture(model, ref.manifest, spec.seed, interpolation_png(out_png), meta["name"])
     metrics: dict[str, Any] = aggregate(per_seed)
     if model.task == "generate":
@@ -272,10 +276,11 @@ def metrics_table(metrics: dict[str, Any]) -> str:
                      for row in rows)
 
 
-def picture(samples: torch.Tensor, manifest: dict[str, Any], out_png: str | Path, title: str) -> None:
+def picture(samples: torch.Tensor, manifest: dict[str, Any], out_png: str | Path, title: str,
+            cols: int | None = None) -> None:
     with atomic_path(out_png) as tmp:
         if manifest["kind"] == "image":
-            save_image_grid(samples, tmp)
+            save_image_grid(samples, tmp, cols=cols)
         else:
             centers = np.asarray(manifest["mixture"]["centers"])
             save_points(samples.numpy(), centers, tmp, title=title)

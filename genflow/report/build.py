@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from genflow.errors import DataError
+from genflow.evaluate.gallery import gallery_dir
 from genflow.evaluate.pictures import interpolation_png, save_strip
 from genflow.io import atomic_path, write_text
 from genflow.metrics import catalog
@@ -265,19 +266,28 @@ def _png_link(picture: Path, samples_rel: Path) -> str:
     return f"[png]({(samples_rel / picture.name).as_posix()})" if picture.exists() else "–"
 
 
+def gallery_links(gallery: Path, samples_rel: Path) -> str:
+    """Links to the gallery's pictures that exist (genflow/evaluate/gallery.py)."""
+    names = {"real_vs_generated.png": "real vs generated", "nearest.png": "nearest", "reconstructions.png": "recon."}
+    links = [f"[{label}]({(samples_rel / gallery.name / file).as_posix()})" for file, label in names.items()
+             if (gallery / file).exists()]
+    return " · ".join(links) or "–"
+
+
 def markdown_table(block: DatasetBlock, samples_dir: Path, samples_rel: Path) -> list[str]:
     header = ["model", "family", "steps", "seeds"] + [label for _, _, label, _ in block.columns]
-    header += ["samples", "interpolation"]
+    header += ["samples", "interpolation", "pictures"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, spec, m in block.rows:
         cells = [name, spec.model + (" (cond.)" if getattr(spec, "c_dim", 0) else ""), str(spec.train.steps),
                  str(m.get("n_seeds", 1))] + [block.cell(key, name) for key, _, _, _ in block.columns]
         samples = samples_dir / f"{name}.png"
-        links = [_png_link(samples, samples_rel), _png_link(interpolation_png(samples), samples_rel)]
+        links = [_png_link(samples, samples_rel), _png_link(interpolation_png(samples), samples_rel),
+                 gallery_links(gallery_dir(samples), samples_rel)]
         lines.append("| " + " | ".join(cells + links) + " |")
     for label, values in block.references.items():
         cells = [label, "", "", ""] + [f"{values[k]:.4g}" if values.get(k) is not None else ""
-                                       for k, _, _, _ in block.columns] + ["", ""]
+                                       for k, _, _, _ in block.columns] + ["", "", ""]
         lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
 
