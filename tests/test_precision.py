@@ -59,3 +59,15 @@ def test_a_compiled_run_trains_the_same_model_and_writes_the_same_checkpoint_key
     assert state.keys() == eager.state_dict()["model"].keys()  # no _orig_mod. prefix
     for a, b in zip(compiled_log, eager_log):
         assert a == pytest.approx(b, rel=1e-3, abs=1e-4)
+
+
+def test_compile_without_a_cpp_compiler_is_refused_before_any_step(prepared_dir):
+    """Inductor would fail at the first step with a traceback from the compiler stack; the
+    engine refuses at construction, naming the key and what is missing."""
+    from torch._inductor import config as inductor
+
+    from genflow.errors import ConfigError
+
+    with inductor.patch({"cpp.cxx": (None, "no-such-g++")}):
+        with pytest.raises(ConfigError, match=r"train\.compile: true on CPU needs a C\+\+ compiler.*no-such-g\+\+"):
+            _engine(prepared_dir, "gan", compile=True)

@@ -84,6 +84,7 @@ class Engine:
         if train.precision == "bf16":
             precision.return_fp32([getattr(model, name) for name in model.network_names])
         if train.compile:
+            precision.require_compiler(self.device)
             self.wrappers = precision.compiled(self.wrappers)
         # cached: walking the modules for every phase was 4-8 % of a small model's step
         self._network_params = {name: list(getattr(model, name).parameters()) for name in model.network_names}

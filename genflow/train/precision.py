@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from genflow.errors import ConfigError
+
 
 def autocast(device: torch.device, precision: str):
     """A fresh context manager per call: bf16 autocast, or nothing for fp32."""
@@ -55,6 +57,28 @@ def return_fp32(networks: list[nn.Module]) -> None:
     through its wrapper, or a model calling its own tracked network directly)."""
     for net in networks:
         net.register_forward_hook(_fp32_output_hook)
+
+
+def require_compiler(device: torch.device) -> None:
+    """Refuse ``train.compile`` where its backend cannot build kernels: Inductor needs a C++
+    compiler on CPU (``$CXX`` or g++) and Triton on CUDA, and without them it fails only at the
+    first step, with a long traceback from deep inside the compiler stack."""
+    import importlib.util
+    import shutil
+    import socket
+
+    if device.type == "cuda":
+        if importlib.util.find_spec("triton") is None:
+            raise ConfigError("train.compile: true on a CUDA device needs Triton, which is not installed on "
+                              f"{socket.gethostname()}; install it (pip install triton) or set train.compile: false")
+        return
+    from torch._inductor import config as inductor  # its documented settings: where it looks for the compiler
+
+    cxx = inductor.cpp.cxx[-1] if isinstance(inductor.cpp.cxx, (list, tuple)) else inductor.cpp.cxx
+    if not cxx or shutil.which(cxx) is None:
+        raise ConfigError(f"train.compile: true on CPU needs a C++ compiler, and {cxx!r} ($CXX, else g++) is not "
+                          f"on PATH on {socket.gethostname()}; install one (e.g. apt install g++) or set "
+                          "train.compile: false (it is slower on small CPU models anyway: docs/benchmarks.md)")
 
 
 def compiled(wrappers: dict[str, nn.Module]) -> dict[str, nn.Module]:
