@@ -3,6 +3,8 @@
 #   make test    same set-up, then the whole test suite
 #   make repro-systems   the StyleGAN / CycleGAN / super-resolution preset (presets/systems)
 #   make repro-mixtures  PacGAN's Table 1 on its 2-D ring and grid (presets/mixtures)
+#   make repro-mnist, repro-fashion-mnist, repro-cifar10   your downloaded files on a GPU cluster
+#                        (presets/<name>/README.md: where the files go, the CPU override)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -15,13 +17,16 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export RAY_USAGE_STATS_ENABLED := 0
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install repro repro-systems repro-mixtures test clean-runs help
+.PHONY: install repro repro-systems repro-mixtures repro-mnist repro-fashion-mnist repro-cifar10 test \
+	clean-runs help
 
 help:
 	@echo "make repro   set up .venv and run the whole DVC pipeline (dvc repro)"
 	@echo "make test    set up .venv and run the test suite"
 	@echo "make repro-systems   the StyleGAN / CycleGAN / super-resolution preset (presets/systems/README.md)"
 	@echo "make repro-mixtures  PacGAN's Table 1: GAN, PacGAN2-4 on ring and grid, 5 seeds (presets/mixtures/README.md)"
+	@echo "make repro-mnist / repro-fashion-mnist / repro-cifar10   DCGAN, WGAN-GP, VAE on your downloaded files,"
+	@echo "                     sized for GPUs (presets/<name>/README.md: the files, the CPU override)"
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +46,11 @@ repro-systems: $(STAMP)
 # the same layout; it trains in-process (ray.num_workers 0), so no Ray cluster is started
 repro-mixtures: $(STAMP)
 	cd presets/mixtures && $(abspath $(BIN))/dvc repro
+
+# the dataset presets: the same layout, on your downloaded files (presets/<name>/README.md); as
+# repro-systems, one local Ray head for the run unless RAY_ADDRESS names your cluster
+repro-mnist repro-fashion-mnist repro-cifar10: repro-%: $(STAMP)
+	cd presets/$(subst -,_,$*) && ../../infra/local/with-ray.sh $(abspath $(BIN))/dvc repro
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

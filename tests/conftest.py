@@ -54,6 +54,22 @@ TINY_PARAMS: dict = {
 MODEL_NAMES = tuple(TINY_PARAMS["models"])
 
 
+def copy_checkout(dest: Path) -> Path:
+    """The repository's files as they are now into ``dest``: tracked plus not-yet-committed (but not
+    ignored) ones, without the checkout's own dvc.lock and this test suite. What a `dvc repro` of a
+    copy runs, so no test writes into the checkout."""
+    import subprocess
+
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            capture_output=True, text=True, check=True).stdout.split("\0")
+    for rel in sorted(set(filter(None, listed))):
+        if rel == "dvc.lock" or rel.startswith("tests/") or not (REPO / rel).is_file():
+            continue
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, dest / rel)
+    return dest
+
+
 def tiny_params_dict() -> dict:
     """A fresh deep copy of the tiny params mapping (safe to mutate)."""
     return copy.deepcopy(TINY_PARAMS)

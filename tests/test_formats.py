@@ -143,6 +143,33 @@ def test_idx_transpose_for_emnist(tmp_path):
     np.testing.assert_array_equal(plain.x[..., 0], x)
 
 
+def test_idx_pad_to_centres_each_image_on_a_black_square(tmp_path):
+    """pad_to: 28x28 MNIST becomes 32x32 for the conv models; the pixels are kept exactly, the
+    border is black, training and official test images alike."""
+    x, y = _mnist_like(6, h=28, w=28)
+    tx, ty = _mnist_like(3, h=28, w=28)
+    spec = IdxData(source="idx", images=str(write_idx(tmp_path / "train-images", x, gz=True)),
+                   labels=str(write_idx(tmp_path / "train-labels", y)),
+                   test_images=str(write_idx(tmp_path / "t10k-images", tx)),
+                   test_labels=str(write_idx(tmp_path / "t10k-labels", ty)), pad_to=32)
+    raw = idx_source(spec)
+    assert raw.x.shape == (9, 32, 32, 1)
+    np.testing.assert_array_equal(raw.x[:6, 2:30, 2:30, 0], x)
+    np.testing.assert_array_equal(raw.x[raw.splits["test"], 2:30, 2:30, 0], tx)
+    border = raw.x.copy()
+    border[:, 2:30, 2:30] = 0
+    assert not border.any()
+    assert prepare(spec, tmp_path / "prepared", log=quiet)["shape"] == [32, 32, 1]
+    odd = idx_source(IdxData(source="idx", images=spec.images, pad_to=31))  # the extra pixel: bottom / right
+    np.testing.assert_array_equal(odd.x[:, 1:29, 1:29, 0], x)
+    with pytest.raises(DataError, match=r"train-images: images are 28x28, larger than pad_to 16"):
+        idx_source(IdxData(source="idx", images=spec.images, pad_to=16))
+    with pytest.raises(ConfigError, match=r"data\.mnist\.pad_to"):
+        raw_params = tiny_params_dict()
+        raw_params["data"]["mnist"] = {"source": "idx", "images": spec.images, "pad_to": 4}
+        config.validate(raw_params)
+
+
 def _broken_idx_cases(tmp_path):
     x, y = _mnist_like(4)
     good = idx_bytes(x)

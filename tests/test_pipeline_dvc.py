@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, copy_checkout
 from genflow.models.specs import SPEC_BY_MODEL
 
 pytestmark = pytest.mark.slow
@@ -90,15 +90,7 @@ class Pipeline:
 def pipeline(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
     p = Pipeline(root)
-    # the repository's files as they are now: tracked plus not-yet-committed (but not ignored) ones,
-    # without the checkout's own dvc.lock and this test suite
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                            capture_output=True, text=True, check=True).stdout.split("\0")
-    for rel in sorted(set(filter(None, listed))):
-        if rel == "dvc.lock" or rel.startswith("tests/") or not (REPO / rel).is_file():
-            continue
-        (p.repo / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / rel, p.repo / rel)
+    copy_checkout(p.repo)
     assert (p.repo / ".dvc" / "config").exists() and not (p.repo / ".venv").exists()
     for cmd in (["git", "init", "-q"], ["git", "config", "user.name", "genflow tests"],
                 ["git", "config", "user.email", "tests@example.invalid"]):

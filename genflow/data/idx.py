@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from genflow.data.images import check_dimensions
+from genflow.data.images import check_dimensions, pad_square
 from genflow.data.raw import MAX_SOURCE_BYTES, RawData, split_indices, with_official_test
 from genflow.errors import DataError
 
@@ -137,5 +137,7 @@ def idx_source(spec) -> RawData:
         splits = with_official_test(len(x), len(test_x), spec.val_fraction, spec.seed)
         x = np.concatenate([x, test_x])
         y = None if y is None else np.concatenate([y, test_y])
+    if spec.pad_to is not None:
+        x = pad_square(x, spec.pad_to, str(spec.images))
     num_classes = int(y.max()) + 1 if y is not None else 0
     return RawData(kind="image", x=x, labels=y, num_classes=num_classes, splits=splits)

@@ -44,3 +44,16 @@ def upsample(images: np.ndarray, size: int) -> np.ndarray:
             plane = Image.fromarray(images[i, :, :, ch])
             out[i, :, :, ch] = np.asarray(plane.resize((size, size), Image.Resampling.BILINEAR))
     return out
+
+
+def pad_square(images: np.ndarray, size: int, where: str) -> np.ndarray:
+    """A uint8 (N, H, W, C) stack centred on black ``size`` x ``size`` canvases (an odd margin
+    puts its extra pixel at the bottom / right)."""
+    n, height, width, channels = images.shape
+    if height > size or width > size:
+        raise DataError(f"{where}: images are {height}x{width}, larger than pad_to {size}; pad_to only adds "
+                        "borders (give at least the larger side, e.g. 32 for 28x28 MNIST)")
+    top, left = (size - height) // 2, (size - width) // 2
+    out = np.zeros((n, size, size, channels), dtype=np.uint8)
+    out[:, top:top + height, left:left + width] = images
+    return out

@@ -107,6 +107,11 @@ class IdxData(_Split):
     test_labels: str | None = None
     test_fraction: float | None = Field(None, gt=0.0, lt=0.5, description="default 0.2; not with test_images")
     transpose: bool = Field(False, description="true for EMNIST, whose images are stored transposed")
+    # the conv models and the FID feature network need power-of-two sides; MNIST's digits sit in
+    # the middle of a black 28x28 field, so a black border to 32x32 adds no content (LeNet-5 read
+    # MNIST padded to 32x32 the same way) where a resize would blur every stroke
+    pad_to: int | None = Field(None, ge=8, le=1024, description="pad every image with black (0) borders to "
+                               "pad_to x pad_to, centred: 32 turns 28x28 MNIST into conv-sized images")
 
     @model_validator(mode="after")
     def _test_pair(self) -> "IdxData":

@@ -55,7 +55,8 @@ def _build(data_dir: Path, spec, out: Path, log) -> dict:
     if height != width or height < 8 or height & (height - 1):
         raise DataError(f"{data_dir / 'manifest.json'}: {height}x{width} images; the FID feature network, like "
                         "every conv model, needs square power-of-two images of at least 8x8 (an image folder "
-                        "takes `size: 8|16|32|64` in its data entry)")
+                        "takes `size: 8|16|32|64` in its data entry, an IDX source `pad_to: 32` for 28x28 "
+                        "MNIST)")
     channelwise = set(CHANNEL_LABELS) <= set(manifest.get("factors", []))
     read = channel_split if channelwise else load_split
     train, test = read(data_dir, "train"), read(data_dir, "test")

@@ -143,19 +143,15 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def check_before_ray(ray_spec, address: str | None) -> None:
     """Settings that Ray accepts and then waits on forever, refused with the key named:
 
-    - ``ray.use_gpu`` on this machine without CUDA, when the cluster is a local one (started
-      here, by infra/local/with-ray.sh or cluster.sh): it cannot gain a GPU the machine lacks,
-      and Ray would keep every GPU task pending. A remote cluster may autoscale GPU nodes
-      (infra/ray/aws-gpu.yaml starts them at 0), so there the request is left to Ray;
+    - ``ray.use_gpu`` on this machine without CUDA, or with fewer GPUs than a run's
+      ``ray.num_workers`` (one GPU each), when the cluster is a local one (started here, by
+      infra/local/with-ray.sh or cluster.sh): it cannot gain a GPU the machine lacks, and Ray
+      would keep the run pending. A remote cluster may autoscale GPU nodes (infra/ray/aws-gpu.yaml
+      starts them at 0), so there the request is left to Ray;
     - an address nobody answers: ``ray.init`` retries for more than 10 minutes."""
     host, port = _host_port(address)
     if ray_spec.use_gpu and (address is None or address == "auto" or host in LOOPBACK):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError("ray.use_gpu: true, but this machine has no CUDA GPU (torch.cuda.is_available() is "
-                              "False) and the Ray cluster runs on it; set ray.use_gpu: false, or point "
-                              "ray.address / RAY_ADDRESS at a cluster with GPU nodes")
+        _check_local_gpus(ray_spec)
     if port is not None:
         try:
             socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
@@ -163,6 +159,21 @@ def check_before_ray(ray_spec, address: str | None) -> None:
             raise ConfigError(f"ray.address / RAY_ADDRESS: no Ray cluster answers at {address} within "
                               f"{CONNECT_TIMEOUT_S:g} s ({exc.strerror or type(exc).__name__}); start one "
                               "(infra/local/cluster.sh start) or unset it to run on a local instance") from None
+
+
+def _check_local_gpus(ray_spec) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError("ray.use_gpu: true, but this machine has no CUDA GPU (torch.cuda.is_available() is "
+                          "False) and the Ray cluster runs on it; set ray.use_gpu: false, or point "
+                          "ray.address / RAY_ADDRESS at a cluster with GPU nodes")
+    gpus, workers = torch.cuda.device_count(), ray_spec.num_workers
+    if workers > gpus:  # a data-parallel run needs all its workers at once, one GPU each
+        raise ConfigError(f"ray.num_workers: {workers} workers with ray.use_gpu take one GPU each, but this machine "
+                          f"has {gpus} and the Ray cluster runs on it; set ray.num_workers: {gpus} or fewer (keep "
+                          "the global batch: batch_size x num_workers), or point ray.address / RAY_ADDRESS at a "
+                          "cluster with more GPUs")
 
 
 def _host_port(address: str | None) -> tuple[str | None, int | None]:

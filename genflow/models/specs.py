@@ -137,7 +137,8 @@ class _Network(_Strict):
             height, width = data.size
             if height != width or height < 8 or height & (height - 1):
                 problems.append(f"{where}.arch: dataset {data.name!r} has {height}x{width} images; 'conv' needs "
-                                "square power-of-two images of at least 8x8 (resize them when preparing)")
+                                "square power-of-two images of at least 8x8 (prepare them so: an IDX source "
+                                "takes pad_to, e.g. 32 for 28x28 MNIST; an image folder size)")
         n = data.num_classes
         if n is not None and self.holdout_class is not None and not self.holdout_class < n:
             problems.append(f"{where}.holdout_class: dataset {data.name!r} has {n} classes (0..{n - 1}); got "
