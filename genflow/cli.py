@@ -115,6 +115,16 @@ def cmd_evaluate(args) -> None:
                     Path(args.samples_root) / f"{args.model}.png")
 
 
+def cmd_fid(args) -> None:
+    params = _params(args)
+    _require(params.data, args.dataset, "dataset")
+    from genflow.evaluate.score_folder import score_images
+    from genflow.export.apps import fid_samples
+
+    score_images(args.images, Path(args.data_root) / args.dataset, Path(args.models_root) / "featurenet" / args.dataset,
+                 params.evaluate, args.split or params.evaluate.reference_split, args.out, sample_export=fid_samples)
+
+
 def cmd_export(args) -> None:
     spec = _require(_params(args).models, args.model, "model")
     from genflow.export.write import export_model
@@ -290,6 +300,15 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--out")
     c = add("evaluate", cmd_evaluate, "compute a trained model's metrics and sample picture")
     c.add_argument("--model", required=True)
+    c = add("fid", cmd_fid, "score images against a prepared dataset's split in evaluate's feature space and "
+            "protocol: FID, KID, precision, recall, density, coverage, each beside its real-vs-real floor")
+    c.add_argument("images", help="a folder of PNG/JPEG files (or one file); an .npz whose array 'images' (or "
+                   "'arr_0', or its only array) is uint8 (N, H, W, C) or float (N, C, H, W) in [-1, 1]; or an "
+                   "export folder (export/<model>), sampled evaluate.n_samples times from evaluate.seed")
+    c.add_argument("--dataset", required=True, help="a dataset of params.yaml, prepared, with its featurenet")
+    c.add_argument("--split", choices=("train", "val", "test"), help="the rows compared with (default: "
+                   "evaluate.reference_split); the floor scores train rows against them, as evaluate does")
+    c.add_argument("--out", help="write the scores, floors and protocol as JSON")
     c = add("export", cmd_export,
             "export a trained model (TorchScript, ONNX, safetensors, model card), parity-checked")
     c.add_argument("--model", required=True)

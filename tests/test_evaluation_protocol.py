@@ -58,6 +58,9 @@ def test_every_sample_metric_has_its_floor(trained_dir, prepared_dir, features_d
     assert protocol["kid"] == {"subsets": 100, "subset_size": 200, "kernel": "(x.y/d + 1)^3"}
     assert protocol["k_precision_recall"] == 3 and protocol["k_density_coverage"] == 5
     assert protocol["iwae_samples"] == 64 and protocol["feature_kind"] == "classifier"
+    backend = protocol["feature_backend"]  # which network and how images reach it (#30)
+    assert backend["weights_sha256"] == protocol["feature_space"] and "featurenet" in backend["network"]
+    assert backend["resize"].startswith("none") and "[-1, 1]" in backend["normalisation"]
 
 
 def test_iwae_with_one_sample_is_the_elbo_and_tightens_with_more(trained_dir, prepared_dir):
@@ -216,6 +219,10 @@ def test_inception_feature_space_from_a_local_file(trained_dir, prepared_dir, fe
                              params.evaluate, tmp_path / "m.json", tmp_path / "s.png", log=quiet)
     protocol = metrics["protocol"]
     assert protocol["feature_kind"] == "inception-v3" and protocol["feature_space"] == sha256_file(weights)
+    backend = protocol["feature_backend"]
+    assert backend["weights_sha256"] == sha256_file(weights) and backend["feature_dim"] == 2048
+    assert backend["input_path"] == "tf1" and "TF 1.x resize_bilinear" in backend["resize"]
+    assert "(x - 128) / 128" in backend["normalisation"]
     assert math.isfinite(metrics["fid"]) and "path_length" not in metrics
     raw["evaluate"]["inception_weights"] = str(tmp_path / "missing.pth")
     with pytest.raises(DataError, match="missing.pth"):

@@ -87,6 +87,9 @@ class EvaluateSpec(Strict):
     path_epsilon: float = Field(1e-4, gt=0.0, le=0.1)
     inception_weights: str | None = Field(None, description="pytorch-fid's pt_inception-2015-12-05 .pth: FID, "
                                                             "KID and PRDC in Inception-v3 space instead")
+    inception_resize: Literal["tf1", "pytorch-fid"] = Field(
+        "tf1", description="how images reach the Inception: tf1 = TF 1.x bilinear resize and (x - 128) / 128, as the "
+                           "TF FID code and torch-fidelity; pytorch-fid = torch's half-pixel bilinear and x / 127.5 - 1")
     num_workers: int = Field(0, ge=0, le=4096, description="0: sample and embed in the stage's process; N: in N "
                                                            "Ray tasks (the same samples, the same metrics)")
     cpus_per_worker: float = Field(1.0, gt=0.0, le=1024, description="CPUs (and torch threads) per Ray task")

@@ -63,7 +63,7 @@ class Reference:
     def load(cls, data_dir: Path, featurenet_dir: Path, spec) -> "Reference":
         real, real_c = sample_rows(load_split(data_dir, spec.reference_split), spec.n_real, spec.seed)
         train, train_c = sample_rows(load_split(data_dir, "train"), spec.n_real, spec.seed + 1)
-        features = FeatureSpace(featurenet_dir, spec.inception_weights)
+        features = FeatureSpace(featurenet_dir, spec.inception_weights, spec.inception_resize)
         return cls(data_dir, read_manifest(data_dir), spec, features, real, real_c, features(real),
                    train, train_c, features(train))
 
@@ -172,23 +172,35 @@ def aggregate(per_seed: dict[str, dict[str, float | None]]) -> dict[str, float |
     return out
 
 
+def sample_protocol(ref: Reference, n_samples: int) -> dict[str, Any]:
+    """How a set of ``n_samples`` images is compared with the reference rows: the feature space
+    (network, weights, resize), counts, KID subsets, k of each k-NN metric, the data. Shared by
+    `evaluate` and `genflow fid` (genflow.evaluate.score_folder)."""
+    spec = ref.spec
+    return {
+        "feature_space": ref.features.id, "feature_kind": ref.features.kind, "feature_backend": ref.features.backend,
+        "n_generated": n_samples, "n_real": len(ref.real), "n_floor": len(ref.train),
+        "reference_split": spec.reference_split, "seed": spec.seed,
+        "kid": {"subsets": spec.kid_subsets, "subset_size": min(spec.kid_subset_size, len(ref.real),
+                                                                 n_samples), "kernel": "(x.y/d + 1)^3"},
+        "k_precision_recall": spec.k_precision_recall, "k_density_coverage": spec.k_density_coverage,
+        "floor": f"{len(ref.train)} train rows (seed {spec.seed + 1}) scored as samples against the same "
+                 f"{spec.reference_split} rows",
+        "data_manifest_sha256": manifest_hash(ref.data_dir), "code_revision": code_revision(),
+    }
+
+
 def protocol(ref: Reference, per_seed: dict, states: dict, meta: dict) -> dict[str, Any]:
     spec = ref.spec
     return {
-        "feature_space": ref.features.id, "feature_kind": ref.features.kind,
-        "n_generated": spec.n_samples, "n_real": len(ref.real), "n_floor": len(ref.train),
-        "reference_split": spec.reference_split, "seed": spec.seed, "seeds": [int(k) for k in per_seed],
-        "kid": {"subsets": spec.kid_subsets, "subset_size": min(spec.kid_subset_size, len(ref.real),
-                                                                 spec.n_samples), "kernel": "(x.y/d + 1)^3"},
-        "k_precision_recall": spec.k_precision_recall, "k_density_coverage": spec.k_density_coverage,
+        **sample_protocol(ref, spec.n_samples), "seeds": [int(k) for k in per_seed],
         "iwae_samples": spec.iwae_samples, "path_samples": spec.path_samples, "path_epsilon": spec.path_epsilon,
         "path_w_samples": min(spec.path_samples, PATH_W_PAIRS),
         "sample_streams": "one seeded stream per chunk of 1024 samples: the same draw for any number of workers",
         "anomaly": {"holdout_class": meta["spec"].get("holdout_class"), "split": "test", "roc_points": ROC_POINTS},
         "interpolation": {"pairs": INTERPOLATION_PAIRS, "steps": INTERPOLATION_STEPS, "path": "slerp",
                           "seed": spec.seed},
-        "data_manifest_sha256": manifest_hash(ref.data_dir), "model_state_sha256": states,
-        "model_code_revision": meta["code_revision"], "code_revision": code_revision(),
+        "model_state_sha256": states, "model_code_revision": meta["code_revision"],
     }
 
 

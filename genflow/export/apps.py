@@ -183,3 +183,20 @@ def translate(model: ExportedModel, images: str | Path, out: str | Path, directi
     cycled = model.translate(y, back)
     _save(np.concatenate([x, y, cycled]), out, cols=len(x))
     return float(np.square(cycled - x).mean())
+
+
+def fid_samples(directory: str | Path, shape: tuple[int, int, int], n: int, seed: int) -> tuple[np.ndarray, dict]:
+    """``n`` float32 (N, C, H, W) samples of an exported generator for `genflow fid`: Gaussian
+    latents from ``seed`` (`genflow sample`'s draw), balanced labels i mod c_dim for a conditional
+    model; and the protocol's note of where they came from."""
+    model = ExportedModel(directory)
+    model.require("generator", "fid")
+    if tuple(model.io["data_shape"]) != tuple(shape):
+        raise DataError(f"{directory}: model {model.name!r} makes {tuple(model.io['data_shape'])} images, the "
+                        f"dataset's are {tuple(shape)}")
+    z = np.random.default_rng(seed).standard_normal((n, model.io["z_dim"]))
+    labels = np.arange(n) % model.io["c_dim"] if model.io["c_dim"] else None
+    x = np.concatenate([model.generate(z[i:i + 1024], None if labels is None else labels[i:i + 1024])
+                        for i in range(0, n, 1024)])
+    return x.astype(np.float32), {"kind": "export", "path": str(directory), "model": model.name, "n_samples": n,
+                                  "seed": seed}

@@ -4,8 +4,23 @@ This is the TensorFlow 2015-12-05 Inception graph as ported by pytorch-fid
 (src/pytorch_fid/inception.py, built on torchvision's Inception3 layout).
 Module attribute names are chosen so that the state dict keys are exactly
 those of pytorch-fid's `pt_inception-2015-12-05-6726825d.pth`, which lets a
-user's real weights file load unchanged. Nothing is downloaded here: the user
-fetches the file once and tracks it with DVC.
+user's real weights file load unchanged (torch-fidelity's
+`weights-inception-2015-12-05-6726825d.pth` has the same keys). Nothing is downloaded
+here: the user fetches the file once and tracks it with DVC.
+
+Two input paths (``resize``), because the tools that report "Inception FID" disagree
+before the first convolution:
+
+* ``tf1`` (the default): what the original TensorFlow FID code did inside the graph, and what
+  torch-fidelity reproduces: TF 1.x ``resize_bilinear`` to 299x299 (align_corners=False, which in
+  TF 1 means *no* half-pixel offset: output pixel i samples input i * in/out) on 0..255 values,
+  then (x - 128) / 128. tests/test_inception_parity.py checks it against torch-fidelity.
+* ``pytorch-fid``: pytorch-fid's approximation: torch's bilinear resize with half-pixel centres
+  ((i + 0.5) * in/out - 0.5), then 2x - 1 on [0, 1] values (x / 127.5 - 1 on 0..255).
+
+On the same weights the two give different features (the resize alone moves every pixel of an
+upsampled image), so a number is comparable only with one measured on the same path; the
+protocol records which (``describe``).
 """
 from __future__ import annotations
 
@@ -22,6 +37,7 @@ NUM_CLASSES = 1008  # the TF graph's softmax has 1008 outputs, not 1000
 WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/"
                "fid_weights/pt_inception-2015-12-05-6726825d.pth")
 _INPUT_SIZE = 299
+RESIZES = ("tf1", "pytorch-fid")
 
 
 class BasicConv2d(nn.Module):
@@ -150,11 +166,61 @@ class InceptionE(nn.Module):
         return torch.cat([self.branch1x1(x), b3, bd, self.branch_pool(pooled)], 1)
 
 
-class FIDInception(nn.Module):
-    """Images in [-1, 1], (N, 1|3, H, W) -> (N, 2048) pool3 features."""
+def _tf1_positions(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """TF 1.x resize_bilinear sample points along one axis (align_corners=False): output i reads
+    input i * n_in / n_out, between pixels ``lo`` and ``hi`` (clamped at the border) with weight ``frac``."""
+    where = torch.arange(n_out, dtype=torch.float32) * torch.tensor(n_in / n_out, dtype=torch.float32)
+    lo = where.long()
+    return lo, (lo + 1).clamp_max(n_in - 1), where - lo.float()
 
-    def __init__(self):
+
+def tf1_resize_bilinear(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C, size, size) as TF 1.x's resize_bilinear: rows, then columns."""
+    lo, hi, frac = _tf1_positions(x.shape[3], size)
+    x = x[..., lo] + (x[..., hi] - x[..., lo]) * frac
+    lo, hi, frac = _tf1_positions(x.shape[2], size)
+    return x[..., lo, :] + (x[..., hi, :] - x[..., lo, :]) * frac[:, None]
+
+
+def fid_input(x: torch.Tensor, resize: str) -> torch.Tensor:
+    """Images -> the 299x299 network input of the ``resize`` path (module docstring). ``x``: uint8
+    0..255 (as read from image files, what torch-fidelity takes) or float in [-1, 1] (genflow's
+    samples and loader). A float image made from uint8 by the loader (u / 127.5 - 1 in float32) is
+    not exactly its 0..255 value again (63 of the 256 levels come back off by up to 4e-6), so only
+    uint8 input is bit-for-bit the pixels a TF-style tool resizes."""
+    if resize == "tf1":  # the TF graph resized 0..255 values
+        pixels = x.float() if x.dtype == torch.uint8 else (x.float() + 1.0) * 127.5
+        return (tf1_resize_bilinear(pixels, _INPUT_SIZE) - 128.0) / 128.0
+    # pytorch-fid resizes in [0, 1] and then maps to [-1, 1]; both steps are
+    # affine per pixel, so resizing our [-1, 1] input directly is the same.
+    x = x.float() / 127.5 - 1.0 if x.dtype == torch.uint8 else x.float()
+    return F.interpolate(x, size=(_INPUT_SIZE, _INPUT_SIZE), mode="bilinear", align_corners=False)
+
+
+def describe(resize: str) -> dict[str, str]:
+    """How images reach the network on the ``resize`` path: the protocol's record of it."""
+    if resize == "tf1":
+        return {"resize": "TF 1.x resize_bilinear to 299x299 (align_corners=False, no half-pixel centres) on "
+                          "0..255 values, as the TF FID code and torch-fidelity",
+                "normalisation": "(x - 128) / 128 after the resize; x = (image + 1) * 127.5, not rounded to uint8"}
+    return {"resize": "torch bilinear to 299x299 (align_corners=False, half-pixel centres, no antialias), "
+                      "as pytorch-fid",
+            "normalisation": "2 * image01 - 1 = uint8 / 127.5 - 1 ([-1, 1]), not rounded to uint8"}
+
+
+def _check_resize(resize: str) -> str:
+    if resize not in RESIZES:
+        raise ValueError(f"unknown Inception resize {resize!r}; allowed: {', '.join(RESIZES)}")
+    return resize
+
+
+class FIDInception(nn.Module):
+    """Images (N, 1|3, H, W), uint8 0..255 or float in [-1, 1] -> (N, 2048) pool3 features; ``resize``: the input path
+    (``tf1`` or ``pytorch-fid``, module docstring)."""
+
+    def __init__(self, resize: str = "tf1"):
         super().__init__()
+        self.resize = _check_resize(resize)
         self.Conv2d_1a_3x3 = BasicConv2d(3, 32, kernel_size=3, stride=2)
         self.Conv2d_2a_3x3 = BasicConv2d(32, 32, kernel_size=3)
         self.Conv2d_2b_3x3 = BasicConv2d(32, 64, kernel_size=3, padding=1)
@@ -179,10 +245,7 @@ class FIDInception(nn.Module):
             raise ValueError(f"expected images (N, 1|3, H, W), got shape {tuple(x.shape)}")
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)  # grayscale -> RGB, as image libraries convert it
-        # pytorch-fid resizes in [0, 1] and then maps to [-1, 1]; both steps are
-        # affine per pixel, so resizing our [-1, 1] input directly is the same.
-        x = F.interpolate(x.float(), size=(_INPUT_SIZE, _INPUT_SIZE), mode="bilinear",
-                          align_corners=False)
+        x = fid_input(x, self.resize)
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
         x = F.max_pool2d(x, kernel_size=3, stride=2)
         x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
@@ -215,8 +278,9 @@ def _check_keys(path: Path, state: object, model: FIDInception) -> None:
         raise DataError(f"{path}: not the pytorch-fid Inception state dict ({detail})")
 
 
-def load_inception(path: str | Path) -> FIDInception:
-    """Load the pytorch-fid weights file at `path`; returns the model in eval mode."""
+def load_inception(path: str | Path, resize: str = "tf1") -> FIDInception:
+    """Load the pytorch-fid weights file at `path`; returns the model (input path ``resize``) in
+    eval mode."""
     path = Path(path)
     if not path.is_file():
         raise DataError(_missing_file_message(path))
@@ -224,7 +288,7 @@ def load_inception(path: str | Path) -> FIDInception:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated file, pickle that is not plain tensors, ...
         raise DataError(f"{path}: cannot read as a torch state dict ({err})") from err
-    model = FIDInception()
+    model = FIDInception(resize)
     _check_keys(path, state, model)
     state = dict(state)
     for key, buf in model.state_dict().items():

@@ -89,7 +89,7 @@ class FeatureSpace:
     """Callable images/points -> feature vectors, with an id for the protocol; ``classify``
     gives the feature network's class of each image (a (N, 3) triple for channelwise)."""
 
-    def __init__(self, root: str | Path, inception_weights: str | Path | None = None):
+    def __init__(self, root: str | Path, inception_weights: str | Path | None = None, inception_resize: str = "tf1"):
         root = Path(root)
         meta_path = root / META
         if not meta_path.exists():
@@ -109,8 +109,26 @@ class FeatureSpace:
         if inception_weights is not None:
             from genflow.featurenet.inception import load_inception
 
-            self.inception = load_inception(inception_weights)
+            self.inception = load_inception(inception_weights, inception_resize)
             self.id, self.kind = sha256_file(inception_weights), "inception-v3"
+
+    @property
+    def backend(self) -> dict[str, Any]:
+        """Which network makes the features and how images reach it: the protocol's record, so a
+        number can be set beside one from another tool only when these match."""
+        if self.inception is not None:
+            from genflow.featurenet.inception import describe
+
+            return {"network": "inception-v3 (the FID network, TF 2015-12-05 graph), pool3", "feature_dim": 2048,
+                    "weights_sha256": self.id, "input_path": self.inception.resize, **describe(self.inception.resize)}
+        if self.net is None:
+            return {"network": "identity (the 2-D points are their own features)", "weights_sha256": None,
+                    "resize": "none", "normalisation": "none"}
+        return {"network": f"the dataset's featurenet ({self.kind}), penultimate layer",
+                "feature_dim": self.meta.get("feature_dim"), "weights_sha256": self.id,
+                "resize": "none: the dataset's own resolution" + (", each channel as a 1-channel image"
+                                                                  if self.channelwise else ""),
+                "normalisation": "uint8 / 127.5 - 1 ([-1, 1]), float32"}
 
     def _per_image(self, fn, x: torch.Tensor, batch: int) -> torch.Tensor:
         """``fn`` over batches; channelwise spaces see every channel as its own 1-channel image."""
