@@ -32,6 +32,9 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) -c constraints.txt torch==2.13.0
 	$(PIP) -c constraints.txt -e '.[dev]'
+	# the FID parity test's reference implementation; --no-deps: its torchvision requirement
+	# resolves to a CUDA build whose ops do not load beside the CPU torch (tests/test_inception_parity.py)
+	$(PIP) -c constraints.txt --no-deps torch-fidelity==0.4.0
 	touch $(STAMP)
 
 install: $(STAMP)
