@@ -4,7 +4,9 @@ For every trained seed of the roster's digits models, the evaluate stage's probe
 (genflow/evaluate/representation.py: logistic regression on frozen features, fitted on 1 %,
 10 % and 100 % of the training labels, scored on the test split) on the model's features: the
 encoder's μ for VAEs and VAE-GAN, the discriminator's trunk for GANs. Optionally
-(``--vaegan-d``) VAE-GAN's discriminator too, which evaluate does not probe. The raw pixels
+(``--vaegan-d``) VAE-GAN's discriminator too, which evaluate does not probe, and (``--controls``)
+two controls: the VAEs' encoder trunk (the layer under μ, as wide as a D's trunk), and the
+untrained networks of gan_digits and vae_digits (same spec, initialised with the seed's number). The raw pixels
 and the feature network are the reference rows (the same probe, the same labelled subsets).
 Reports mean ± 95 % CI over seeds (Student's t) and the seconds each probe added.
 
@@ -33,25 +35,43 @@ from genflow.evaluate.representation import FEATURENET, PIXELS, LinearProbes, fe
 from genflow.featurenet.network import FeatureSpace  # noqa: E402
 from genflow.io import code_revision  # noqa: E402
 from genflow.metrics.linear_probe import FRACTIONS, metric_name, protocol  # noqa: E402
-from genflow.report.stats import format_summary, summarize  # noqa: E402
+from genflow.models import registry  # noqa: E402
+from genflow.report.stats import summarize  # noqa: E402
 from genflow.train.worker import load_trained, trained_seeds  # noqa: E402
 
 MODELS = ("vae_digits", "cvae_digits", "vaegan_digits", "gan_digits", "wgangp_digits", "hinge_sn_digits",
           "lsgan_digits", "cgan_digits")
 KEYS = [metric_name(f) for f in FRACTIONS]
+CONTROL_MODELS = ("gan_digits", "vae_digits")
 
 
-def probe_model(probes: LinearProbes, model_dir: Path, vaegan_d: bool) -> dict[str, dict]:
+def extractors(model, name: str, seed: int, args) -> list[tuple[str, str, object]]:
+    """(row label, what the features are, images -> features) to probe for one trained seed."""
+    found = [(name, *feature_extractor(model))] if LinearProbes.applies(model) else []
+    if args.vaegan_d and model.spec.model == "vaegan":
+        found.append((f"{name} (D)", "D trunk features", model.D.features))
+    if not args.controls:
+        return found
+    if model.spec.model in ("vae", "vaegan"):  # the layer under μ: as wide as a D's trunk, label-free in a cVAE
+        found.append((f"{name} (E trunk)", f"encoder trunk, {model.E.trunk.out_dim}-d", model.E.trunk))
+    if name in CONTROL_MODELS:  # what the architecture gives before any training, same init seed
+        torch.manual_seed(seed)
+        fresh = registry.build(model.spec, model.data_shape, model.num_classes).eval()
+        kind, fn = feature_extractor(fresh)
+        found.append((f"{name} (untrained)", f"{kind}, at initialisation", fn))
+        if model.spec.model == "vae":
+            found.append((f"{name} (untrained E trunk)", "encoder trunk at initialisation", fresh.E.trunk))
+    return found
+
+
+def probe_model(probes: LinearProbes, model_dir: Path, args) -> dict[str, dict]:
     """{row label: {"features", "per_seed": {seed: values}, "seconds", "cpu_seconds"}} of one model's
     seeds (seconds: wall and process CPU time each seed's probes took, features included)."""
     rows: dict[str, dict] = {}
     for directory in trained_seeds(model_dir):
         model, meta, _ = load_trained(directory)
         model.eval()
-        found = [(model_dir.name, *feature_extractor(model))] if probes.applies(model) else []
-        if vaegan_d and model.spec.model == "vaegan":
-            found.append((f"{model_dir.name} (D)", "D trunk features", model.D.features))
-        for label, kind, fn in found:
+        for label, kind, fn in extractors(model, model_dir.name, int(meta["seed"]), args):
             start, cpu = time.perf_counter(), time.process_time()
             values = probes.scores(fn)
             row = rows.setdefault(label, {"features": kind, "per_seed": {}, "seconds": [], "cpu_seconds": []})
@@ -72,7 +92,7 @@ def markdown(results: dict) -> str:
     percent = [f"{100 * f:g} % labels" for f in FRACTIONS]
     lines = ["| features | " + " | ".join(percent) + " |", "|---|" + "---|" * len(KEYS)]
     for label, row in results["models"].items():
-        cells = [format_summary(summarize([v[k] for v in row["per_seed"].values()]), 3) for k in KEYS]
+        cells = [f"{row[k]['mean']:.3f} ± {row[k]['ci95']:.3f}" for k in KEYS]
         lines.append(f"| {label}: {row['features']} | " + " | ".join(cells) + " |")
     for label, values in results["references"].items():
         lines.append(f"| {label} (reference) | " + " | ".join(f"{values[k]:.3f}" for k in KEYS) + " |")
@@ -85,6 +105,9 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--vaegan-d", action="store_true", help="also probe VAE-GAN's discriminator")
+    parser.add_argument("--controls", action="store_true",
+                        help="also probe the VAEs' encoder trunks (as wide as a D's) and untrained networks of "
+                             f"{', '.join(CONTROL_MODELS)}' specs")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "representation.json")
     args = parser.parse_args()
     torch.set_num_threads(1)  # as genflow's workers (ray.threads_per_worker: 1)
@@ -102,7 +125,7 @@ def main() -> None:
                "references": references, "references_seconds": round(time.perf_counter() - start, 3), "models": {}}
     print(f"references: {references}", flush=True)
     for name in args.models:
-        results["models"].update(probe_model(probes, args.roster / "models" / name, args.vaegan_d))
+        results["models"].update(probe_model(probes, args.roster / "models" / name, args))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     print(markdown(results))
