@@ -99,6 +99,30 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def report_picture(results: dict, roster: Path, png: Path) -> None:
+    """The report's linear-probe picture (genflow/report/probe_plot.py) of the probed roster models
+    (controls left out), drawn by the report's own code from details files holding these values."""
+    import shutil
+    import tempfile
+
+    from genflow.report.build import build_report
+
+    raw = config.read_yaml(roster / "params.yaml")
+    names = [name for name in results["models"] if name in raw["models"]]
+    raw.update(models={name: raw["models"][name] for name in names}, sweeps={}, report={"baselines": {}})
+    with tempfile.TemporaryDirectory() as tmp:
+        metrics = Path(tmp) / "metrics"
+        metrics.mkdir()
+        for name in names:
+            row = results["models"][name]
+            details = {**{key: row[key]["mean"] for key in KEYS}, "n_seeds": len(row["per_seed"]),
+                       "per_seed": row["per_seed"], "probe_references": results["references"]}
+            (metrics / f"{name}.details.json").write_text(json.dumps(details))
+        build_report(config.validate(raw).models, metrics, Path(tmp) / "samples", Path(tmp) / "reports",
+                     Path(tmp) / "none", models_dir=Path(tmp) / "none")
+        shutil.copyfile(Path(tmp) / "reports" / "plots" / f"{results['dataset']}-probes-linear.png", png)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--roster", type=Path, default=ROOT, help="a checkout where `make repro` finished")
@@ -109,6 +133,7 @@ def main() -> None:
                         help="also probe the VAEs' encoder trunks (as wide as a D's) and untrained networks of "
                              f"{', '.join(CONTROL_MODELS)}' specs")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "representation.json")
+    parser.add_argument("--png", type=Path, default=None, help="also write the report's accuracy-vs-labels picture")
     args = parser.parse_args()
     torch.set_num_threads(1)  # as genflow's workers (ray.threads_per_worker: 1)
     spec = config.EvaluateSpec()
@@ -117,7 +142,7 @@ def main() -> None:
     start = time.perf_counter()
     references = probes.reference_rows(features)
     results = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "code_revision": code_revision(ROOT),
-               "roster": str(args.roster), "roster_code_revision": code_revision(args.roster),
+               "roster": str(args.roster), "dataset": args.dataset, "roster_code_revision": code_revision(args.roster),
                "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": 1,
                            "torch": torch.__version__, "python": platform.python_version()},
                "protocol": {**protocol(spec.seed), "n_train": len(probes.y_train), "n_test": len(probes.y_test)},
@@ -129,6 +154,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     print(markdown(results))
+    if args.png is not None:
+        report_picture(results, args.roster, args.png)
     print(f"wrote {args.out}; pixels / feature network rows: {PIXELS!r}, {FEATURENET!r}")
 
 
