@@ -78,6 +78,7 @@ def test_report_draws_the_roc_curves(holdout_run, features_dir, tmp_path):
     assert any(line.startswith("![digits: anomaly detection") and line.endswith("(plots/digits-roc.png)")
                for line in text.splitlines())
     probe, dom = render_in_chromium((out / "comparison.html").read_text(), tmp_path)
-    # bars, precision-recall, ROC and training curves, plus every model's samples and interpolation
-    assert probe["broken"] == 0 and probe["images"] == 4 + 2 * len(params.models)
+    # bars, precision-recall, ROC, training curves and the linear probes (#29), plus every model's samples and
+    # interpolation, and its gallery: real vs generated and nearest rows, and reconstructions for the VAE (#30)
+    assert probe["broken"] == 0 and probe["images"] == 5 + 2 * len(params.models) + 2 * len(params.models) + 1
     assert 'alt="digits: anomaly detection' in dom

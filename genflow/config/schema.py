@@ -93,6 +93,8 @@ class EvaluateSpec(Strict):
     num_workers: int = Field(0, ge=0, le=4096, description="0: sample and embed in the stage's process; N: in N "
                                                            "Ray tasks (the same samples, the same metrics)")
     cpus_per_worker: float = Field(1.0, gt=0.0, le=1024, description="CPUs (and torch threads) per Ray task")
+    linear_probe: bool = Field(True, description="linear probes on each model's frozen features at 1/10/100 % of "
+                                                 "the training labels (labelled image datasets; issue #29)")
 
     def check_data(self, data: DataFacts | None = None) -> list[str]:
         """Precision / recall and density / coverage measure each row's distance to its k-th

@@ -29,6 +29,7 @@ from genflow.evaluate.model_metrics import (PATH_W_PAIRS, ROC_POINTS, anomaly_de
                                    slerp_paths)
 from genflow.evaluate.gallery import sample_layout, write_gallery
 from genflow.evaluate.pictures import interpolation_png, save_image_grid, save_paths, save_points
+from genflow.evaluate.representation import LinearProbes  # linear probes on frozen features (#29)
 from genflow.train.worker import load_trained, trained_seeds
 
 # the interpolation picture: `genflow interpolate`'s defaults, decoded by the first seed's model
@@ -211,6 +212,7 @@ def evaluate_model(model_dir: str | Path, data_dir: str | Path, featurenet_dir: 
     interpolation beside it (interpolation_png) and its gallery (genflow.evaluate.gallery).
     ``draw(model, features)`` replaces the in-process sample draw (genflow.launch: Ray tasks)."""
     ref = Reference.load(Path(data_dir), Path(featurenet_dir), spec)
+    probes = LinearProbes.load(Path(data_dir), spec)  # None: not a labelled image dataset, or turned off
     per_seed, states, roc, selected = {}, {}, {}, {}
     for index, directory in enumerate(trained_seeds(Path(model_dir))):
         model, meta, _ = load_trained(directory)
@@ -225,6 +227,8 @@ def evaluate_model(model_dir: str | Path, data_dir: str | Path, featurenet_dir: 
             values, fake = seed_metrics(model, ref, draw)
         if model.spec.holdout_class is not None:
             values["anomaly_auroc"], roc[seed] = anomaly_metrics(model, ref)
+        if probes is not None and probes.applies(model):
+            values.update(probes.seed_metrics(model, log))
         per_seed[seed] = {k: _clean(v) for k, v in values.items()}
         states[seed] = meta["state_sha256"]
         shown = {k: v for k, v in per_seed[seed].items() if k in catalog.BY_NAME and catalog.BY_NAME[k].headline}
@@ -251,6 +255,9 @@ def evaluate_model(model_dir: str | Path, data_dir: str | Path, featurenet_dir: 
     metrics["protocol"] = {"task": model.task, **protocol(ref, per_seed, states, meta)}
     if selected:
         metrics["protocol"]["selection"] = selection(selected, meta, spec)
+    if probes is not None and probes.applies(model):  # the report's reference rows: pixels, feature network
+        metrics["probe_references"] = probes.reference_rows(ref.features)
+        metrics["protocol"]["linear_probe"] = probes.protocol(model)
     write_json(catalog.details_path(out_json), metrics)
     write_json(out_json, catalog.headline(metrics))  # the DVC metrics file: headline numbers only
     log(f"[evaluate] {meta['name']}: {len(per_seed)} seeds, {spec.n_samples} samples against {len(ref.real)} "

@@ -69,7 +69,15 @@ MODEL = (
     Metric("path_length_w", "path length in W ↓", "lower"),
     Metric("anomaly_auroc", "anomaly AUROC ↑", "higher"),
 )
-METRICS = SAMPLE + UPSCALE + TRANSLATE + MODEL
+# representation (#29): test accuracy of a linear probe on the model's frozen features trained with
+# 1 / 10 / 100 % of the training labels (genflow/evaluate/representation.py); the reference rows
+# (raw pixels, the feature network) are in the details' ``probe_references``
+REPRESENTATION = (
+    Metric("probe_1pct", "probe acc. 1 % labels ↑", "higher", headline=False),
+    Metric("probe_10pct", "probe acc. 10 % labels ↑", "higher"),
+    Metric("probe_100pct", "probe acc. 100 % labels ↑", "higher", headline=False),
+)
+METRICS = SAMPLE + UPSCALE + TRANSLATE + MODEL + REPRESENTATION
 BY_NAME = {m.name: m for m in METRICS}
 
 

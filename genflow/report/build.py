@@ -24,6 +24,7 @@ from genflow.io import atomic_path, write_text
 from genflow.metrics import catalog
 from genflow.report import plots as report_plots
 from genflow.report.headline import headline_line, training_notes
+from genflow.report.probe_plot import probe_curves, probe_references
 from genflow.report.html import render_html
 from genflow.report.stats import Summary, format_p, format_summary, per_seed_values, ranks, summarize, welch_p
 from genflow.train import checkpoint
@@ -39,7 +40,8 @@ def _columns(metrics) -> list[tuple[str, str | None, str, str]]:
 
 SAMPLE_COLUMNS, UPSCALE_COLUMNS = _columns(catalog.SAMPLE), _columns(catalog.UPSCALE)
 TRANSLATE_COLUMNS, MODEL_COLUMNS = _columns(catalog.TRANSLATE), _columns(catalog.MODEL)
-COLUMNS = SAMPLE_COLUMNS + UPSCALE_COLUMNS + TRANSLATE_COLUMNS + MODEL_COLUMNS
+REPRESENTATION_COLUMNS = _columns(catalog.REPRESENTATION)  # linear probes on frozen features (#29)
+COLUMNS = SAMPLE_COLUMNS + UPSCALE_COLUMNS + TRANSLATE_COLUMNS + MODEL_COLUMNS + REPRESENTATION_COLUMNS
 BAR_METRICS = ("fid", "precision", "recall", "coverage", "modes", "high_quality", "reverse_kl", "psnr", "ssim",
                "accuracy_ab", "accuracy_ba", "pose_error")
 TASK_TITLES = {"generate": "", "translate": ": translation", "upscale": ": super-resolution"}
@@ -132,6 +134,8 @@ def _block(dataset: str, baseline: str, rows: list[tuple[str, Any, dict]], task:
         block.references["real data (floor)"] = block.floors
     for label, values in rows[0][2].get("baselines", {}).items():  # the same data for every model of the block
         block.references[f"{label} (trivial baseline)"] = values
+    for label, values in probe_references(rows).items():  # the linear probes' pixels and feature network (#29)
+        block.references[f"{label} (linear probe)"] = values
     return block
 
 
@@ -181,6 +185,8 @@ def draw_plots(block: DatasetBlock, models_dir: Path, plots_dir: Path) -> None:
         points = {n: (block.stats["precision"][n], block.stats["recall"][n]) for n in names}
         block.plots.append((f"{ds}: precision (fidelity) vs recall (diversity)", report_plots.precision_recall(
             ds, points, floor, plots_dir / f"{ds}-precision-recall.png")))
+    if any(key == "probe_100pct" for key, *_ in block.columns):  # linear probes (#29)
+        block.plots.append(probe_curves(block, plots_dir / f"{ds}-probes-linear.png"))
     curves = roc_curves(block)
     if curves:
         block.plots.append((f"{ds}: anomaly detection, held-out class vs the rest of the test split (ROC, TPR "
