@@ -69,7 +69,16 @@ MODEL = (
     Metric("path_length_w", "path length in W ↓", "lower"),
     Metric("anomaly_auroc", "anomaly AUROC ↑", "higher"),
 )
-METRICS = SAMPLE + UPSCALE + TRANSLATE + MODEL
+# a VAE as a lossy codec (genflow/metrics/compression.py says what each number means; bits per
+# dimension: a cross-entropy with soft targets under a Bernoulli decoder, a density's under a
+# Gaussian one, neither the code length of 8-bit pixels)
+COMPRESSION = (
+    Metric("rate_bits", "rate (bits/image) ↓", "lower"),
+    Metric("distortion_mse", "distortion MSE [0,1] ↓", "lower", headline=False),
+    Metric("recon_psnr", "recon. PSNR (dB) ↑", "higher"),
+    Metric("bpd_iwae", "bits/dim, IWAE ↓", "lower", headline=False),
+)
+METRICS = SAMPLE + UPSCALE + TRANSLATE + MODEL + COMPRESSION
 BY_NAME = {m.name: m for m in METRICS}
 
 
