@@ -3,6 +3,7 @@
 the stored bits alone, and bad input exits 2 naming the problem."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -241,3 +242,28 @@ def test_help(command, capsys):
     assert exit_info.value.code == 0 and "exported model" in out
     if command == "compress":  # the parser states the default without importing the codec
         assert f"default {codec.DEFAULT_STEP}" in " ".join(out.split())
+
+
+def test_evaluate_writes_the_metrics_and_the_report_shows_them(trained_dir, prepared_dir, features_dir, params,
+                                                               tmp_path):
+    from genflow.evaluate.protocol import evaluate_model
+    from genflow.report.build import build_report
+
+    for name in ("vae_digits", "gan_digits"):
+        evaluate_model(trained_dir / name, prepared_dir / "digits", features_dir / "digits", params.evaluate,
+                       tmp_path / "metrics" / f"{name}.json", tmp_path / "samples" / f"{name}.png", log=quiet)
+    details = json.loads((tmp_path / "metrics" / "vae_digits.details.json").read_text())
+    dims = 64
+    assert details["bpd_iwae"] == pytest.approx(details["nll_iwae"] / (dims * math.log(2)), rel=1e-4)
+    assert details["distortion_mse"] == pytest.approx(details["recon_mse"] / (4 * dims), rel=1e-4)
+    assert details["rate_bits"] > 0 and "rate_bits" in details["protocol"]["compression"]
+    gan = json.loads((tmp_path / "metrics" / "gan_digits.details.json").read_text())
+    assert "rate_bits" not in gan  # no encoder, no likelihood
+    models = {k: v for k, v in params.models.items() if k in ("vae_digits", "gan_digits")}
+    markdown = build_report(models, tmp_path / "metrics", tmp_path / "samples", tmp_path / "reports",
+                            features_dir, baselines={"digits": "gan_digits"})
+    header = next(line for line in markdown.splitlines() if "rate (bits/image)" in line)
+    assert "recon. PSNR (dB)" in header
+    vae_row = next(line for line in markdown.splitlines() if line.startswith("| vae_digits"))
+    column = header.split("|").index(" rate (bits/image) ↓ ")
+    assert vae_row.split("|")[column].split()[0] == f"{details['rate_bits']:.4g}"

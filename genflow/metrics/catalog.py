@@ -65,20 +65,18 @@ MODEL = (
     Metric("elbo", "ELBO (nats) ↑", "higher", headline=False),
     Metric("nll_iwae", "NLL, IWAE (nats) ↓", "lower"),
     Metric("recon_mse", "recon. SSE ↓", "lower"),
-    Metric("path_length", "path length ↓", "lower", headline=False),
-    Metric("path_length_w", "path length in W ↓", "lower"),
-    Metric("anomaly_auroc", "anomaly AUROC ↑", "higher"),
-)
-# a VAE as a lossy codec (genflow/metrics/compression.py says what each number means; bits per
-# dimension: a cross-entropy with soft targets under a Bernoulli decoder, a density's under a
-# Gaussian one, neither the code length of 8-bit pixels)
-COMPRESSION = (
+    # a VAE as a lossy codec (#29; genflow/metrics/compression.py says what each number means).
+    # Bits per dimension: under a Bernoulli decoder a cross-entropy with soft targets, under a
+    # Gaussian one a density's; neither is the code length of the 8-bit pixels
     Metric("rate_bits", "rate (bits/image) ↓", "lower"),
     Metric("distortion_mse", "distortion MSE [0,1] ↓", "lower", headline=False),
     Metric("recon_psnr", "recon. PSNR (dB) ↑", "higher"),
     Metric("bpd_iwae", "bits/dim, IWAE ↓", "lower", headline=False),
+    Metric("path_length", "path length ↓", "lower", headline=False),
+    Metric("path_length_w", "path length in W ↓", "lower"),
+    Metric("anomaly_auroc", "anomaly AUROC ↑", "higher"),
 )
-METRICS = SAMPLE + UPSCALE + TRANSLATE + MODEL + COMPRESSION
+METRICS = SAMPLE + UPSCALE + TRANSLATE + MODEL
 BY_NAME = {m.name: m for m in METRICS}
 
 
