@@ -47,6 +47,7 @@ def train_beta(beta: float, seeds: list[int], roster: Path, work: Path) -> Path:
     raw = config.read_yaml(roster / "params.yaml")
     raw["models"] = {model_name(beta): {**copy.deepcopy(raw["models"][BASE]), "beta": beta, "seeds": seeds}}
     raw["ray"].update(num_workers=0, storage_path=str(work / "storage"))
+    raw["sweeps"], raw["report"] = {}, {"baselines": {}}  # they name models this run does not have
     params = config.validate(raw)
     train(model_name(beta), params, roster / "data" / "prepared", out,
           featurenet_root=roster / "models" / "featurenet")
