@@ -149,6 +149,13 @@ def jpeg_at_psnr(curve: list[dict[str, float]], target: float, kind: str = "set"
     return None
 
 
+def mean_image_psnr(data_dir: Path, pixels: np.ndarray) -> float:
+    """PSNR of sending nothing: every image replaced by the training split's mean image (0 bits)."""
+    train = load_split(data_dir, "train").x.numpy().astype(np.float64)
+    mean = np.rint(train.mean(axis=0, keepdims=True)).astype(np.uint8)
+    return codec.psnr_uint8(np.broadcast_to(mean, pixels.shape), pixels)
+
+
 def summary(values: list[float]) -> dict[str, float | None]:
     """mean ± 95 % CI half-width (Student t over seeds) and the values."""
     s = summarize(values)

@@ -75,7 +75,9 @@ def main() -> None:
                "machine": f"{platform.platform()}, {os.cpu_count()} CPUs (shared), torch {torch.__version__}",
                "images": {"dataset": dataset, "split": params.evaluate.reference_split, "n": len(pixels),
                           "shape": list(pixels.shape[1:]), "seed": params.evaluate.seed},
-               "default_step": codec.DEFAULT_STEP, "png": measure.png_figures(pixels), "jpeg": jpeg, "models": {}}
+               "default_step": codec.DEFAULT_STEP, "png": measure.png_figures(pixels), "jpeg": jpeg,
+               "mean_image_psnr": measure.mean_image_psnr(args.roster / "data" / "prepared" / dataset, pixels),
+               "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             block = model_block(args.roster / "models" / name, x, c, pixels, params.evaluate, args.steps, Path(tmp))
