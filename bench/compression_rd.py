@@ -70,14 +70,16 @@ def run(args) -> dict:
 
     torch.set_num_threads(1)
     params = config.load(args.roster / "params.yaml")
-    x, _ = measure.reference(args.roster / "data" / "prepared" / params.models[BASE].dataset, params.evaluate)
+    data_dir = args.roster / "data" / "prepared" / params.models[BASE].dataset
+    x, _ = measure.reference(data_dir, params.evaluate)
     pixels = codec.to_uint8(x.numpy())
     results = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "code_revision": code_revision(ROOT),
                "machine": f"{platform.platform()}, {os.cpu_count()} CPUs (shared), torch {torch.__version__}",
                "base": BASE, "budget": params.models[BASE].train.model_dump(mode="json"), "seeds": args.seeds,
                "images": {"split": params.evaluate.reference_split, "n": len(pixels), "shape": list(pixels.shape[1:])},
                "default_step": codec.DEFAULT_STEP, "png": measure.png_figures(pixels),
-               "jpeg": measure.jpeg_curve(pixels), "betas": {}}
+               "jpeg": measure.jpeg_curve(pixels), "mean_image_psnr": measure.mean_image_psnr(data_dir, pixels),
+               "betas": {}}
     for beta in args.betas:
         started = time.time()
         model_dir = train_beta(beta, args.seeds, args.roster, args.work)
@@ -92,34 +94,37 @@ def plot(results: dict, out: Path) -> None:
     from genflow.evaluate.pictures import pyplot
 
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 5.2))
+    fig, ax = plt.subplots(figsize=(8.5, 5.5))
     betas = sorted(results["betas"], key=float)
-    rate = [results["betas"][b]["metrics"]["rate_bits"] for b in betas]
-    psnr = [results["betas"][b]["metrics"]["recon_psnr"] for b in betas]
-    ax.errorbar([r["mean"] for r in rate], [p["mean"] for p in psnr], xerr=[r["ci95"] or 0 for r in rate],
-                yerr=[p["ci95"] or 0 for p in psnr], marker="o", label="VAE: KL rate vs PSNR of the decoder mean")
-    for b, r, p in zip(betas, rate, psnr):
-        ax.annotate(f"β={b}", (r["mean"], p["mean"]), textcoords="offset points", xytext=(5, -12), fontsize=8)
-    real = [results["betas"][b]["codec"] for b in betas]
-    ax.errorbar([c["set_bits_per_image"]["mean"] for c in real], [c["psnr"]["mean"] for c in real],
-                xerr=[c["set_bits_per_image"]["ci95"] or 0 for c in real],
-                yerr=[c["psnr"]["ci95"] or 0 for c in real], marker="s",
-                label=f"genflow compress (step {results['default_step']}), whole set in one file")
+    series = (("metrics", "rate_bits", "recon_psnr", "o", "VAE: KL rate vs PSNR of the decoder mean (ideal, no file)"),
+              ("codec", "set_bits_per_image", "psnr",
+               "s", f"genflow compress (step {results['default_step']}): real file, whole set"))
+    for section, bits_key, psnr_key, marker, label in series:
+        bits = [results["betas"][b][section][bits_key] for b in betas]
+        psnr = [results["betas"][b][section][psnr_key] for b in betas]
+        ax.errorbar([r["mean"] for r in bits], [p["mean"] for p in psnr], xerr=[r["ci95"] or 0 for r in bits],
+                    yerr=[p["ci95"] or 0 for p in psnr], marker=marker, capsize=2, label=label)
+        for b, r, p in zip(betas, bits, psnr):
+            ax.annotate(f"β={b}", (r["mean"], p["mean"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
     jpeg = results["jpeg"]
     ax.plot([j["set_bits_per_image"] for j in jpeg], [j["set_psnr"] for j in jpeg], color="grey",
-            label="JPEG, qualities 1-100, whole set in one mosaic")
+            label="JPEG quality 1-100: whole set in one mosaic")
     ax.plot([j["single_bits_per_image"] for j in jpeg], [j["single_psnr"] for j in jpeg], color="grey", ls=":",
-            label="JPEG, one file per image")
-    for kind, ls in (("set", "--"), ("single", "-.")):
-        ax.axvline(results["png"][f"{kind}_bits_per_image"], color="black", ls=ls,
-                   label=f"PNG (lossless), {'whole set in one mosaic' if kind == 'set' else 'one file per image'}")
+            label="JPEG quality 1-100: one file per image")
+    for kind, ls, what in (("set", "--", "whole set in one mosaic"), ("single", "-.", "one file per image")):
+        ax.axvline(results["png"][f"{kind}_bits_per_image"], color="black", ls=ls, lw=1,
+                   label=f"PNG (lossless, PSNR ∞): {what}")
+    if "mean_image_psnr" in results:
+        ax.axhline(results["mean_image_psnr"], color="tab:red", ls=":", lw=1,
+                   label="the training mean image for every image (0 bits)")
     ax.set_xscale("log")
-    ax.set_xlabel("bits per image (8×8 digit)")
+    ax.set_ylim(5, 35)
+    ax.set_xlabel("bits per image (8×8 digit; log scale)")
     ax.set_ylabel("PSNR (dB, pixels on [0, 1])")
-    ax.set_title(f"digits VAE over β ({len(results['seeds'])} seeds, mean ± 95 % CI), {results['images']['n']} "
-                 f"{results['images']['split']} images")
+    ax.set_title(f"digits VAE over β ({len(results['seeds'])} seeds, mean ± 95 % CI) vs PNG / JPEG, "
+                 f"{results['images']['n']} {results['images']['split']} images", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
