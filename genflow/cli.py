@@ -218,6 +218,32 @@ def cmd_upscale(args) -> None:
         print(f"[upscale] wrote {args.out} (input, bicubic, model) for {result.n} images")
 
 
+def cmd_compress(args) -> None:
+    from genflow.export import codec_app
+
+    result = codec_app.compress(_exported(args), args.images, args.out, step=args.step)
+    print(f"[compress] wrote {args.out}: {result.line()}")
+
+
+def cmd_decompress(args) -> None:
+    from genflow.export import codec_app
+
+    result = codec_app.decompress(_exported(args), args.file, args.out, originals=args.originals)
+    print(f"[decompress] wrote {args.out}: {result.line()}")
+
+
+def _add_codec_apps(add_app) -> None:
+    c = add_app("compress", cmd_compress, "lossy compression with a VAE: quantized encoder means, zlib/lzma-coded")
+    c.add_argument("images", help="a folder of PNG/JPEG files, one image, a Parquet file in genflow's schema, or an "
+                   ".npz with 'x' (uint8 images) and, for a conditional model, 'c' (labels)")
+    # the default lives in genflow.export.codec (numpy): not imported to build the parser
+    c.add_argument("--step", type=float, help="quantization step of the latent means, in prior standard "
+                   "deviations (default 0.25: genflow.export.codec.DEFAULT_STEP)")
+    c = add_app("decompress", cmd_decompress, "decode a `genflow compress` file with the same exported VAE")
+    c.add_argument("file", help="the compressed file")
+    c.add_argument("--originals", help="the original images, to print the PSNR")
+
+
 def _add_apps(add_app) -> None:
     c = add_app("sample", cmd_sample, "a grid of samples from an exported model")
     c.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
@@ -323,6 +349,7 @@ def parser() -> argparse.ArgumentParser:
         return cmd
 
     _add_apps(add_app)
+    _add_codec_apps(add_app)
     c = add("report", cmd_report, "write reports/comparison.html (self-contained), comparison.md and plots/ from "
                                   "every model's metrics, training logs, samples and sweeps")
     c.add_argument("--out", default="reports")

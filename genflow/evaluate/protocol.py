@@ -23,6 +23,7 @@ from genflow.data.shards import manifest_hash, read_manifest
 from genflow.featurenet.network import FeatureSpace
 from genflow.io import atomic_path, code_revision, write_json
 from genflow.metrics import catalog, discrete_modes, frechet_distance, kid, mixture_modes
+from genflow.metrics.compression import COMPRESSION_PROTOCOL, compression_metrics
 from genflow.metrics.manifolds import prdc_many
 from genflow.evaluate.model_metrics import (PATH_W_PAIRS, ROC_POINTS, anomaly_detection, chunk_labels, class_accuracy,
                                    class_fid, generate, likelihood_metrics, path_length, path_length_w,
@@ -136,6 +137,8 @@ def seed_metrics(model, ref: Reference, draw=None) -> tuple[dict[str, float], to
     if c is not None and ref.real_c is not None:
         metrics.update(ref.conditional_metrics(fake, f_fake, c))
     metrics.update(likelihood_metrics(model, ref.real, ref.real_c, spec.seed, spec.iwae_samples))
+    if model.has_likelihood and model.has_encoder:  # a VAE read as a lossy codec (#29)
+        metrics.update(compression_metrics(model, ref.real, ref.real_c, metrics.get("nll_iwae")))
     if spec.path_samples:
         metrics["path_length"] = path_length(model, ref.features, spec.path_samples, spec.seed, spec.path_epsilon)
     if spec.path_samples and model.has_w_space:  # style-based G: its own PPL, in W
@@ -196,7 +199,7 @@ def protocol(ref: Reference, per_seed: dict, states: dict, meta: dict) -> dict[s
     return {
         **sample_protocol(ref, spec.n_samples), "seeds": [int(k) for k in per_seed],
         "iwae_samples": spec.iwae_samples, "path_samples": spec.path_samples, "path_epsilon": spec.path_epsilon,
-        "path_w_samples": min(spec.path_samples, PATH_W_PAIRS),
+        "path_w_samples": min(spec.path_samples, PATH_W_PAIRS), "compression": COMPRESSION_PROTOCOL,
         "sample_streams": "one seeded stream per chunk of 1024 samples: the same draw for any number of workers",
         "anomaly": {"holdout_class": meta["spec"].get("holdout_class"), "split": "test", "roc_points": ROC_POINTS},
         "interpolation": {"pairs": INTERPOLATION_PAIRS, "steps": INTERPOLATION_STEPS, "path": "slerp",

@@ -4,7 +4,7 @@ and whether it is a headline number.
 The evaluate stage writes two files per model:
 
 - ``metrics/<model>.json``, the DVC metrics file: the headline numbers only, flat (mean, std
-  over seeds, floor, and ``n_seeds``), 13 to 23 values per model of the default roster, so
+  over seeds, floor, and ``n_seeds``), 13 to 25 values per model of the default roster, so
   that ``dvc exp show``, ``dvc metrics diff`` and DVC Studio stay readable;
 - ``metrics/<model>.details.json`` (a versioned out): every metric, each seed's values, the
   task's baselines, the ROC curve and the protocol. The report, the export's model card and
@@ -65,6 +65,13 @@ MODEL = (
     Metric("elbo", "ELBO (nats) ↑", "higher", headline=False),
     Metric("nll_iwae", "NLL, IWAE (nats) ↓", "lower"),
     Metric("recon_mse", "recon. SSE ↓", "lower"),
+    # a VAE as a lossy codec (#29; genflow/metrics/compression.py says what each number means).
+    # Bits per dimension: under a Bernoulli decoder a cross-entropy with soft targets, under a
+    # Gaussian one a density's; neither is the code length of the 8-bit pixels
+    Metric("rate_bits", "rate (bits/image) ↓", "lower"),
+    Metric("distortion_mse", "distortion MSE [0,1] ↓", "lower", headline=False),
+    Metric("recon_psnr", "recon. PSNR (dB) ↑", "higher", headline=False),  # recon. SSE in dB
+    Metric("bpd_iwae", "bits/dim, IWAE ↓", "lower", headline=False),
     Metric("path_length", "path length ↓", "lower", headline=False),
     Metric("path_length_w", "path length in W ↓", "lower"),
     Metric("anomaly_auroc", "anomaly AUROC ↑", "higher"),
