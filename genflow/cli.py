@@ -33,7 +33,8 @@ def cmd_models(args) -> None:
 
 def cmd_describe(args) -> None:
     from genflow.data.specs import DATA_SPECS, SPEC_BY_SOURCE
-    from genflow.models.specs import SPEC_BY_MODEL, describe
+    from genflow.models.plugins import installed, spec_by_model
+    from genflow.models.specs import describe
 
     if args.name in SPEC_BY_SOURCE:
         print(describe(SPEC_BY_SOURCE[args.name], tag="source"))
@@ -46,11 +47,12 @@ def cmd_describe(args) -> None:
     if args.name == "data":
         print("\n\n".join(describe(cls, tag="source") for cls in DATA_SPECS))
         return
-    families = [args.name] if args.name else sorted(SPEC_BY_MODEL)
+    specs = spec_by_model()
+    families = [args.name] if args.name else sorted(specs)
     for family in families:
-        _require({**SPEC_BY_MODEL, **SPEC_BY_SOURCE, "data": None}, family, "model family or data source",
-                 "known")
-        print(describe(SPEC_BY_MODEL[family]))
+        _require({**specs, **SPEC_BY_SOURCE, "data": None}, family, "model family or data source", "known")
+        plugin = installed().get(family)
+        print(f"[{plugin.origin}]\n" if plugin else "", describe(specs[family]), sep="")
 
 
 def cmd_validate(args) -> None:

@@ -2,7 +2,9 @@
 
 They live apart from the networks so that params.yaml is validated before
 torch or Ray is imported. A new model adds its spec here (one class and one
-entry in ``SPEC_BY_MODEL``) and its networks plus ``@register`` in its own file.
+entry in ``SPEC_BY_MODEL``) and its networks plus ``@register`` in its own file;
+a model family of another package extends :data:`NetworkSpec` and declares itself
+through an entry point instead (genflow/models/plugins.py).
 """
 from __future__ import annotations
 
@@ -386,6 +388,10 @@ class SrGanSpec(_Network):
         return problems
 
 
+# the base class a plugin family's spec extends (genflow/models/plugins.py): the shared keys and checks
+NetworkSpec = _Network
+
+# the built-in families; genflow.models.plugins.spec_by_model() adds the installed plugins' ones
 SPEC_BY_MODEL: dict[str, type[_Network]] = {"gan": GanSpec, "vae": VaeSpec, "vaegan": VaeGanSpec,
                                              "stylegan": StyleGanSpec, "cyclegan": CycleGanSpec,
                                              "srgan": SrGanSpec}

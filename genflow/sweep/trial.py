@@ -18,7 +18,7 @@ from genflow.config import fingerprint
 from genflow.errors import ConfigError, DivergenceError
 from genflow.evaluate.probe import Probe  # noqa: F401  (re-exported: sweeps and tests import it from here)
 from genflow.models import registry
-from genflow.models.specs import SPEC_BY_MODEL
+from genflow.models.plugins import validate_spec
 from genflow.sweep.space import METRIC_MODES, SweepSpec, set_dotted
 from genflow.train.engine import PrintReporter
 from genflow.train.worker_config import WorkerConfig
@@ -39,7 +39,7 @@ def trial_config(base: WorkerConfig, overrides: dict[str, Any], sweep: SweepSpec
     for key, value in (("eval_every", 0), ("select", "last"), ("patience", 0)):
         spec = set_dotted(spec, f"train.{key}", value)
     try:
-        checked = SPEC_BY_MODEL[spec["model"]].model_validate(spec)
+        checked = validate_spec(spec)
     except ValidationError as exc:
         raise ConfigError(f"trial config {overrides} is invalid: {exc.errors()[0]['msg']}") from None
     problems = checked.check_data(base.name, base.data_facts)
@@ -61,7 +61,7 @@ class ProbeReporter(PrintReporter):
         super().__init__(config.label, bar if rank == 0 else None)
         self.total = config.steps
         self.probe, self.emit, self.rank = probe, emit, rank
-        spec = SPEC_BY_MODEL[config.spec["model"]].model_validate(config.spec)
+        spec = validate_spec(config.spec)
         self.model = registry.build(spec, tuple(config.data_shape), config.num_classes) if rank == 0 else None
         self.metric = probe.metric if probe is not None else None
 

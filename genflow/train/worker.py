@@ -18,7 +18,7 @@ from genflow.data.loader import load_split
 from genflow.errors import ConfigError, DataError, DivergenceError
 from genflow.io import atomic_dir, write_json
 from genflow.models import registry
-from genflow.models.specs import SPEC_BY_MODEL
+from genflow.models.plugins import validate_spec
 from genflow.train import checkpoint
 from genflow.train.checkpoint_store import Candidates, CheckpointStore, resume
 from genflow.train.engine import Engine, PrintReporter, distributed
@@ -40,7 +40,7 @@ def trained_seeds(model_dir: str | Path) -> list[Path]:
 
 
 def build_engine(config: WorkerConfig, device: torch.device | None = None) -> tuple[Engine, Any]:
-    spec = SPEC_BY_MODEL[config.spec["model"]].model_validate(config.spec)
+    spec = validate_spec(config.spec)
     data = load_split(config.data_dir, "train")
     if spec.holdout_class is not None:  # anomaly detection: the model never sees this class
         data = data.without_class(spec.holdout_class)
@@ -70,7 +70,7 @@ def load_trained(model_dir: str | Path):
     run probed during training ``meta["selected"]`` says which, ``meta["monitor"]`` what the
     probes found (best step, early stop, collapse), for the protocol and the report."""
     state, log, meta = checkpoint.load(model_dir)
-    spec = SPEC_BY_MODEL[meta["model"]].model_validate(meta["spec"])
+    spec = validate_spec(meta["spec"])
     model = registry.build(spec, tuple(meta["data_shape"]), meta["num_classes"])
     weights, selected = selected_weights(state, spec.train)
     if "monitor" in state:  # a run without probes: its metadata exactly as it always was
