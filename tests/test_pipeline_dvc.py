@@ -86,23 +86,27 @@ class Pipeline:
         (self.repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pipeline")
-    p = Pipeline(root)
-    # the repository's files as they are now: tracked plus not-yet-committed (but not ignored) ones,
-    # without the checkout's own dvc.lock and this test suite
+def copy_checkout(repo: Path) -> None:
+    """The repository's files as they are now into a fresh Git repo ``repo``: tracked plus
+    not-yet-committed (but not ignored) ones, without the checkout's own dvc.lock and this test suite."""
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
                             capture_output=True, text=True, check=True).stdout.split("\0")
     for rel in sorted(set(filter(None, listed))):
         if rel == "dvc.lock" or rel.startswith("tests/") or not (REPO / rel).is_file():
             continue
-        (p.repo / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / rel, p.repo / rel)
-    assert (p.repo / ".dvc" / "config").exists() and not (p.repo / ".venv").exists()
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, repo / rel)
+    assert (repo / ".dvc" / "config").exists() and not (repo / ".venv").exists()
     for cmd in (["git", "init", "-q"], ["git", "config", "user.name", "genflow tests"],
                 ["git", "config", "user.email", "tests@example.invalid"]):
-        subprocess.run(cmd, cwd=p.repo, check=True)
+        subprocess.run(cmd, cwd=repo, check=True)
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    p = Pipeline(root)
+    copy_checkout(p.repo)
     params = json.loads(json.dumps(PARAMS))
     params["ray"]["storage_path"] = str(root / "ray_storage")
     p.params = params
