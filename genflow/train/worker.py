@@ -19,7 +19,7 @@ from genflow.errors import ConfigError, DataError, DivergenceError
 from genflow.io import atomic_dir, write_json
 from genflow.models import registry
 from genflow.models.plugins import validate_spec
-from genflow.train import checkpoint
+from genflow.train import checkpoint, init_from
 from genflow.train.checkpoint_store import Candidates, CheckpointStore, resume
 from genflow.train.engine import Engine, PrintReporter, distributed
 from genflow.train.monitor import Monitor, selected_weights, summary
@@ -50,6 +50,7 @@ def build_engine(config: WorkerConfig, device: torch.device | None = None) -> tu
     np.random.seed(config.seed)
     random.seed(config.seed)
     model = registry.build(spec, data.shape, data.num_classes)
+    init_from.apply(model, config.name, config.init_from)  # train.init_from's weights (a resume then loads over them)
     data = model.training_split(data)
     if device is not None:
         model.to(device)
@@ -60,7 +61,7 @@ def checkpoint_meta(config: WorkerConfig) -> dict[str, Any]:
     return {"name": config.name, "model": config.spec["model"], "spec": config.spec, "seed": config.seed,
             "code_revision": config.code_revision, "data_manifest_sha256": config.data_manifest_sha256,
             "data_shape": config.data_shape, "num_classes": config.num_classes,
-            "world_size": distributed()[1]}
+            "world_size": distributed()[1], **({"init_from": config.init_from} if config.init_from else {})}
 
 
 def load_trained(model_dir: str | Path):
