@@ -1,6 +1,7 @@
-"""Write dvc.yaml's per-model blocks from params.yaml: each model's training-curve plot and its
-exported-model artifact. DVC's ``foreach`` templates stages only, not these two top-level
-sections, so they are generated here instead of kept by hand.
+"""Write dvc.yaml's per-model blocks from params.yaml: each model's training-curve plot, its
+exported-model artifact and its train stage's inputs. DVC's ``foreach`` templates stages only,
+not the two top-level sections, and cannot give one model's stage a dependency the others lack
+(``train.init_from``), so they are generated here instead of kept by hand.
 
     python stages/dvc_yaml_blocks.py            # rewrite them after adding or removing a model
     python stages/dvc_yaml_blocks.py --check    # exit 1 if dvc.yaml is out of date (make test runs it)
@@ -32,6 +33,14 @@ HEADER = """\
 # columns are its family's: log_losses in genflow/models/specs.py); for a model with
 # train.eval_every, its val probes (FID, modes ...) against the step beside them.
 """
+TRAIN_HEADER = """\
+# The train stage's inputs per model (`foreach: ${train_inputs}` above): its dataset, and its
+# train.init_from, the export or checkpoint it starts from, which becomes a dependency of
+# train@<model> (so a changed source retrains it, after the stage that writes the source);
+# without one the dependency is stages/train.py again. `genflow train` refuses to run when these
+# differ from params.yaml: after changing a model, run python stages/dvc_yaml_blocks.py.
+"""
+NO_INIT, NO_INIT_DEP = "none", "stages/train.py"
 ARTIFACTS_HEADER = """\
 # Exported models as DVC artifacts (type model). Fetch one elsewhere with a GTO-style tag:
 #   git tag -a gan_digits@v0.1.0 -m "gan_digits v0.1.0" && git push --tags && dvc push export@gan_digits
@@ -50,6 +59,12 @@ def probe_columns(params: config.Params, spec) -> list[str]:
     return [f"val_{column}" for column in columns]
 
 
+def train_inputs(params: config.Params) -> dict[str, dict[str, str]]:
+    """What each model's train stage reads besides genflow: its dataset and init_from source."""
+    return {name: {"dataset": spec.dataset, "init_from": spec.train.init_from or NO_INIT,
+                   "init_dep": spec.train.init_from or NO_INIT_DEP} for name, spec in params.models.items()}
+
+
 def blocks(params: config.Params) -> str:
     plots = ["reports/plots/", "samples/"]
     artifacts = {}
@@ -66,7 +81,8 @@ def blocks(params: config.Params) -> str:
                            "desc": f"{spec.model} on {spec.dataset} (ONNX + TorchScript + safetensors + model card)",
                            "labels": [spec.model, spec.dataset]}
     dump = lambda obj: yaml.safe_dump(obj, sort_keys=False, width=120)  # noqa: E731
-    return MARKER + HEADER + dump({"plots": plots}) + "\n" + ARTIFACTS_HEADER + dump({"artifacts": artifacts})
+    return (MARKER + HEADER + dump({"plots": plots}) + "\n" + ARTIFACTS_HEADER + dump({"artifacts": artifacts})
+            + "\n" + TRAIN_HEADER + dump({"vars": [{"train_inputs": train_inputs(params)}]}))
 
 
 def main(argv: list[str] | None = None) -> int:

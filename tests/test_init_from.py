@@ -105,3 +105,37 @@ def test_a_missing_source_exits_2_naming_init_from(prepared_dir, tmp_path, capsy
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "models.b.train.init_from: " in err and says in err
+
+
+@pytest.mark.slow
+def test_init_from_is_a_dvc_dependency_of_the_train_stage(tmp_path):
+    """dvc.yaml's train@b depends on b's init_from (a's output): dvc repro trains a first, a change
+    of a retrains b, and a params.yaml whose init_from dvc.yaml does not track yet is refused."""
+    from test_pipeline_dvc import Pipeline, copy_checkout
+
+    p = Pipeline(tmp_path)
+    copy_checkout(p.repo)
+    raw = {key: value for key, value in tiny_params_dict().items() if key != "models"}
+    raw["data"] = {"ring8": raw["data"]["ring8"]}
+    raw["ray"] = {**raw["ray"], "storage_path": str(tmp_path / "ray_storage")}
+    a = {**tiny_params_dict()["models"]["gan_ring8"]}
+    a["train"] = {**a["train"], "steps": 10, "checkpoint_every": 10}
+    raw.update(sweeps={}, models={"a": a, "b": {**a, "train": {**a["train"], "init_from": "models/a"}}})
+    p.write_params(raw)
+    first = p.dvc("repro", "train@b")
+    assert first.returncode == 0, first.output[-5000:]
+    assert first.output.index("Running stage 'train@a'") < first.output.index("Running stage 'train@b'")
+    meta = json.loads((p.repo / "models" / "b" / "seed_0" / checkpoint.META_FILE).read_text())
+    assert meta["init_from"]["path"] == str((p.repo / "models" / "a").resolve())
+    assert "Running stage" not in p.dvc("repro", "train@b").output
+
+    raw["models"]["a"]["train"]["steps"] = 12  # a changes: b, which starts from it, retrains
+    p.write_params(raw)
+    again = p.dvc("repro", "train@b")
+    assert "Running stage 'train@a'" in again.output and "Running stage 'train@b'" in again.output, again.output
+
+    raw["models"]["b"]["train"]["init_from"] = "models/a/seed_0"  # as `dvc exp run -S` would: dvc.yaml not updated
+    (p.repo / "params.yaml").write_text(json.dumps(raw))
+    stale = p.dvc("repro", "train@b")
+    assert stale.returncode != 0 and "models.b.train.init_from: params.yaml says models/a/seed_0" in stale.output
+    assert "run python stages/dvc_yaml_blocks.py" in stale.output

@@ -83,7 +83,10 @@ class Pipeline:
         return proc
 
     def write_params(self, params: dict) -> None:
+        """params.yaml, and dvc.yaml's blocks generated from it (the train stages' inputs among them)."""
         (self.repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        proc = self.run("python", "stages/dvc_yaml_blocks.py")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def copy_checkout(repo: Path) -> None:
