@@ -46,8 +46,10 @@ def trial_config(base: WorkerConfig, overrides: dict[str, Any], sweep: SweepSpec
     if problems:
         raise ConfigError(f"trial config {overrides} is invalid: {'; '.join(problems)}")
     spec = checked.model_dump(mode="json")
+    # as worker_config names a run: a changed train.init_from source never resumes a stale trial
+    source = {"init_sha256": base.init_from["sha256"]} if base.init_from else {}
     return base.replace(spec=spec, seed=sweep.seed, threads=sweep.threads_per_trial,
-                        fingerprint=fingerprint({"spec": spec, "seed": sweep.seed}))
+                        fingerprint=fingerprint({"spec": spec, "seed": sweep.seed, **source}))
 
 
 class ProbeReporter(PrintReporter):
