@@ -140,6 +140,8 @@ def _bounded(line: str) -> str:
 
 
 _SECTIONS = {"featurenet": FeatureNetSpec, "ray": RaySpec, "evaluate": EvaluateSpec, "report": ReportSpec}
+
+
 def _keyed() -> dict[str, tuple]:
     """The sections of named entries: the key that picks each entry's class, and those classes."""
     return {"data": ("source", SPEC_BY_SOURCE), "models": ("model", spec_by_model()), "sweeps": (None, None)}
