@@ -33,7 +33,8 @@ def cmd_models(args) -> None:
 
 def cmd_describe(args) -> None:
     from genflow.data.specs import DATA_SPECS, SPEC_BY_SOURCE
-    from genflow.models.specs import SPEC_BY_MODEL, describe
+    from genflow.models.plugins import installed, spec_by_model
+    from genflow.models.specs import describe
 
     if args.name in SPEC_BY_SOURCE:
         print(describe(SPEC_BY_SOURCE[args.name], tag="source"))
@@ -46,11 +47,12 @@ def cmd_describe(args) -> None:
     if args.name == "data":
         print("\n\n".join(describe(cls, tag="source") for cls in DATA_SPECS))
         return
-    families = [args.name] if args.name else sorted(SPEC_BY_MODEL)
+    specs = spec_by_model()
+    families = [args.name] if args.name else sorted(specs)
     for family in families:
-        _require({**SPEC_BY_MODEL, **SPEC_BY_SOURCE, "data": None}, family, "model family or data source",
-                 "known")
-        print(describe(SPEC_BY_MODEL[family]))
+        _require({**specs, **SPEC_BY_SOURCE, "data": None}, family, "model family or data source", "known")
+        plugin = installed().get(family)
+        print(f"[{plugin.origin}]\n" if plugin else "", describe(specs[family]), sep="")
 
 
 def cmd_validate(args) -> None:
@@ -85,12 +87,23 @@ def cmd_train(args) -> None:
         best = read_best_overrides(args.best_params, args.model)
         args.set = [*(f"models.{args.model}.{k}={json.dumps(v)}" for k, v in best.items()), *args.set]
     params = _params(args)
-    _require(params.models, args.model, "model")
+    spec = _require(params.models, args.model, "model")
+    _check_tracked_init(args.model, spec, args.tracked_init_from)
     config.check_prepared_data(params, args.data_root, train=args.model)  # before Ray starts
     from genflow import launch
 
     launch.train(args.model, params, args.data_root, Path(args.out or f"models/{args.model}"),
                  featurenet_root=Path(args.models_root) / "featurenet")
+
+
+def _check_tracked_init(name: str, spec, tracked: str | None) -> None:
+    """dvc.yaml's train stage passes the init_from source it tracks as a dependency: training from
+    another one would leave DVC blind to the source (a `dvc exp run -S` changes params.yaml only)."""
+    wanted = spec.train.init_from or "none"
+    if tracked is not None and tracked != wanted:
+        raise config.ConfigError(f"models.{name}.train.init_from: params.yaml says {wanted}, but dvc.yaml's "
+                                 f"train@{name} tracks {tracked} as its source; run python "
+                                 "stages/dvc_yaml_blocks.py to update dvc.yaml, then rerun")
 
 
 def cmd_sweep(args) -> None:
@@ -318,6 +331,7 @@ def parser() -> argparse.ArgumentParser:
     c = add("train", cmd_train, "train one model of params.yaml on Ray Train (or in-process)")
     c.add_argument("--model", required=True)
     c.add_argument("--out")
+    c.add_argument("--tracked-init-from", help=argparse.SUPPRESS)  # what dvc.yaml tracks (none: unset)
     c.add_argument("--best-params", metavar="FILE", help="apply a sweep's best_params.yaml to the model's params "
                    "(explicit --set values still win)")
     c = add("sweep", cmd_sweep, "hyperparameter sweep of params.yaml's sweeps.<name> (Ray Tune + Optuna + ASHA) "

@@ -74,6 +74,10 @@ def train(name: str, params: Params, data_root: str | Path, out: str | Path,
     spec, runner = params.models[name], train_runner(params.ray)
     probe = train_probe(spec, featurenet_root)
     configs = [worker_config(name, params, data_root, seed) for seed in spec.seeds]
+    if configs[0].init_from is not None:  # the source fits the model: checked here, before Ray starts
+        from genflow.train.init_from import check
+
+        check(configs[0])
     with atomic_dir(out) as tmp:
         jobs = [(config, seed_dir(tmp, config.seed)) for config in configs]
         how = RUNNER_NAMES[runner].format(n=params.ray.num_workers)

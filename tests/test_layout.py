@@ -14,7 +14,8 @@ PACKAGE = REPO / "genflow"
 # lowest first; a module may import from its own layer and the layers below it
 LAYERS = [
     ("genflow.errors", "genflow.io"),
-    ("genflow.data.specs", "genflow.models.specs", "genflow.sweep.space", "genflow.sweep.dimension"),  # params schema
+    ("genflow.data.specs", "genflow.models.specs", "genflow.models.plugins", "genflow.sweep.space",
+     "genflow.sweep.dimension"),  # params schema (plugins: the installed families' specs)
     ("genflow.config",),
     ("genflow.data", "genflow.metrics"),
     ("genflow.models",),

@@ -83,18 +83,26 @@ class Pipeline:
         return proc
 
     def write_params(self, params: dict) -> None:
+        """params.yaml, and dvc.yaml's blocks generated from it (the train stages' inputs among them)."""
         (self.repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        proc = self.run("python", "stages/dvc_yaml_blocks.py")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def git_checkout(repo: Path) -> None:
+    """The repository's files as they are now (conftest.copy_checkout) in a fresh Git repo ``repo``."""
+    copy_checkout(repo)
+    assert (repo / ".dvc" / "config").exists() and not (repo / ".venv").exists()
+    for cmd in (["git", "init", "-q"], ["git", "config", "user.name", "genflow tests"],
+                ["git", "config", "user.email", "tests@example.invalid"]):
+        subprocess.run(cmd, cwd=repo, check=True)
 
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
     p = Pipeline(root)
-    copy_checkout(p.repo)
-    assert (p.repo / ".dvc" / "config").exists() and not (p.repo / ".venv").exists()
-    for cmd in (["git", "init", "-q"], ["git", "config", "user.name", "genflow tests"],
-                ["git", "config", "user.email", "tests@example.invalid"]):
-        subprocess.run(cmd, cwd=p.repo, check=True)
+    git_checkout(p.repo)
     params = json.loads(json.dumps(PARAMS))
     params["ray"]["storage_path"] = str(root / "ray_storage")
     p.params = params

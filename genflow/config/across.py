@@ -9,7 +9,7 @@ from typing import Any
 
 from genflow.data.specs import DataFacts
 from genflow.errors import excerpt
-from genflow.models.specs import SPEC_BY_MODEL
+from genflow.models.plugins import spec_by_model
 from genflow.sweep.space import check_sweep
 
 
@@ -92,7 +92,7 @@ def _sweep_problems(e: Entries) -> list[str]:
         if sweep.model in e.names["models"] and sweep.model not in whole_models:
             continue  # that model's own problems are named; its space is checked once they are fixed
         facts = e.facts(whole_models[sweep.model].dataset) if sweep.model in whole_models else None
-        problems += kept(check_sweep(name, sweep, whole_models, SPEC_BY_MODEL, facts),
+        problems += kept(check_sweep(name, sweep, whole_models, spec_by_model(), facts),
                           e.dropped.get(f"sweeps.{name}"))
     return problems
 

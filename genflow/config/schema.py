@@ -8,16 +8,19 @@ runs them on every entry that validates, to report every problem at once.
 from __future__ import annotations
 
 import re
+from functools import cache
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator, model_validator
 
 from genflow.config.across import Entries, cross_field_problems
 from genflow.data.specs import SPEC_BY_SOURCE, DataFacts, DataSpec, Seed
+from genflow.models.plugins import installed, model_spec_union
 from genflow.models.specs import SPEC_BY_MODEL, ModelSpec
 from genflow.sweep.space import SweepSpec
 
-# discriminator values of the data / model unions (they appear in pydantic's error locations)
+# discriminator values of the built-in data / model unions (they appear in pydantic's error
+# locations); union_tags() adds the installed model plugins' families
 UNION_TAGS = {*SPEC_BY_MODEL, *SPEC_BY_SOURCE}
 # no '.': dvc.yaml addresses params as models.<name>, and a dot would read as nesting; at most
 # 100 characters: a name becomes a folder and a Ray run name (with a fingerprint added)
@@ -145,3 +148,18 @@ class Params(Strict):
         if problems:
             raise ValueError("\n  ".join(problems))
         return self
+
+
+def union_tags() -> set[str]:
+    """Discriminator values of the data / model unions, plugin families included."""
+    return {*UNION_TAGS, *installed()}
+
+
+@cache
+def params_class() -> type[Params]:
+    """The schema params.yaml is validated against: :class:`Params`, whose ``models`` entries may
+    also be the installed plugins' families (genflow.models.plugins, read on the first call)."""
+    if not installed():
+        return Params
+    models = dict[Annotated[str, Field(pattern=NAME_PATTERN)], model_spec_union()]
+    return create_model("Params", __base__=Params, __module__=__name__, models=(models, ...))

@@ -15,11 +15,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from genflow.config.across import Entries, cross_field_problems, kept
-from genflow.config.schema import (NAME_PATTERN, RUN_BY_VALIDATE, UNION_TAGS, EvaluateSpec, FeatureNetSpec,
-                                   Params, RaySpec, ReportSpec)
+from genflow.config.schema import (NAME_PATTERN, RUN_BY_VALIDATE, EvaluateSpec, FeatureNetSpec, Params, RaySpec,
+                                   ReportSpec, params_class, union_tags)
 from genflow.data.specs import SPEC_BY_SOURCE, DataFacts
 from genflow.errors import ConfigError, excerpt
-from genflow.models.specs import SPEC_BY_MODEL
+from genflow.models.plugins import installed_note, spec_by_model
 from genflow.sweep.space import SweepSpec, check_sweep
 
 
@@ -27,7 +27,7 @@ def _clean_loc(loc: tuple) -> str:
     # A discriminated union puts its tag after the entry name
     # (models.<name>.<tag>.lr): drop it so the path matches params.yaml.
     parts = list(loc)
-    if len(parts) > 2 and parts[0] in ("data", "models") and parts[2] in UNION_TAGS:
+    if len(parts) > 2 and parts[0] in ("data", "models") and parts[2] in union_tags():
         del parts[2]
     return ".".join(str(p) for p in parts)
 
@@ -57,7 +57,9 @@ def _format_error(err: dict[str, Any], model_fields: dict[str, list[str]]) -> st
         return f"{path}: required key is missing"
     if kind == "union_tag_invalid":  # e.g. data.x.source: unknown source 'foo'; allowed: ...
         ctx = err.get("ctx", {})
-        return f"{key}: unknown {key.rsplit('.', 1)[-1]} {excerpt(ctx.get('tag'))}; allowed: {ctx.get('expected_tags')}"
+        plugins = f"; {installed_note()}" if key.startswith("models.") else ""
+        return (f"{key}: unknown {key.rsplit('.', 1)[-1]} {excerpt(ctx.get('tag'))}; allowed: "
+                f"{ctx.get('expected_tags')}{plugins}")
     if kind == "value_error":  # our own checks name their key: "key: message"
         msg = err["msg"].removeprefix("Value error, ")
         if key != path:
@@ -101,7 +103,7 @@ def _allowed_keys(params: dict[str, Any]) -> dict[str, list[str]]:
             allowed[f"data.{name}"] = list(cls.model_fields)
     allowed.update({f"sweeps.{name}": list(SweepSpec.model_fields) for name, _ in _entries(params, "sweeps")})
     for name, entry in _entries(params, "models"):
-        cls = SPEC_BY_MODEL.get(_tag(entry, "model"))
+        cls = spec_by_model().get(_tag(entry, "model"))
         if cls:
             allowed[f"models.{name}"] = list(cls.model_fields)
             allowed[f"models.{name}.train"] = list(cls.model_fields["train"].annotation.model_fields)
@@ -119,7 +121,7 @@ def validate(raw: Any, source: str = "params.yaml") -> Params:
     # pydantic would check across entries only once every field is valid: run here instead, on
     # what validated, so that those problems are reported together with the fields' problems
     try:
-        params = Params.model_validate(raw, context=RUN_BY_VALIDATE)
+        params = params_class().model_validate(raw, context=RUN_BY_VALIDATE)
         lines, entries, more = [], Entries.of(params), []
     except ValidationError as exc:
         errors = _merge_scalar_unions(exc.errors())
@@ -138,7 +140,11 @@ def _bounded(line: str) -> str:
 
 
 _SECTIONS = {"featurenet": FeatureNetSpec, "ray": RaySpec, "evaluate": EvaluateSpec, "report": ReportSpec}
-_KEYED = {"data": ("source", SPEC_BY_SOURCE), "models": ("model", SPEC_BY_MODEL), "sweeps": (None, None)}
+
+
+def _keyed() -> dict[str, tuple]:
+    """The sections of named entries: the key that picks each entry's class, and those classes."""
+    return {"data": ("source", SPEC_BY_SOURCE), "models": ("model", spec_by_model()), "sweeps": (None, None)}
 
 
 def _validated_entries(raw: dict[str, Any], errors: list[dict[str, Any]]) -> tuple[Entries, list[str]]:
@@ -146,14 +152,14 @@ def _validated_entries(raw: dict[str, Any], errors: list[dict[str, Any]]) -> tup
     and the problems of the entries' own checks that pydantic did not reach before (it checks an
     entry as a whole only once its every key is valid)."""
     refused = {_error_key(err): err["type"] != "extra_forbidden" for err in errors}
-    entries = Entries(names={section: {name for name, _ in _entries(raw, section)} for section in _KEYED})
+    entries = Entries(names={section: {name for name, _ in _entries(raw, section)} for section in _keyed()})
     problems = []
     for section, cls in _SECTIONS.items():
         value = raw.get(section, {} if section == "report" else None)  # report has defaults
         spec, found = _validate_alone(cls, value, section, refused, entries)
         setattr(entries, section, spec)
         problems += found
-    for section, (tag, classes) in _KEYED.items():
+    for section, (tag, classes) in _keyed().items():
         for name, entry in _entries(raw, section):
             cls = SweepSpec if classes is None else classes.get(_tag(entry, tag))
             if cls is None or not re.match(NAME_PATTERN, str(name)):
@@ -219,7 +225,7 @@ def check_prepared_data(params: Params, data_root: str | Path, *, train: str | N
     if sweep is not None:
         spec = params.sweeps[sweep]
         facts = prepared_facts(params.models[spec.model].dataset, data_root)
-        problems += check_sweep(sweep, spec, params.models, SPEC_BY_MODEL, facts) if facts else []
+        problems += check_sweep(sweep, spec, params.models, spec_by_model(), facts) if facts else []
     if evaluate is not None and params.models[evaluate].task == "generate":
         facts = prepared_facts(params.models[evaluate].dataset, data_root)
         problems += params.evaluate.check_data(facts) if facts else []

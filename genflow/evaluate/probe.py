@@ -25,7 +25,7 @@ from genflow.metrics import frechet_distance, kid, mixture_modes
 from genflow.metrics.catalog import BY_NAME, headline_order
 from genflow.metrics.mixtures import discrete_modes
 from genflow.models import registry
-from genflow.models.specs import SPEC_BY_MODEL
+from genflow.models.plugins import validate_spec
 from genflow.sweep.space import MIXTURE_METRICS
 
 # the training log's columns of probe values: val_<metric>, so they never clash with a loss
@@ -111,7 +111,7 @@ class TrainingProbe:
     buffers stay untouched) and returns ``val_<metric>`` values; ``keys`` ranks them."""
 
     def __init__(self, config, featurenet_dir: str | Path):
-        spec = SPEC_BY_MODEL[config.spec["model"]].model_validate(config.spec)
+        spec = validate_spec(config.spec)
         self.model = registry.build(spec, tuple(config.data_shape), config.num_classes)
         n = spec.train.eval_samples
         self.probe = Probe(config.data_dir, featurenet_dir, ProbeSettings(probe_samples=n, probe_real=n,

@@ -2,10 +2,13 @@
 
 They live apart from the networks so that params.yaml is validated before
 torch or Ray is imported. A new model adds its spec here (one class and one
-entry in ``SPEC_BY_MODEL``) and its networks plus ``@register`` in its own file.
+entry in ``SPEC_BY_MODEL``) and its networks plus ``@register`` in its own file;
+a model family of another package extends :data:`NetworkSpec` and declares itself
+through an entry point instead (genflow/models/plugins.py).
 """
 from __future__ import annotations
 
+import re
 from typing import Annotated, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -52,6 +55,17 @@ class TrainSpec(_Strict):
                                             "last step's, or the best probe's (selected on val, measured on test)")
     patience: int = Field(0, ge=0, le=100_000, description="stop after this many probes without a better one "
                           "(0 = never)")
+    init_from: str | None = Field(None, min_length=1, max_length=1000,
+                                  description="start from these weights (fine-tuning): an export folder "
+                                  "(export/<model>) or a run's checkpoint (models/<model>/seed_<s>); the "
+                                  "architecture must match; optimizers start fresh (genflow/train/init_from.py)")
+
+    @field_validator("init_from")
+    @classmethod
+    def _plain_path(cls, value: str | None) -> str | None:
+        if value is not None and re.search(r"[\s'\"$`\\]", value):  # dvc.yaml puts it on the stage's command line
+            raise ValueError("a path without spaces, quotes, '$', '`' or backslashes")
+        return value
 
     @model_validator(mode="after")
     def _selection_needs_probes(self):
@@ -387,6 +401,10 @@ class SrGanSpec(_Network):
         return problems
 
 
+# the base class a plugin family's spec extends (genflow/models/plugins.py): the shared keys and checks
+NetworkSpec = _Network
+
+# the built-in families; genflow.models.plugins.spec_by_model() adds the installed plugins' ones
 SPEC_BY_MODEL: dict[str, type[_Network]] = {"gan": GanSpec, "vae": VaeSpec, "vaegan": VaeGanSpec,
                                              "stylegan": StyleGanSpec, "cyclegan": CycleGanSpec,
                                              "srgan": SrGanSpec}

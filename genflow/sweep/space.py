@@ -29,7 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from genflow.data.specs import DataFacts, Seed
 from genflow.errors import excerpt
-from genflow.models.specs import MAX_STEPS, SPEC_BY_MODEL
+from genflow.models.plugins import validate_spec
+from genflow.models.specs import MAX_STEPS
 from genflow.sweep.dimension import Dimension
 
 
@@ -79,7 +80,7 @@ class SweepSpec(_Strict):
 def resolved_space(sweep: SweepSpec, model_spec: dict[str, Any]) -> dict[str, Dimension]:
     """The preset's dimensions that apply to this model (its spec's ``sweep_preset``), overridden
     by ``space``."""
-    spec = SPEC_BY_MODEL[model_spec["model"]].model_validate(model_spec)
+    spec = validate_spec(model_spec)
     return {**spec.sweep_preset(sweep.preset), **sweep.space}
 
 

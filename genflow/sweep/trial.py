@@ -18,7 +18,7 @@ from genflow.config import fingerprint
 from genflow.errors import ConfigError, DivergenceError
 from genflow.evaluate.probe import Probe  # noqa: F401  (re-exported: sweeps and tests import it from here)
 from genflow.models import registry
-from genflow.models.specs import SPEC_BY_MODEL
+from genflow.models.plugins import validate_spec
 from genflow.sweep.space import METRIC_MODES, SweepSpec, set_dotted
 from genflow.train.engine import PrintReporter
 from genflow.train.worker_config import WorkerConfig
@@ -39,15 +39,17 @@ def trial_config(base: WorkerConfig, overrides: dict[str, Any], sweep: SweepSpec
     for key, value in (("eval_every", 0), ("select", "last"), ("patience", 0)):
         spec = set_dotted(spec, f"train.{key}", value)
     try:
-        checked = SPEC_BY_MODEL[spec["model"]].model_validate(spec)
+        checked = validate_spec(spec)
     except ValidationError as exc:
         raise ConfigError(f"trial config {overrides} is invalid: {exc.errors()[0]['msg']}") from None
     problems = checked.check_data(base.name, base.data_facts)
     if problems:
         raise ConfigError(f"trial config {overrides} is invalid: {'; '.join(problems)}")
     spec = checked.model_dump(mode="json")
+    # as worker_config names a run: a changed train.init_from source never resumes a stale trial
+    source = {"init_sha256": base.init_from["sha256"]} if base.init_from else {}
     return base.replace(spec=spec, seed=sweep.seed, threads=sweep.threads_per_trial,
-                        fingerprint=fingerprint({"spec": spec, "seed": sweep.seed}))
+                        fingerprint=fingerprint({"spec": spec, "seed": sweep.seed, **source}))
 
 
 class ProbeReporter(PrintReporter):
@@ -61,7 +63,7 @@ class ProbeReporter(PrintReporter):
         super().__init__(config.label, bar if rank == 0 else None)
         self.total = config.steps
         self.probe, self.emit, self.rank = probe, emit, rank
-        spec = SPEC_BY_MODEL[config.spec["model"]].model_validate(config.spec)
+        spec = validate_spec(config.spec)
         self.model = registry.build(spec, tuple(config.data_shape), config.num_classes) if rank == 0 else None
         self.metric = probe.metric if probe is not None else None
 

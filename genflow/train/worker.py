@@ -18,8 +18,8 @@ from genflow.data.loader import load_split
 from genflow.errors import ConfigError, DataError, DivergenceError
 from genflow.io import atomic_dir, write_json
 from genflow.models import registry
-from genflow.models.specs import SPEC_BY_MODEL
-from genflow.train import checkpoint
+from genflow.models.plugins import validate_spec
+from genflow.train import checkpoint, init_from
 from genflow.train.checkpoint_store import Candidates, CheckpointStore, resume
 from genflow.train.engine import Engine, PrintReporter, distributed
 from genflow.train.monitor import Monitor, selected_weights, summary
@@ -40,7 +40,7 @@ def trained_seeds(model_dir: str | Path) -> list[Path]:
 
 
 def build_engine(config: WorkerConfig, device: torch.device | None = None) -> tuple[Engine, Any]:
-    spec = SPEC_BY_MODEL[config.spec["model"]].model_validate(config.spec)
+    spec = validate_spec(config.spec)
     data = load_split(config.data_dir, "train")
     if spec.holdout_class is not None:  # anomaly detection: the model never sees this class
         data = data.without_class(spec.holdout_class)
@@ -50,6 +50,7 @@ def build_engine(config: WorkerConfig, device: torch.device | None = None) -> tu
     np.random.seed(config.seed)
     random.seed(config.seed)
     model = registry.build(spec, data.shape, data.num_classes)
+    init_from.apply(model, config.name, config.init_from)  # train.init_from's weights (a resume then loads over them)
     data = model.training_split(data)
     if device is not None:
         model.to(device)
@@ -60,7 +61,7 @@ def checkpoint_meta(config: WorkerConfig) -> dict[str, Any]:
     return {"name": config.name, "model": config.spec["model"], "spec": config.spec, "seed": config.seed,
             "code_revision": config.code_revision, "data_manifest_sha256": config.data_manifest_sha256,
             "data_shape": config.data_shape, "num_classes": config.num_classes,
-            "world_size": distributed()[1]}
+            "world_size": distributed()[1], **({"init_from": config.init_from} if config.init_from else {})}
 
 
 def load_trained(model_dir: str | Path):
@@ -70,7 +71,7 @@ def load_trained(model_dir: str | Path):
     run probed during training ``meta["selected"]`` says which, ``meta["monitor"]`` what the
     probes found (best step, early stop, collapse), for the protocol and the report."""
     state, log, meta = checkpoint.load(model_dir)
-    spec = SPEC_BY_MODEL[meta["model"]].model_validate(meta["spec"])
+    spec = validate_spec(meta["spec"])
     model = registry.build(spec, tuple(meta["data_shape"]), meta["num_classes"])
     weights, selected = selected_weights(state, spec.train)
     if "monitor" in state:  # a run without probes: its metadata exactly as it always was

@@ -13,6 +13,7 @@ from genflow.data.shards import manifest_hash, read_manifest
 from genflow.data.specs import DataFacts
 from genflow.errors import ConfigError, DataError
 from genflow.io import code_revision, package_digest
+from genflow.train.init_from import resolve as resolve_init
 from genflow.train.progress import progress_mode, run_label
 
 
@@ -32,6 +33,7 @@ class WorkerConfig:
     progress: str = "lines"      # "bar" | "lines", decided by the driver (a worker has no terminal)
     trial: str | None = None     # the sweep trial this run is, if any
     split_rows: dict[str, int] | None = None  # rows of each split (the manifest's)
+    init_from: dict[str, Any] | None = None   # train.init_from located: path, kind, file, sha256
 
     @property
     def label(self) -> str:
@@ -72,13 +74,16 @@ def worker_config(name: str, params: Params, data_root: str | Path, seed: int | 
         raise ConfigError("\n  ".join(problems))
     shape = manifest["shape"]
     spec_json = spec.model_dump(mode="json")
+    init = resolve_init(name, spec)
+    # the source's content is part of the run's name: a changed source never resumes a stale run
+    identity = {"spec": spec_json, "seed": seed, **({"init_sha256": init["sha256"]} if init else {})}
     return WorkerConfig(
         name=name, spec=spec_json, seed=seed, data_dir=str(data_dir.resolve()),
         data_shape=[shape[2], shape[0], shape[1]] if manifest["kind"] == "image" else list(shape),
         num_classes=manifest["num_classes"], data_manifest_sha256=manifest_hash(data_dir),
         threads=params.ray.threads_per_worker, code_revision=code_revision(), code_digest=package_digest(),
-        fingerprint=fingerprint({"spec": spec_json, "seed": seed}), progress=progress_mode(),
-        split_rows={split: entry["rows"] for split, entry in manifest["splits"].items()})
+        fingerprint=fingerprint(identity), progress=progress_mode(),
+        split_rows={split: entry["rows"] for split, entry in manifest["splits"].items()}, init_from=init)
 
 
 def check_worker_environment(config: WorkerConfig) -> None:
