@@ -90,6 +90,10 @@ class EvaluateSpec(Strict):
     num_workers: int = Field(0, ge=0, le=4096, description="0: sample and embed in the stage's process; N: in N "
                                                            "Ray tasks (the same samples, the same metrics)")
     cpus_per_worker: float = Field(1.0, gt=0.0, le=1024, description="CPUs (and torch threads) per Ray task")
+    # issue 29: CAS and augmentation gain of conditional image models (genflow/evaluate/augmentation.py)
+    augmentation_epochs: int = Field(5, ge=0, le=10_000, description="epochs (of the real train split) of each "
+                                     "classifier behind CAS and the augmentation gain (conditional image models; "
+                                     "0 = off)")
 
     def check_data(self, data: DataFacts | None = None) -> list[str]:
         """Precision / recall and density / coverage measure each row's distance to its k-th

@@ -42,6 +42,7 @@ TRANSLATE_COLUMNS, MODEL_COLUMNS = _columns(catalog.TRANSLATE), _columns(catalog
 COLUMNS = SAMPLE_COLUMNS + UPSCALE_COLUMNS + TRANSLATE_COLUMNS + MODEL_COLUMNS
 BAR_METRICS = ("fid", "precision", "recall", "coverage", "modes", "high_quality", "reverse_kl", "psnr", "ssim",
                "accuracy_ab", "accuracy_ba", "pose_error")
+BAR_METRICS += ("cas", "augmentation_gain")  # issue 29: data augmentation
 TASK_TITLES = {"generate": "", "translate": ": translation", "upscale": ": super-resolution"}
 TASK_NOTES = {
     "translate": "A→B translates the test images of class `domain_a` into class `domain_b` (B→A the reverse). "
