@@ -18,6 +18,7 @@ from genflow.evaluate.augmentation import SUBSET_FRACTION, Augmentation, stratif
 from genflow.evaluate.protocol import evaluate_model
 from genflow.export.write import export_model
 from genflow.metrics import catalog
+from genflow.report.build import build_report
 from genflow.train import worker as training
 from genflow.train.worker_config import worker_config
 
@@ -91,9 +92,15 @@ def _evaluate(params, root, prepared_dir, features_dir, name="cgan_digits"):
     return json.loads(out.read_text()), json.loads(catalog.details_path(out).read_text())
 
 
-def test_evaluate_measures_conditional_models_per_seed_with_floors(cgan, prepared_dir, features_dir):
+@pytest.fixture(scope="module")
+def evaluated(cgan, prepared_dir, features_dir):
     params, root = cgan
-    head, details = _evaluate(params, root, prepared_dir, features_dir)
+    return _evaluate(params, root, prepared_dir, features_dir)
+
+
+def test_evaluate_measures_conditional_models_per_seed_with_floors(cgan, evaluated, prepared_dir, features_dir):
+    params, _ = cgan
+    head, details = evaluated
     for seed in ("0", "1"):
         assert 0 <= details["per_seed"][seed]["cas"] <= 1 and -1 <= details["per_seed"][seed]["augmentation_gain"] <= 1
     assert details["cas"] == pytest.approx(np.mean([details["per_seed"][s]["cas"] for s in ("0", "1")]), abs=1e-6)
@@ -106,6 +113,22 @@ def test_evaluate_measures_conditional_models_per_seed_with_floors(cgan, prepare
     train_rows = len(load_split(prepared_dir / "digits", "train"))
     assert used["cas_samples"] == train_rows and used["n_subset"] + used["gain_samples"] == train_rows
     assert used["subset_fraction"] == SUBSET_FRACTION and used["threads"] == 1
+
+
+def test_the_report_shows_cas_and_gain_with_their_floors_and_bars(cgan, evaluated, features_dir):
+    params, root = cgan
+    text = build_report(params.models, root / "metrics", root / "samples", root / "reports", features_dir,
+                        models_dir=root / "models")
+    header = next(line for line in text.splitlines() if line.startswith("| model |")).split(" | ")
+    row = next(line for line in text.splitlines() if line.startswith("| cgan_digits |")).split(" | ")
+    floor = next(line for line in text.splitlines() if line.startswith("| real data (floor) |")).split(" | ")
+    _, details = evaluated
+    for label, key in (("CAS ↑", "cas"), ("augmentation gain ↑", "augmentation_gain")):
+        column = header.index(label)
+        assert row[column].startswith(f"{details[key]:.4g} ± ")  # mean ± 95 % CI over the two seeds
+        assert floor[column] == f"{details[key + '_floor']:.4g}"
+    assert "Ravuri & Vinyals" in text
+    assert (root / "reports" / "plots" / "digits-metrics.png").exists()
 
 
 def test_unconditional_models_and_epochs_0_have_no_augmentation_metrics(cgan, trained_dir, prepared_dir, features_dir,
