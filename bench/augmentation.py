@@ -70,8 +70,8 @@ def quoted(roster: Path, name: str) -> dict:
 
 
 def run_stage(name: str, roster: Path, params, dataset: str, epochs: int) -> tuple[dict, dict]:
-    """Wall and CPU seconds, and the metrics, of the whole evaluate stage of ``name`` at ``augmentation_epochs = epochs``
-    (written to a temporary folder, never into the roster)."""
+    """Wall and CPU seconds, and the metrics, of the whole evaluate stage of ``name`` at
+    ``augmentation_epochs = epochs`` (written to a temporary folder, never into the roster)."""
     spec = params.evaluate.model_copy(update={"augmentation_epochs": epochs})
     with tempfile.TemporaryDirectory() as tmp:
         started, cpu = time.perf_counter(), time.process_time()

@@ -311,7 +311,7 @@ def parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=help_text, description=help_text + ". Runs on the exported model alone "
                              "(ONNX Runtime + model_card.json).")
         cmd.add_argument("model_dir", help="an exported model folder, e.g. export/gan_digits")
-        cmd.add_argument("--out", required=True, help="output file (PNG, or CSV for score)")
+        cmd.add_argument("--out", required=True, help="output file (PNG; CSV for score; Parquet for augment)")
         cmd.add_argument("--seed", type=int, default=0)
         cmd.set_defaults(func=func)
         return cmd

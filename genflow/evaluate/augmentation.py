@@ -148,8 +148,9 @@ class Augmentation:
             "settings": {**self.classifier.model_dump(mode="json"), "epochs": self.epochs},
             "steps": self.steps, "threads": 1, "test_split": "test", "n_test": len(self.test),
             "cas_samples": len(self.train), "cas_labels": "balanced: sample i of class i mod c_dim",
-            "sample_seed": self.seed, "sample_streams": "per 1024-sample chunk, seeded by (evaluate.seed, draw, "
-                                                        "chunk); the CAS and gain draws apart from the metrics' samples",
+            "sample_seed": self.seed,
+            "sample_streams": "per 1024-sample chunk, seeded by (evaluate.seed, draw, chunk); the CAS and gain "
+                              "draws apart from the metrics' samples",
             "subset_fraction": SUBSET_FRACTION, "subset": "stratified per class, seeded", "subset_seed": self.seed,
             "n_subset": len(self.subset), "gain_samples": len(self.left_out),
             "gain_labels": "the left-out train rows' labels (the same class counts as the full split)",
