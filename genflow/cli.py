@@ -257,6 +257,16 @@ def _add_codec_apps(add_app) -> None:
     c.add_argument("--originals", help="the original images, to print the PSNR")
 
 
+def cmd_augment(args) -> None:  # issue 29: data augmentation
+    from genflow.export.augment_app import augment, check_request
+
+    check_request(args.model_dir, args.per_class, args.out)
+    model = _exported(args)
+    labels = augment(model, args.per_class, args.seed, args.out)
+    print(f"[augment] wrote {args.out}: {len(labels)} samples of {model.name}, {args.per_class} per class of "
+          f"{model.io['c_dim']}; prepare it with `source: parquet` in params.yaml's data section")
+
+
 def _add_apps(add_app) -> None:
     c = add_app("sample", cmd_sample, "a grid of samples from an exported model")
     c.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
@@ -286,6 +296,9 @@ def _add_apps(add_app) -> None:
     c = add_app("upscale", cmd_upscale, "super-resolution (srgan): full-size images are downsampled first and "
                 "compared with the result (PSNR vs bicubic); images of the model's input size are upscaled")
     c.add_argument("images", help="a folder of PNG/JPEG files, one image, or a Parquet file in genflow's schema")
+    c = add_app("augment", cmd_augment, "a labelled dataset drawn from a conditional model, as Parquet in genflow's "
+                "schema (`source: parquet` prepares it)")
+    c.add_argument("--per-class", type=int, required=True, metavar="N", help="samples per class (at least 1)")
 
 
 class _Version(argparse.Action):
@@ -357,7 +370,7 @@ def parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=help_text, description=help_text + ". Runs on the exported model alone "
                              "(ONNX Runtime + model_card.json).")
         cmd.add_argument("model_dir", help="an exported model folder, e.g. export/gan_digits")
-        cmd.add_argument("--out", required=True, help="output file (PNG, or CSV for score)")
+        cmd.add_argument("--out", required=True, help="output file (PNG; CSV for score; Parquet for augment)")
         cmd.add_argument("--seed", type=int, default=0)
         cmd.set_defaults(func=func)
         return cmd

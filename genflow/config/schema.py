@@ -98,6 +98,10 @@ class EvaluateSpec(Strict):
     cpus_per_worker: float = Field(1.0, gt=0.0, le=1024, description="CPUs (and torch threads) per Ray task")
     linear_probe: bool = Field(True, description="linear probes on each model's frozen features at 1/10/100 % of "
                                                  "the training labels (labelled image datasets; issue #29)")
+    # issue 29: CAS and augmentation gain of conditional image models (genflow/evaluate/augmentation.py)
+    augmentation_epochs: int = Field(5, ge=0, le=10_000, description="epochs (of the real train split) of each "
+                                     "classifier behind CAS and the augmentation gain (conditional image models; "
+                                     "0 = off)")
 
     def check_data(self, data: DataFacts | None = None) -> list[str]:
         """Precision / recall and density / coverage measure each row's distance to its k-th

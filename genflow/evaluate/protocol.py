@@ -29,6 +29,7 @@ from genflow.evaluate.model_metrics import (PATH_W_PAIRS, ROC_POINTS, anomaly_de
                                    class_fid, generate, likelihood_metrics, path_length, path_length_w,
                                    slerp_paths)
 from genflow.evaluate.gallery import sample_layout, write_gallery
+from genflow.evaluate.augmentation import Augmentation
 from genflow.evaluate.pictures import interpolation_png, save_image_grid, save_paths, save_points
 from genflow.evaluate.representation import LinearProbes  # linear probes on frozen features (#29)
 from genflow.train.worker import load_trained, trained_seeds
@@ -219,6 +220,8 @@ def evaluate_model(model_dir: str | Path, data_dir: str | Path, featurenet_dir: 
     per_seed, states, roc, selected = {}, {}, {}, {}
     for index, directory in enumerate(trained_seeds(Path(model_dir))):
         model, meta, _ = load_trained(directory)
+        if index == 0:  # CAS and augmentation gain: conditional image models only (None otherwise)
+            augment = Augmentation.for_model(model, data_dir, featurenet_dir, spec.augmentation_epochs, spec.seed)
         seed = str(meta["seed"])
         if "selected" in meta:  # probed during training (train.eval_every)
             selected[seed] = {**meta["selected"], **meta["monitor"]}
@@ -232,6 +235,8 @@ def evaluate_model(model_dir: str | Path, data_dir: str | Path, featurenet_dir: 
             values["anomaly_auroc"], roc[seed] = anomaly_metrics(model, ref)
         if probes is not None and probes.applies(model):
             values.update(probes.seed_metrics(model, log))
+        if augment is not None:
+            values.update(augment.seed_metrics(model))
         per_seed[seed] = {k: _clean(v) for k, v in values.items()}
         states[seed] = meta["state_sha256"]
         shown = {k: v for k, v in per_seed[seed].items() if k in catalog.BY_NAME and catalog.BY_NAME[k].headline}
@@ -255,7 +260,11 @@ def evaluate_model(model_dir: str | Path, data_dir: str | Path, featurenet_dir: 
     metrics["per_seed"] = per_seed
     if roc:
         metrics["anomaly_roc"] = roc_section(roc)
+    if augment is not None:
+        metrics.update({k: _clean(v) for k, v in augment.floors().items()})
     metrics["protocol"] = {"task": model.task, **protocol(ref, per_seed, states, meta)}
+    if augment is not None:
+        metrics["protocol"]["augmentation"] = augment.protocol()
     if selected:
         metrics["protocol"]["selection"] = selection(selected, meta, spec)
     if probes is not None and probes.applies(model):  # the report's reference rows: pixels, feature network

@@ -52,7 +52,9 @@ def accuracy(net: Classifier, data: Split, batch: int = 1024) -> float:
     return correct / len(data)
 
 
-def train_classifier(train: Split, spec, log=print) -> Classifier:
+def train_classifier(train: Split, spec, log=print, steps: int | None = None) -> Classifier:
+    """``spec.epochs`` epochs of ``train``, or exactly ``steps`` optimizer steps (the augmentation
+    metrics give a small subset the same number of steps as the whole split)."""
     if train.labels is None or not train.num_classes:
         raise DataError("the feature network needs a labelled image dataset")
     torch.manual_seed(spec.seed)
@@ -60,7 +62,7 @@ def train_classifier(train: Split, spec, log=print) -> Classifier:
     net = Classifier(in_channels=c, resolution=h, num_classes=train.num_classes, width=spec.width)
     opt = torch.optim.Adam(net.parameters(), lr=spec.lr)
     plan = BatchPlan(len(train), min(spec.batch_size, len(train)), spec.seed)
-    steps = spec.epochs * plan.steps_per_epoch
+    steps = spec.epochs * plan.steps_per_epoch if steps is None else steps
     for step in range(steps):
         net.train()
         x, y = train.batch(plan.indices(step))
@@ -69,7 +71,8 @@ def train_classifier(train: Split, spec, log=print) -> Classifier:
         loss.backward()
         opt.step()
         if (step + 1) % plan.steps_per_epoch == 0 and (step + 1) // plan.steps_per_epoch % 10 == 0:
-            log(f"[featurenet] epoch {(step + 1) // plan.steps_per_epoch}/{spec.epochs} loss {loss.item():.4f}")
+            log(f"[featurenet] epoch {(step + 1) // plan.steps_per_epoch}/{-(-steps // plan.steps_per_epoch)} "
+                f"loss {loss.item():.4f}")
     return net.eval()
 
 

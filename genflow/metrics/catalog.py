@@ -62,6 +62,9 @@ TRANSLATE = (
 MODEL = (
     Metric("cfid", "class FID ↓", "lower", floor=True),
     Metric("class_accuracy", "class accuracy ↑", "higher", floor=True),
+    # issue 29, data augmentation (genflow/evaluate/augmentation.py): CAS is Ravuri & Vinyals' headline
+    Metric("cas", "CAS ↑", "higher", floor=True),
+    Metric("augmentation_gain", "augmentation gain ↑", "higher", floor=True, headline=False),
     Metric("elbo", "ELBO (nats) ↑", "higher", headline=False),
     Metric("nll_iwae", "NLL, IWAE (nats) ↓", "lower"),
     Metric("recon_mse", "recon. SSE ↓", "lower"),

@@ -44,6 +44,7 @@ REPRESENTATION_COLUMNS = _columns(catalog.REPRESENTATION)  # linear probes on fr
 COLUMNS = SAMPLE_COLUMNS + UPSCALE_COLUMNS + TRANSLATE_COLUMNS + MODEL_COLUMNS + REPRESENTATION_COLUMNS
 BAR_METRICS = ("fid", "precision", "recall", "coverage", "modes", "high_quality", "reverse_kl", "psnr", "ssim",
                "accuracy_ab", "accuracy_ba", "pose_error")
+BAR_METRICS += ("cas", "augmentation_gain")  # issue 29: data augmentation
 TASK_TITLES = {"generate": "", "translate": ": translation", "upscale": ": super-resolution"}
 TASK_NOTES = {
     "translate": "A→B translates the test images of class `domain_a` into class `domain_b` (B→A the reverse). "
@@ -57,6 +58,14 @@ TASK_NOTES = {
                "Gaussian window) against the original on the [0, 1] pixel scale, FID of the upscaled set against the "
                "real images. The reference row is bicubic upsampling of the same inputs.",
 }
+
+# issue 29: what the augmentation columns of conditional models measure (genflow/evaluate/augmentation.py)
+AUGMENTATION_NOTE = ("CAS (conditional models; Ravuri & Vinyals 2019): the dataset's classifier trained on the "
+                     "model's samples only (as many as the train split has rows, classes balanced), its accuracy on "
+                     "the real test split; floor: the same classifier trained on the real train split. Augmentation "
+                     "gain: the test accuracy of that classifier trained on a stratified 10 % of the train split with "
+                     "generated samples in the places of the other 90 %, minus that of the 10 % alone; floor: what "
+                     "the real 90 % add.")
 
 
 @dataclass
@@ -82,7 +91,8 @@ class DatasetBlock:
 
     @property
     def note(self) -> str:
-        return TASK_NOTES.get(self.task, "")
+        cas = AUGMENTATION_NOTE if any(column[0] == "cas" for column in self.columns) else ""  # issue 29
+        return " ".join(part for part in (TASK_NOTES.get(self.task, ""), cas) if part)
 
     @property
     def summary_lines(self) -> list[str]:
