@@ -103,20 +103,23 @@ def test_trial_config_applies_overrides_and_checks_the_combination(prepared_dir)
 
 # -- how Optuna is told (genflow's searcher over a real Optuna study, no trials run) -----------
 
-def _searcher(study, asha_stopped: str = "pruned", trials: int = 10, rerun=()):
+def _searcher(opened, asha_stopped: str = "pruned", trials: int = 10, rerun=()):
     from genflow.integrations.tune_ledger import JournalSearcher
     from genflow.sweep.dimension import Dimension
 
     sweep = SweepSpec(model="gan_ring8", dataset="ring8", asha_stopped=asha_stopped, trials=trials, search="random")
-    return JournalSearcher(study, {"x": Dimension(uniform=[0.0, 1.0]), "width": Dimension(choice=[8, 16])}, sweep,
+    return JournalSearcher(opened, {"x": Dimension(uniform=[0.0, 1.0]), "width": Dimension(choice=[8, 16])}, sweep,
                            full_steps=100, rerun=list(rerun))
 
 
 def _told(asha_stopped: str, result: dict, error: bool = False):
     import optuna
 
-    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.RandomSampler(seed=0))
-    searcher = _searcher(study, asha_stopped)
+    from genflow.integrations.tune_ledger import OpenStudy
+
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, direction="minimize", sampler=optuna.samplers.RandomSampler(seed=0))
+    searcher = _searcher(OpenStudy(study, storage), asha_stopped)
     searcher.suggest("t1")
     searcher.on_trial_result("t1", {"fid": 3.0, "training_iteration": 1, "step": 50})
     searcher.on_trial_complete("t1", result, error=error)
@@ -155,13 +158,19 @@ def test_a_rerun_proposes_what_an_uninterrupted_sweep_would_and_reruns_what_had_
     first.on_trial_result("b0", {"fid": 2.0, "step": 100})
     first.on_trial_complete("b0", {"fid": 2.0, "step": 100})  # then the sweep is killed: 1 and 2 were running
     (tmp_path / "ledger").mkdir()
-    study = open_study(tmp_path / "b.journal", "s", sweep)
-    rerun = reconcile(study, tmp_path / "ledger", sweep, 100)
+    opened = open_study(tmp_path / "b.journal", "s", sweep)
+    rerun = reconcile(opened.study, tmp_path / "ledger", sweep, 100)
     assert rerun == [1, 2]
-    second = _searcher(study, trials=5, rerun=rerun)
+    second = _searcher(opened, trials=5, rerun=rerun)
     resumed = [second.suggest(f"c{i}") for i in range(4)]
     assert second.suggest("c4") == "FINISHED"
     assert proposed == expected[:3] and resumed == expected[1:] and [r[TRIAL_KEY] for r in resumed] == [1, 2, 3, 4]
+    # a reopened proposal takes its results and its end in the journal under its old number
+    second.on_trial_result("c0", {"fid": 1.5, "step": 50})
+    second.on_trial_complete("c0", {"fid": 1.0, "step": 100})
+    reread = open_study(tmp_path / "b.journal", "s", sweep).study.trials[1]
+    assert reread.intermediate_values == {50: 1.5} and reread.value == 1.0
+    assert reread.params == {k: v for k, v in expected[1].items() if k != TRIAL_KEY}
 
 
 def test_the_journal_and_the_ledger_are_reconciled_after_a_kill_between_their_writes(tmp_path):
@@ -181,10 +190,36 @@ def test_the_journal_and_the_ledger_are_reconciled_after_a_kill_between_their_wr
     append_result(ledger, "trial_0001", {"step": 100, "fid": 1.5})
     write_json(done_path(ledger, "trial_0001"), {"status": "finished", "reason": "", "step": 100})  # mark, no tell
     searcher.on_trial_complete("t1", {"fid": 2.5, "step": 100})  # told, no mark
-    study = open_study(tmp_path / "j", "s", sweep)
+    study = open_study(tmp_path / "j", "s", sweep).study
     assert reconcile(study, ledger, sweep, 100) == [2]
     assert study.trials[0].state == TrialState.COMPLETE and study.trials[0].value == 1.5
     assert done_mark(ledger, "trial_0002")["status"] == "finished"
+
+
+def test_a_resumed_asha_stops_what_the_ended_trials_rungs_would_have_stopped():
+    """The ended trials of a killed sweep are fed to ASHA through its public hooks, so its rung
+    cutoffs are back: a trial worse than all of them at the first rung is stopped there, which a
+    fresh ASHA (no cutoff yet) would not do."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from genflow.integrations.ray_tune import LedgerASHA
+
+    def first_rung(asha, value):
+        trial = SimpleNamespace(trial_id="new")
+        asha.on_trial_add(None, trial)
+        return asha.on_trial_result(None, trial, {"step": 10, "fid": value})
+
+    def asha():
+        return LedgerASHA(time_attr="step", metric="fid", mode="min", max_t=90, grace_period=10, reduction_factor=3)
+
+    resumed = asha()
+    resumed.remember({"trial_0001": [(10, 1.0), (30, 0.8), (90, 0.5)], "trial_0002": [(10, 2.0)],
+                      "trial_0003": []})
+    assert first_rung(resumed, 5.0) == TrialScheduler.STOP
+    assert first_rung(asha(), 5.0) == TrialScheduler.CONTINUE
+    assert first_rung(resumed, 0.1) == TrialScheduler.CONTINUE
 
 
 # -- real sweeps on Ray Tune --------------------------------------------------------------
