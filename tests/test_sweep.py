@@ -135,6 +135,19 @@ def test_asha_stopped_trial_is_pruned_with_its_last_value():
     assert _told("pruned", {"fid": 1.0, "step": 100}).state == TrialState.COMPLETE
 
 
+def test_the_result_a_trial_is_stopped_on_reaches_the_journal():
+    """Tune hands the result ASHA stops a trial on (at a rung or at the last step) to the
+    searcher's on_trial_complete only: it is the last of the trial's intermediate values, and the
+    value of a pruned trial, as of a complete one."""
+    from optuna.trial import TrialState
+
+    stopped = _told("pruned", {"fid": 2.5, "step": 75})  # reported: step 50 only
+    assert stopped.state == TrialState.PRUNED and stopped.intermediate_values == {50: 3.0, 75: 2.5}
+    assert stopped.value == 2.5
+    complete = _told("pruned", {"fid": 1.0, "step": 100})
+    assert complete.intermediate_values == {50: 3.0, 100: 1.0} and complete.value == 1.0
+
+
 def test_failed_trial_is_fail_even_after_reporting():
     from optuna.trial import TrialState
 
@@ -159,7 +172,7 @@ def test_a_rerun_proposes_what_an_uninterrupted_sweep_would_and_reruns_what_had_
     first.on_trial_complete("b0", {"fid": 2.0, "step": 100})  # then the sweep is killed: 1 and 2 were running
     (tmp_path / "ledger").mkdir()
     opened = open_study(tmp_path / "b.journal", "s", sweep)
-    rerun = reconcile(opened.study, tmp_path / "ledger", sweep, 100)
+    rerun = reconcile(opened, tmp_path / "ledger", sweep, 100)
     assert rerun == [1, 2]
     second = _searcher(opened, trials=5, rerun=rerun)
     resumed = [second.suggest(f"c{i}") for i in range(4)]
@@ -169,7 +182,7 @@ def test_a_rerun_proposes_what_an_uninterrupted_sweep_would_and_reruns_what_had_
     second.on_trial_result("c0", {"fid": 1.5, "step": 50})
     second.on_trial_complete("c0", {"fid": 1.0, "step": 100})
     reread = open_study(tmp_path / "b.journal", "s", sweep).study.trials[1]
-    assert reread.intermediate_values == {50: 1.5} and reread.value == 1.0
+    assert reread.intermediate_values == {50: 1.5, 100: 1.0} and reread.value == 1.0
     assert reread.params == {k: v for k, v in expected[1].items() if k != TRIAL_KEY}
 
 
@@ -190,9 +203,11 @@ def test_the_journal_and_the_ledger_are_reconciled_after_a_kill_between_their_wr
     append_result(ledger, "trial_0001", {"step": 100, "fid": 1.5})
     write_json(done_path(ledger, "trial_0001"), {"status": "finished", "reason": "", "step": 100})  # mark, no tell
     searcher.on_trial_complete("t1", {"fid": 2.5, "step": 100})  # told, no mark
-    study = open_study(tmp_path / "j", "s", sweep).study
-    assert reconcile(study, ledger, sweep, 100) == [2]
+    opened = open_study(tmp_path / "j", "s", sweep)
+    assert reconcile(opened, ledger, sweep, 100) == [2]
+    study = opened.study
     assert study.trials[0].state == TrialState.COMPLETE and study.trials[0].value == 1.5
+    assert study.trials[0].intermediate_values == {100: 1.5}  # the ledger's score, which Optuna had missed
     assert done_mark(ledger, "trial_0002")["status"] == "finished"
 
 
@@ -230,6 +245,26 @@ def _sweep(raw: dict, prepared: Path, features: Path, out: Path):
     return sweep_model("gan_ring8", config.validate(raw), prepared, features, out, log=quiet)
 
 
+def assert_journal_holds_every_trial(out: Path, table: list[dict]) -> None:
+    """Opened with Optuna alone (as optuna-dashboard would), the journal in the sweep's outputs
+    holds every trial of trials.parquet: same numbers, same values, same end."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    study = optuna.load_study(study_name="genflow-gan_ring8",
+                              storage=JournalStorage(JournalFileBackend(str(out / "study.journal"))))
+    by_number = {trial.number + 1: trial for trial in study.get_trials()}
+    assert sorted(by_number) == sorted(row["number"] for row in table)
+    ended = {"complete": optuna.trial.TrialState.COMPLETE, "stopped": optuna.trial.TrialState.PRUNED,
+             "failed": optuna.trial.TrialState.FAIL}
+    for row in table:
+        trial = by_number[row["number"]]
+        searched = {key.removeprefix("config."): value for key, value in row.items() if key.startswith("config.")}
+        assert trial.params == searched and trial.state == ended[row["status"]]
+        assert sorted(trial.intermediate_values) == row["history_step"]
+
+
 @pytest.mark.slow
 def test_sweep_writes_table_best_params_journal_and_plots(ray_session, prepared_dir, features_dir, tmp_path):
     raw = with_sweep()
@@ -251,8 +286,16 @@ def test_sweep_writes_table_best_params_journal_and_plots(ray_session, prepared_
     assert set(best["overrides"]) == {"width", "train.lr_g", "train.lr_d", "train.beta1", "train.beta2"}
     states = [json.loads(line).get("state") for line in (out / "study.journal").read_text().splitlines()]
     assert states.count(1) + states.count(2) == 6  # Optuna: COMPLETE (1) or PRUNED (2) for every trial
+    assert_journal_holds_every_trial(out, table)
     for picture in ("best_so_far.png", "scores.png"):
         assert (out / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    drawn = json.loads((out / "optuna" / "plots.json").read_text())
+    assert drawn["trials"] == 6 and drawn["complete"] == len(complete) and drawn["pruned"] == 6 - len(complete)
+    expected = ["intermediate_values"] + (["param_importances", "parallel_coordinate", "slice", "contour"]
+                                          if len(complete) >= 2 else [])
+    assert sorted(d["plot"] for d in drawn["drawn"]) == sorted(expected), drawn["skipped"]
+    for picture in drawn["drawn"]:
+        assert (out / "optuna" / picture["file"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not any((tmp_path / "storage").iterdir())  # resume state dropped once the outputs exist
 
     # the train stage consumes best_params.yaml

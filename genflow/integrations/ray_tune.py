@@ -293,7 +293,7 @@ def _plan(name: str, sweep: SweepSpec, experiment: Path, steps: int, log) -> dic
     attempt = next_attempt(experiment)
     opened = open_study(experiment / JOURNAL, study_name(name), sweep)
     study = opened.study
-    rerun = reconcile(study, experiment / LEDGER, sweep, steps)
+    rerun = reconcile(opened, experiment / LEDGER, sweep, steps)
     plan = {"attempt": attempt, "study": opened, "rerun": rerun, "width": concurrency(sweep),
             "ended": [trial_key(t.number) for t in study.trials if t.number not in rerun],
             "new": max(0, sweep.trials - len(study.trials))}

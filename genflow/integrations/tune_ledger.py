@@ -312,21 +312,39 @@ class JournalSearcher(Searcher):
             self.reported[number].add(int(step))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id in self.numbers:
-            number = self.numbers.pop(trial_id)
-            self.live.pop(number, None), self.reported.pop(number, None)
-            tell_ended(self.study, number, result, error, self.sweep, self.full_steps)
+        if trial_id not in self.numbers:
+            return
+        if result is not None:
+            # the result ASHA stopped the trial on (at a rung, or at the last step) reaches the
+            # searcher here only, never through on_trial_result: the journal's intermediate
+            # values would lack every rung decision, and a pruned trial the score it was pruned on
+            self.on_trial_result(trial_id, result)
+        number = self.numbers.pop(trial_id)
+        self.live.pop(number, None), self.reported.pop(number, None)
+        tell_ended(self.study, number, result, error, self.sweep, self.full_steps)
 
 
-def reconcile(study: optuna.Study, ledger: Path, sweep: SweepSpec, full_steps: int) -> list[int]:
+def report_recorded(opened: OpenStudy, trial: optuna.trial.FrozenTrial, recorded: list[dict[str, Any]],
+                    metric: str) -> None:
+    """Report to Optuna the ledger's scores of ``trial`` that its journal lacks."""
+    missing = [r for r in recorded if r.get(metric) is not None and r["step"] not in trial.intermediate_values]
+    if missing:
+        live = opened.reopen(trial.number)
+        for row in missing:
+            live.report(float(row[metric]), int(row["step"]))
+
+
+def reconcile(opened: OpenStudy, ledger: Path, sweep: SweepSpec, full_steps: int) -> list[int]:
     """Make the journal and the ledger agree on which trials ended (a kill can fall between the
     two writes) and return the numbers of those that did not: they run again."""
-    rerun = []
+    rerun, study = [], opened.study
     for trial in study.trials:
         key = trial_key(trial.number)
         mark = done_mark(ledger, key)
         if mark is not None:
             recorded = results(ledger, key)
+            if not trial.state.is_finished():  # ended, Optuna not told: first the scores it missed
+                report_recorded(opened, trial, recorded, sweep.metric)
             tell_ended(study, trial.number, recorded[-1] if recorded else None, mark["status"] == "failed",
                        sweep, full_steps)
         elif trial.state.is_finished():
