@@ -411,6 +411,7 @@ def test_killed_sweep_resumes_without_losing_or_repeating_trials(ray_session, pr
         assert by_id[trial_id]["fid"] == pytest.approx(fid, rel=1e-4)
         assert by_id[trial_id]["runs"] == [1]  # ended before the kill: never started again
     assert all(row["runs"] in ([1], [1, 2], [2]) for row in table), table
+    assert_journal_holds_every_trial(tmp_path / "out", table)  # reopened proposals too, each probe once
 
 
 @pytest.mark.slow

@@ -84,3 +84,14 @@ def test_the_pictures_are_the_same_bytes_when_drawn_again(tmp_path):
     assert first == second
     for drawn in first["drawn"]:
         assert (tmp_path / "a" / drawn["file"]).read_bytes() == (tmp_path / "b" / drawn["file"]).read_bytes()
+
+
+def test_the_report_shows_the_plots_drawn_and_only_those(tmp_path):
+    from genflow.report.build import study_plots
+
+    journal = journal_with(tmp_path / "study.journal", complete=1, pruned=1)
+    draw_study_plots(journal, "genflow-s", "fid", "min", tmp_path / "sweeps" / "s" / "optuna", log=quiet)
+    shown = study_plots(tmp_path / "sweeps" / "s")
+    assert shown == [(f"sweep s (Optuna): {PLOTS['intermediate_values']}",
+                      tmp_path / "sweeps" / "s" / "optuna" / "intermediate_values.png")]
+    assert study_plots(tmp_path / "sweeps" / "older") == []  # a sweep from before these plots
