@@ -106,14 +106,11 @@ def draw_study_plots(journal: str | Path, study_name: str, metric: str, mode: st
     trials = study.get_trials(deepcopy=False)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     varying = varying_params(complete)
-    ranked = _quietly(lambda: importances(study, varying)) \
-        if skip_reason("param_importances", trials, complete, varying) is None else {}
+    ranked = _ranked(study, trials, complete, varying)
     target = f"{metric} ({'lower' if mode == 'min' else 'higher'} is better)"
     drawn, skipped = [], []
     for plot, draw in _drawers(study, varying, list(ranked), target).items():
-        reason = skip_reason(plot, trials, complete, varying)
-        if reason is None:
-            reason = _draw(draw, out / f"{plot}.png")
+        reason = skip_reason(plot, trials, complete, varying) or _draw(draw, out / f"{plot}.png")
         if reason is None:
             drawn.append({"file": f"{plot}.png", "plot": plot, "shows": PLOTS[plot]})
         else:
@@ -129,12 +126,25 @@ def draw_study_plots(journal: str | Path, study_name: str, metric: str, mode: st
     return summary
 
 
+def _ranked(study: optuna.Study, trials, complete, varying: list[str]) -> dict[str, float]:
+    """The importances when the study supports them ({} otherwise, or if Optuna fails on them)."""
+    if skip_reason("param_importances", trials, complete, varying) is not None:
+        return {}
+    try:
+        return _quietly(lambda: importances(study, varying))
+    except Exception:  # noqa: BLE001  (the plot's own attempt then records the error)
+        return {}
+
+
 def _draw(draw: Callable, path: Path) -> str | None:
     """Draw and save one plot; an error of Optuna's plotting is that plot's skip reason (logged
     and in plots.json): the sweep's results are worth more than one of its pictures."""
     try:
         _quietly(lambda: _save(draw(), path))
     except Exception as exc:  # noqa: BLE001
+        from genflow.evaluate.pictures import pyplot
+
+        pyplot().close("all")
         path.unlink(missing_ok=True)
         return f"Optuna failed to draw it: {type(exc).__name__}: {exc}"
     return None
