@@ -125,9 +125,10 @@ def sweep(name: str, params: Params, data_root: str | Path, featurenet_root: str
     """Run (or resume) sweep ``name`` of params.yaml on Ray Tune and write ``out`` (sweeps/<name>/),
     and its best score as a DVC metrics file in ``metrics_out`` (metrics/sweeps/<name>.json)."""
     from genflow.integrations.ray_tune import JOURNAL, run_sweep, study_name
+    from genflow.integrations.optuna_plots import draw_study_plots
     from genflow.integrations.tune_ledger import trial_records
     from genflow.sweep.results import sweep_metrics, write_outputs
-    from genflow.sweep.space import resolved_space
+    from genflow.sweep.space import METRIC_MODES, resolved_space
     from genflow.train.worker_config import worker_config
 
     sweep_spec = params.sweeps[name]
@@ -138,7 +139,13 @@ def sweep(name: str, params: Params, data_root: str | Path, featurenet_root: str
     records = trial_records(experiment / JOURNAL, study_name(name), experiment / "ledger", sweep_spec, steps, keys)
     provenance = {"experiment": experiment.name, "data_manifest_sha256": base.data_manifest_sha256,
                   "base_spec": base.spec, "steps_per_trial": steps}
-    summary = write_outputs(out, name, sweep_spec, records, keys, experiment / JOURNAL, provenance, log)
+
+    def draw_study(folder: Path) -> None:  # Optuna's own plots, from the journal, into sweeps/<name>/optuna/
+        draw_study_plots(experiment / JOURNAL, study_name(name), sweep_spec.metric, METRIC_MODES[sweep_spec.metric],
+                         folder, log=lambda line: log(f"[sweep {name}] {line}"))
+
+    summary = write_outputs(out, name, sweep_spec, records, keys, experiment / JOURNAL, provenance, log,
+                            draw_study=draw_study)
     if metrics_out is not None:
         write_json(metrics_out, sweep_metrics(summary))
     if "://" not in params.ray.storage_path:  # the results are in DVC now; drop the resume state

@@ -151,6 +151,32 @@ def test_repro_builds_everything(pipeline):
     assert (repo / "dvc.lock").exists()
     trials = (repo / "sweeps" / "gan_ring8" / "trials.parquet")
     assert trials.exists() and (repo / "sweeps" / "gan_ring8" / "best_params.yaml").exists()
+    assert_optuna_plots_drawn(repo / "sweeps" / "gan_ring8", html, pipeline.first.output)
+
+
+def assert_optuna_plots_drawn(sweep: Path, html: str, output: str) -> None:
+    """The sweep stage drew Optuna's plots of its study into sweeps/<name>/optuna/: the rungs
+    always; the importances and parameter plots when 2 trials completed (ASHA may stop the
+    second of this 2-trial sweep), else their reason is given; the report shows what was drawn."""
+    from html import escape as html_escape
+
+    import pyarrow.parquet as pq
+
+    from test_sweep import assert_journal_holds_every_trial
+
+    table = pq.read_table(sweep / "trials.parquet").to_pylist()
+    assert_journal_holds_every_trial(sweep, table)
+    listing = json.loads((sweep / "optuna" / "plots.json").read_text())
+    complete = sum(row["status"] == "complete" for row in table)
+    drawn = {d["plot"] for d in listing["drawn"]}
+    params = {"param_importances", "parallel_coordinate", "slice", "contour"}
+    assert listing["complete"] == complete and drawn == {"intermediate_values"} | (params if complete >= 2 else set())
+    assert {s["plot"] for s in listing["skipped"]} == params - drawn
+    for plot in listing["drawn"]:
+        assert (sweep / "optuna" / plot["file"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert html_escape(f"sweep gan_ring8 (Optuna): {plot['shows']}") in html
+    logged = next(line for line in output.splitlines() if line.startswith("[sweep gan_ring8] Optuna plots: "))
+    assert all(plot in logged for plot in drawn) and all(f"skipped {plot} (" in logged for plot in params - drawn)
 
 
 IMPORTED = """import json, runpy, sys

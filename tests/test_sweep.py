@@ -103,20 +103,23 @@ def test_trial_config_applies_overrides_and_checks_the_combination(prepared_dir)
 
 # -- how Optuna is told (genflow's searcher over a real Optuna study, no trials run) -----------
 
-def _searcher(study, asha_stopped: str = "pruned", trials: int = 10, rerun=()):
+def _searcher(opened, asha_stopped: str = "pruned", trials: int = 10, rerun=()):
     from genflow.integrations.tune_ledger import JournalSearcher
     from genflow.sweep.dimension import Dimension
 
     sweep = SweepSpec(model="gan_ring8", dataset="ring8", asha_stopped=asha_stopped, trials=trials, search="random")
-    return JournalSearcher(study, {"x": Dimension(uniform=[0.0, 1.0]), "width": Dimension(choice=[8, 16])}, sweep,
+    return JournalSearcher(opened, {"x": Dimension(uniform=[0.0, 1.0]), "width": Dimension(choice=[8, 16])}, sweep,
                            full_steps=100, rerun=list(rerun))
 
 
 def _told(asha_stopped: str, result: dict, error: bool = False):
     import optuna
 
-    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.RandomSampler(seed=0))
-    searcher = _searcher(study, asha_stopped)
+    from genflow.integrations.tune_ledger import OpenStudy
+
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, direction="minimize", sampler=optuna.samplers.RandomSampler(seed=0))
+    searcher = _searcher(OpenStudy(study, storage), asha_stopped)
     searcher.suggest("t1")
     searcher.on_trial_result("t1", {"fid": 3.0, "training_iteration": 1, "step": 50})
     searcher.on_trial_complete("t1", result, error=error)
@@ -130,6 +133,19 @@ def test_asha_stopped_trial_is_pruned_with_its_last_value():
     assert trial.state == TrialState.PRUNED and trial.value == 3.0 and trial.intermediate_values == {50: 3.0}
     assert _told("complete", {"fid": 3.0, "step": 50}).state == TrialState.COMPLETE
     assert _told("pruned", {"fid": 1.0, "step": 100}).state == TrialState.COMPLETE
+
+
+def test_the_result_a_trial_is_stopped_on_reaches_the_journal():
+    """Tune hands the result ASHA stops a trial on (at a rung or at the last step) to the
+    searcher's on_trial_complete only: it is the last of the trial's intermediate values, and the
+    value of a pruned trial, as of a complete one."""
+    from optuna.trial import TrialState
+
+    stopped = _told("pruned", {"fid": 2.5, "step": 75})  # reported: step 50 only
+    assert stopped.state == TrialState.PRUNED and stopped.intermediate_values == {50: 3.0, 75: 2.5}
+    assert stopped.value == 2.5
+    complete = _told("pruned", {"fid": 1.0, "step": 100})
+    assert complete.intermediate_values == {50: 3.0, 100: 1.0} and complete.value == 1.0
 
 
 def test_failed_trial_is_fail_even_after_reporting():
@@ -155,13 +171,19 @@ def test_a_rerun_proposes_what_an_uninterrupted_sweep_would_and_reruns_what_had_
     first.on_trial_result("b0", {"fid": 2.0, "step": 100})
     first.on_trial_complete("b0", {"fid": 2.0, "step": 100})  # then the sweep is killed: 1 and 2 were running
     (tmp_path / "ledger").mkdir()
-    study = open_study(tmp_path / "b.journal", "s", sweep)
-    rerun = reconcile(study, tmp_path / "ledger", sweep, 100)
+    opened = open_study(tmp_path / "b.journal", "s", sweep)
+    rerun = reconcile(opened, tmp_path / "ledger", sweep, 100)
     assert rerun == [1, 2]
-    second = _searcher(study, trials=5, rerun=rerun)
+    second = _searcher(opened, trials=5, rerun=rerun)
     resumed = [second.suggest(f"c{i}") for i in range(4)]
     assert second.suggest("c4") == "FINISHED"
     assert proposed == expected[:3] and resumed == expected[1:] and [r[TRIAL_KEY] for r in resumed] == [1, 2, 3, 4]
+    # a reopened proposal takes its results and its end in the journal under its old number
+    second.on_trial_result("c0", {"fid": 1.5, "step": 50})
+    second.on_trial_complete("c0", {"fid": 1.0, "step": 100})
+    reread = open_study(tmp_path / "b.journal", "s", sweep).study.trials[1]
+    assert reread.intermediate_values == {50: 1.5, 100: 1.0} and reread.value == 1.0
+    assert reread.params == {k: v for k, v in expected[1].items() if k != TRIAL_KEY}
 
 
 def test_the_journal_and_the_ledger_are_reconciled_after_a_kill_between_their_writes(tmp_path):
@@ -181,10 +203,38 @@ def test_the_journal_and_the_ledger_are_reconciled_after_a_kill_between_their_wr
     append_result(ledger, "trial_0001", {"step": 100, "fid": 1.5})
     write_json(done_path(ledger, "trial_0001"), {"status": "finished", "reason": "", "step": 100})  # mark, no tell
     searcher.on_trial_complete("t1", {"fid": 2.5, "step": 100})  # told, no mark
-    study = open_study(tmp_path / "j", "s", sweep)
-    assert reconcile(study, ledger, sweep, 100) == [2]
+    opened = open_study(tmp_path / "j", "s", sweep)
+    assert reconcile(opened, ledger, sweep, 100) == [2]
+    study = opened.study
     assert study.trials[0].state == TrialState.COMPLETE and study.trials[0].value == 1.5
+    assert study.trials[0].intermediate_values == {100: 1.5}  # the ledger's score, which Optuna had missed
     assert done_mark(ledger, "trial_0002")["status"] == "finished"
+
+
+def test_a_resumed_asha_stops_what_the_ended_trials_rungs_would_have_stopped():
+    """The ended trials of a killed sweep are fed to ASHA through its public hooks, so its rung
+    cutoffs are back: a trial worse than all of them at the first rung is stopped there, which a
+    fresh ASHA (no cutoff yet) would not do."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from genflow.integrations.ray_tune import LedgerASHA
+
+    def first_rung(asha, value):
+        trial = SimpleNamespace(trial_id="new")
+        asha.on_trial_add(None, trial)
+        return asha.on_trial_result(None, trial, {"step": 10, "fid": value})
+
+    def asha():
+        return LedgerASHA(time_attr="step", metric="fid", mode="min", max_t=90, grace_period=10, reduction_factor=3)
+
+    resumed = asha()
+    resumed.remember({"trial_0001": [(10, 1.0), (30, 0.8), (90, 0.5)], "trial_0002": [(10, 2.0)],
+                      "trial_0003": []})
+    assert first_rung(resumed, 5.0) == TrialScheduler.STOP
+    assert first_rung(asha(), 5.0) == TrialScheduler.CONTINUE
+    assert first_rung(resumed, 0.1) == TrialScheduler.CONTINUE
 
 
 # -- real sweeps on Ray Tune --------------------------------------------------------------
@@ -193,6 +243,26 @@ def _sweep(raw: dict, prepared: Path, features: Path, out: Path):
     from genflow.launch import sweep as sweep_model
 
     return sweep_model("gan_ring8", config.validate(raw), prepared, features, out, log=quiet)
+
+
+def assert_journal_holds_every_trial(out: Path, table: list[dict]) -> None:
+    """Opened with Optuna alone (as optuna-dashboard would), the journal in the sweep's outputs
+    holds every trial of trials.parquet: same numbers, same values, same end."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    study = optuna.load_study(study_name="genflow-gan_ring8",
+                              storage=JournalStorage(JournalFileBackend(str(out / "study.journal"))))
+    by_number = {trial.number + 1: trial for trial in study.get_trials()}
+    assert sorted(by_number) == sorted(row["number"] for row in table)
+    ended = {"complete": optuna.trial.TrialState.COMPLETE, "stopped": optuna.trial.TrialState.PRUNED,
+             "failed": optuna.trial.TrialState.FAIL}
+    for row in table:
+        trial = by_number[row["number"]]
+        searched = {key.removeprefix("config."): value for key, value in row.items() if key.startswith("config.")}
+        assert trial.params == searched and trial.state == ended[row["status"]]
+        assert sorted(trial.intermediate_values) == row["history_step"]
 
 
 @pytest.mark.slow
@@ -216,8 +286,16 @@ def test_sweep_writes_table_best_params_journal_and_plots(ray_session, prepared_
     assert set(best["overrides"]) == {"width", "train.lr_g", "train.lr_d", "train.beta1", "train.beta2"}
     states = [json.loads(line).get("state") for line in (out / "study.journal").read_text().splitlines()]
     assert states.count(1) + states.count(2) == 6  # Optuna: COMPLETE (1) or PRUNED (2) for every trial
+    assert_journal_holds_every_trial(out, table)
     for picture in ("best_so_far.png", "scores.png"):
         assert (out / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    drawn = json.loads((out / "optuna" / "plots.json").read_text())
+    assert drawn["trials"] == 6 and drawn["complete"] == len(complete) and drawn["pruned"] == 6 - len(complete)
+    expected = ["intermediate_values"] + (["param_importances", "parallel_coordinate", "slice", "contour"]
+                                          if len(complete) >= 2 else [])
+    assert sorted(d["plot"] for d in drawn["drawn"]) == sorted(expected), drawn["skipped"]
+    for picture in drawn["drawn"]:
+        assert (out / "optuna" / picture["file"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not any((tmp_path / "storage").iterdir())  # resume state dropped once the outputs exist
 
     # the train stage consumes best_params.yaml
@@ -333,6 +411,7 @@ def test_killed_sweep_resumes_without_losing_or_repeating_trials(ray_session, pr
         assert by_id[trial_id]["fid"] == pytest.approx(fid, rel=1e-4)
         assert by_id[trial_id]["runs"] == [1]  # ended before the kill: never started again
     assert all(row["runs"] in ([1], [1, 2], [2]) for row in table), table
+    assert_journal_holds_every_trial(tmp_path / "out", table)  # reopened proposals too, each probe once
 
 
 @pytest.mark.slow

@@ -192,11 +192,23 @@ class LedgerASHA(ASHAScheduler):
     """ASHA that also knows the scores of the trials that ended in an earlier run of a killed
     sweep, so that its rungs' cutoffs are what they were (a resumed trial replays its own)."""
 
+    def __init__(self, *, time_attr: str, **options):
+        super().__init__(time_attr=time_attr, **options)
+        self.time_attr = time_attr  # ASHA keeps it in a private attribute
+
     def remember(self, histories: dict[str, list[tuple[int, float]]]) -> None:
+        """Feed each ended trial's results through the scheduler's public hooks, as Tune fed them
+        while it ran: added, every result in order, completed with its last one (which is how a
+        result at ``max_t`` reaches the rungs)."""
         for key, history in histories.items():
-            ended = SimpleNamespace(trial_id=f"ended-{key}")  # a bracket only reads the trial's id
-            for step, value in history:  # as on_trial_result fed them, in order
-                self._brackets[0].on_result(ended, step, self._metric_op * value)
+            if not history:
+                continue
+            ended = SimpleNamespace(trial_id=f"ended-{key}")  # ASHA only reads the trial's id
+            self.on_trial_add(None, ended)
+            for step, value in history:
+                self.on_trial_result(None, ended, {self.time_attr: step, self.metric: value})
+            step, value = history[-1]
+            self.on_trial_complete(None, ended, {self.time_attr: step, self.metric: value})
 
 
 def _scheduler(sweep: SweepSpec, steps: int, ledger: Path, ended: list[str]):
@@ -279,9 +291,10 @@ def _plan(name: str, sweep: SweepSpec, experiment: Path, steps: int, log) -> dic
     """This run of the sweep, from genflow's record: what ended, what runs again, how many to propose."""
     report_foreign_ray_state(name, experiment)
     attempt = next_attempt(experiment)
-    study = open_study(experiment / JOURNAL, study_name(name), sweep)
-    rerun = reconcile(study, experiment / LEDGER, sweep, steps)
-    plan = {"attempt": attempt, "study": study, "rerun": rerun, "width": concurrency(sweep),
+    opened = open_study(experiment / JOURNAL, study_name(name), sweep)
+    study = opened.study
+    rerun = reconcile(opened, experiment / LEDGER, sweep, steps)
+    plan = {"attempt": attempt, "study": opened, "rerun": rerun, "width": concurrency(sweep),
             "ended": [trial_key(t.number) for t in study.trials if t.number not in rerun],
             "new": max(0, sweep.trials - len(study.trials))}
     log(f"[sweep {name}] {sweep.trials} trials of {sweep.model}, {plan['width']} at a time, "

@@ -33,12 +33,12 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-from optuna.storages import JournalStorage
+from optuna.storages import BaseStorage, JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from ray import tune
@@ -230,11 +230,26 @@ def journal_storage(journal: str | Path) -> JournalStorage:
     return JournalStorage(JournalFileBackend(str(journal), lock_obj=JournalLock(journal)))
 
 
-def open_study(journal: Path, name: str, sweep: SweepSpec) -> optuna.Study:
+class OpenStudy(NamedTuple):
+    """The sweep's Optuna study and the storage genflow opened it on. The storage is kept here
+    because ``Study`` has no public accessor for it, and a proposal of an earlier run of the
+    sweep is reopened through it (``reopen``) rather than through Optuna's private attributes."""
+
+    study: optuna.Study
+    storage: BaseStorage
+
+    def reopen(self, number: int) -> optuna.trial.Trial:
+        """Trial ``number`` (still RUNNING in the journal) as a Trial that results are reported to."""
+        study_id = self.storage.get_study_id_from_name(self.study.study_name)
+        return optuna.trial.Trial(self.study, self.storage.get_trial_id_from_study_id_trial_number(study_id, number))
+
+
+def open_study(journal: Path, name: str, sweep: SweepSpec) -> OpenStudy:
     storage = journal_storage(journal)
-    return optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
-                               direction="minimize" if metric_mode(sweep) == "min" else "maximize",
-                               sampler=SeededPerTrial(sweep.search, sweep.seed))
+    study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
+                                direction="minimize" if metric_mode(sweep) == "min" else "maximize",
+                                sampler=SeededPerTrial(sweep.search, sweep.seed))
+    return OpenStudy(study, storage)
 
 
 def end_state(result: dict[str, Any] | None, failed: bool, sweep: SweepSpec, full_steps: int):
@@ -262,10 +277,10 @@ class JournalSearcher(Searcher):
     """Tune's searcher over genflow's Optuna study: first the proposals of the journal that did
     not end (same number, same values), then new ones until the journal holds ``trials``."""
 
-    def __init__(self, study: optuna.Study, space: dict[str, Dimension], sweep: SweepSpec, full_steps: int,
+    def __init__(self, opened: OpenStudy, space: dict[str, Dimension], sweep: SweepSpec, full_steps: int,
                  rerun: list[int]):
         super().__init__(metric=sweep.metric, mode=metric_mode(sweep))
-        self.study, self.sweep, self.full_steps = study, sweep, full_steps
+        self.opened, self.study, self.sweep, self.full_steps = opened, opened.study, sweep, full_steps
         self.distributions = {key: distribution(dim) for key, dim in space.items()}
         self.rerun, self.numbers = list(rerun), {}
         self.live: dict[int, optuna.trial.Trial] = {}  # by number: what results are reported to
@@ -279,8 +294,7 @@ class JournalSearcher(Searcher):
 
     def suggest(self, trial_id: str):
         if self.rerun:
-            frozen = self.study.trials[self.rerun.pop(0)]
-            trial = optuna.trial.Trial(self.study, frozen._trial_id)  # Optuna's id of a trial, by number
+            trial = self.opened.reopen(self.rerun.pop(0))
         elif len(self.study.trials) >= self.sweep.trials:
             return Searcher.FINISHED
         else:
@@ -298,21 +312,39 @@ class JournalSearcher(Searcher):
             self.reported[number].add(int(step))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id in self.numbers:
-            number = self.numbers.pop(trial_id)
-            self.live.pop(number, None), self.reported.pop(number, None)
-            tell_ended(self.study, number, result, error, self.sweep, self.full_steps)
+        if trial_id not in self.numbers:
+            return
+        if result is not None:
+            # the result ASHA stopped the trial on (at a rung, or at the last step) reaches the
+            # searcher here only, never through on_trial_result: the journal's intermediate
+            # values would lack every rung decision, and a pruned trial the score it was pruned on
+            self.on_trial_result(trial_id, result)
+        number = self.numbers.pop(trial_id)
+        self.live.pop(number, None), self.reported.pop(number, None)
+        tell_ended(self.study, number, result, error, self.sweep, self.full_steps)
 
 
-def reconcile(study: optuna.Study, ledger: Path, sweep: SweepSpec, full_steps: int) -> list[int]:
+def report_recorded(opened: OpenStudy, trial: optuna.trial.FrozenTrial, recorded: list[dict[str, Any]],
+                    metric: str) -> None:
+    """Report to Optuna the ledger's scores of ``trial`` that its journal lacks."""
+    missing = [r for r in recorded if r.get(metric) is not None and r["step"] not in trial.intermediate_values]
+    if missing:
+        live = opened.reopen(trial.number)
+        for row in missing:
+            live.report(float(row[metric]), int(row["step"]))
+
+
+def reconcile(opened: OpenStudy, ledger: Path, sweep: SweepSpec, full_steps: int) -> list[int]:
     """Make the journal and the ledger agree on which trials ended (a kill can fall between the
     two writes) and return the numbers of those that did not: they run again."""
-    rerun = []
+    rerun, study = [], opened.study
     for trial in study.trials:
         key = trial_key(trial.number)
         mark = done_mark(ledger, key)
         if mark is not None:
             recorded = results(ledger, key)
+            if not trial.state.is_finished():  # ended, Optuna not told: first the scores it missed
+                report_recorded(opened, trial, recorded, sweep.metric)
             tell_ended(study, trial.number, recorded[-1] if recorded else None, mark["status"] == "failed",
                        sweep, full_steps)
         elif trial.state.is_finished():

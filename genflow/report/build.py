@@ -10,6 +10,7 @@ score distributions when there are sweeps.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -247,7 +248,8 @@ def roc_curves(block: DatasetBlock) -> dict[str, tuple[list[float], list[float],
 
 
 def sweep_plots(sweeps_dir: Path | None, plots_dir: Path) -> list[tuple[str, Path]]:
-    """Every sweep's score distribution, and each sweep's own best-so-far picture."""
+    """Every sweep's score distribution, and each sweep's own pictures: best score so far, then
+    Optuna's plots of its study."""
     if sweeps_dir is None or not sweeps_dir.is_dir():
         return []
     from genflow.sweep.results import plot_scores, read_trials_for_plot
@@ -259,8 +261,24 @@ def sweep_plots(sweeps_dir: Path | None, plots_dir: Path) -> list[tuple[str, Pat
         plot_scores(found["by_sweep"], found["metric"], found["mode"], tmp)
     out = [("sweeps: final score of every trial (the spread is the hyperparameter sensitivity)",
             plots_dir / "sweeps.png")]
-    return out + [(f"sweep {name}: best score so far", sweeps_dir / name / "best_so_far.png")
-                  for name in found["by_sweep"] if (sweeps_dir / name / "best_so_far.png").exists()]
+    for name in found["by_sweep"]:
+        if (sweeps_dir / name / "best_so_far.png").exists():
+            out.append((f"sweep {name}: best score so far", sweeps_dir / name / "best_so_far.png"))
+        out += study_plots(sweeps_dir / name)
+    return out
+
+
+def study_plots(sweep_dir: Path) -> list[tuple[str, Path]]:
+    """Optuna's plots of one sweep's study, as its ``optuna/plots.json`` lists them (a sweep
+    written before they existed has none)."""
+    from genflow.sweep.results import STUDY_PLOTS
+
+    listing = sweep_dir / STUDY_PLOTS / "plots.json"
+    if not listing.exists():
+        return []
+    drawn = json.loads(listing.read_text()).get("drawn", [])
+    return [(f"sweep {sweep_dir.name} (Optuna): {plot['shows']}", sweep_dir / STUDY_PLOTS / plot["file"])
+            for plot in drawn if (sweep_dir / STUDY_PLOTS / plot["file"]).exists()]
 
 
 def protocol_lines(protocol: dict[str, Any] | None, blocks: list[DatasetBlock]) -> list[str]:
@@ -342,6 +360,8 @@ def build_report(models: dict[str, Any], metrics_dir: str | Path, samples_dir: s
                   plots_dir] + [""]
     if sweeps:
         lines += ["## Sweeps", "", f"![{sweeps[0][0]}](plots/{sweeps[0][1].name})", ""]
+        lines += [f"![{caption}]({Path(os.path.relpath(png, out_dir)).as_posix()})" for caption, png in sweeps[1:]]
+        lines += [""] if len(sweeps) > 1 else []
     spaces = feature_spaces(blocks, Path(featurenet_root))
     lines += ["## Feature spaces", "", "| dataset | kind | test accuracy | weights sha256 |", "|---|---|---|---|"]
     lines += [f"| {r['dataset']} | {r['kind']} | {r['accuracy']} | {r['sha256']} |" for r in spaces] + [""]

@@ -12,6 +12,8 @@ nor Optuna. Outputs of ``sweeps/<name>/``:
 * ``study.journal``  the Optuna study (JournalStorage) for audit;
 * ``best_so_far.png``, ``scores.png``  best score vs trials and vs compute; the
   distribution of scores ("Are GANs Created Equal?"'s view of sensitivity);
+* ``optuna/``  Optuna's own plots of the study (importances, intermediate values, parallel
+  coordinates, slices, contours) and ``plots.json``: what was drawn, what was skipped and why;
 * ``summary.json``  counts, best score, provenance.
 """
 from __future__ import annotations
@@ -20,7 +22,7 @@ import json
 import math
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -33,6 +35,7 @@ from genflow.io import atomic_dir, code_revision, write_json, write_text
 from genflow.sweep.space import METRIC_MODES
 
 STATUSES = ("complete", "stopped", "failed")
+STUDY_PLOTS = "optuna"  # Optuna's own plots of the study, and plots.json (genflow.integrations.optuna_plots)
 
 
 def _better(mode: str):
@@ -150,8 +153,12 @@ def plot_scores(by_sweep: dict[str, list[dict[str, Any]]], metric: str, mode: st
 
 
 def write_outputs(out: str | Path, name: str, sweep, records: list[dict[str, Any]], space_keys: list[str],
-                  journal: Path | None, provenance: dict[str, Any], log=print) -> dict[str, Any]:
-    """Write ``sweeps/<name>/`` atomically; raise if no trial produced a score."""
+                  journal: Path | None, provenance: dict[str, Any], log=print,
+                  draw_study: Callable[[Path], Any] | None = None) -> dict[str, Any]:
+    """Write ``sweeps/<name>/`` atomically; raise if no trial produced a score.
+
+    ``draw_study(folder)`` draws the study's own plots into ``folder`` (``optuna/``): the Optuna
+    side lives in genflow.integrations, which this module does not import."""
     mode = METRIC_MODES[sweep.metric]
     order = ranked(records, mode)
     if not order:
@@ -165,6 +172,8 @@ def write_outputs(out: str | Path, name: str, sweep, records: list[dict[str, Any
         if journal is not None and journal.exists():
             shutil.copyfile(journal, tmp / "study.journal")
         plot(records, name, sweep.metric, mode, tmp)
+        if draw_study is not None:
+            draw_study(tmp / STUDY_PLOTS)
         summary = {"sweep": name, "model": sweep.model, "metric": sweep.metric, "mode": mode,
                    "trials": len(records), **counts, "best_value": best["value"], "best_trial": best["trial_id"],
                    "best_overrides": best["config"], "training_steps": sum(r["steps"] for r in records),
