@@ -29,7 +29,8 @@ help:
 	@echo "                     sized for GPUs (presets/<name>/README.md: the files, the CPU override)"
 
 $(STAMP): pyproject.toml constraints.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# a venv whose creation was interrupted has a python but no pip: made again, not reused
+	$(BIN)/python -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(PIP) -c constraints.txt torch==2.13.0
 	$(PIP) -c constraints.txt -e '.[dev]'
 	# the FID parity test's reference implementation; --no-deps: its torchvision requirement
