@@ -186,6 +186,26 @@ def test_a_rerun_proposes_what_an_uninterrupted_sweep_would_and_reruns_what_had_
     assert reread.params == {k: v for k, v in expected[1].items() if k != TRIAL_KEY}
 
 
+def test_a_proposal_killed_before_its_values_reached_the_journal_is_rerun_with_values(tmp_path):
+    """``study.ask`` writes a trial, then its values one by one: a kill in between leaves a
+    RUNNING proposal with none (seen on CI). Its rerun draws them (seeded: the same on every
+    rerun) instead of training the model's own settings under the trial's name."""
+    from genflow.integrations.tune_ledger import TRIAL_KEY, open_study, reconcile
+
+    sweep = SweepSpec(model="gan_ring8", dataset="ring8", trials=2, search="random", seed=3)
+    opened = open_study(tmp_path / "j", "s", sweep)
+    opened.study.ask()  # the trial, then the kill: no values written
+    (tmp_path / "ledger").mkdir()
+    rerun = reconcile(open_study(tmp_path / "j", "s", sweep), tmp_path / "ledger", sweep, 100)
+    assert rerun == [0]
+    config = _searcher(open_study(tmp_path / "j", "s", sweep), trials=2, rerun=rerun).suggest("t0")
+    assert config[TRIAL_KEY] == 0 and set(config) == {"x", "width", TRIAL_KEY}
+    assert 0.0 <= config["x"] <= 1.0 and config["width"] in (8, 16)
+    again = _searcher(open_study(tmp_path / "j", "s", sweep), trials=2, rerun=[0]).suggest("t1")
+    assert again == config  # now in the journal: a later rerun gets the same values
+    assert open_study(tmp_path / "j", "s", sweep).study.trials[0].params == {"x": config["x"], "width": config["width"]}
+
+
 def test_the_journal_and_the_ledger_are_reconciled_after_a_kill_between_their_writes(tmp_path):
     """A kill can fall between the driver's two writes when a trial ends: the end mark without
     Optuna told, or Optuna told without the mark. Either way the trial ended and is not rerun."""

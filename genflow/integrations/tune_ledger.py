@@ -273,6 +273,20 @@ def tell_ended(study: optuna.Study, number: int, result: dict[str, Any] | None, 
     study.tell(number, value, state=state)
 
 
+def suggest_all(trial: optuna.trial.Trial, distributions: dict[str, optuna.distributions.BaseDistribution]) -> None:
+    """Every dimension of a reopened proposal through Optuna's public suggest calls: a value the
+    journal holds comes back as it is; one it lacks is drawn now. ``study.ask`` writes a new
+    trial, then its values one by one, so a sweep killed in between left a proposal with some or
+    none of them, which would otherwise run (and be recorded) with the model's own settings."""
+    for name, dist in distributions.items():
+        if isinstance(dist, FloatDistribution):
+            trial.suggest_float(name, dist.low, dist.high, log=dist.log, step=dist.step)
+        elif isinstance(dist, IntDistribution):
+            trial.suggest_int(name, dist.low, dist.high, log=dist.log, step=dist.step)
+        else:
+            trial.suggest_categorical(name, dist.choices)
+
+
 class JournalSearcher(Searcher):
     """Tune's searcher over genflow's Optuna study: first the proposals of the journal that did
     not end (same number, same values), then new ones until the journal holds ``trials``."""
@@ -295,6 +309,7 @@ class JournalSearcher(Searcher):
     def suggest(self, trial_id: str):
         if self.rerun:
             trial = self.opened.reopen(self.rerun.pop(0))
+            suggest_all(trial, self.distributions)  # values a kill kept out of the journal
         elif len(self.study.trials) >= self.sweep.trials:
             return Searcher.FINISHED
         else:
