@@ -20,6 +20,10 @@ import torch
 from genflow.evaluate.pictures import grid_array, plane, pyplot, save_figure
 from genflow.io import atomic_dir
 
+# every picture the gallery may hold: its file, its link in the Markdown table, its HTML heading
+PICTURES = (("real_vs_generated.png", "real vs generated", "Real beside generated"),
+            ("nearest.png", "nearest", "Nearest training rows: is a sample memorised?"),
+            ("reconstructions.png", "recon.", "Reconstructions"))
 NEAREST_ROWS, NEAREST_K = 8, 5
 RECONSTRUCTION_ROWS = 2   # pairs of rows: real, then reconstructed
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from genflow.errors import DataError
-from genflow.evaluate.gallery import gallery_dir
+from genflow.evaluate.gallery import PICTURES, gallery_dir
 from genflow.evaluate.pictures import interpolation_png, save_strip
 from genflow.io import atomic_path, write_text
 from genflow.metrics import catalog
@@ -302,8 +302,7 @@ def _png_link(picture: Path, samples_rel: Path) -> str:
 
 def gallery_links(gallery: Path, samples_rel: Path) -> str:
     """Links to the gallery's pictures that exist (genflow/evaluate/gallery.py)."""
-    names = {"real_vs_generated.png": "real vs generated", "nearest.png": "nearest", "reconstructions.png": "recon."}
-    links = [f"[{label}]({(samples_rel / gallery.name / file).as_posix()})" for file, label in names.items()
+    links = [f"[{label}]({(samples_rel / gallery.name / file).as_posix()})" for file, label, _ in PICTURES
              if (gallery / file).exists()]
     return " · ".join(links) or "–"
 

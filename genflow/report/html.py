@@ -10,7 +10,7 @@ import html
 import re
 from pathlib import Path
 
-from genflow.evaluate.gallery import gallery_dir
+from genflow.evaluate.gallery import PICTURES, gallery_dir
 from genflow.evaluate.pictures import interpolation_png
 
 STYLE = """
@@ -80,15 +80,9 @@ def _pictures(block, samples_dir: Path) -> list[str]:
     return parts + _gallery(samples)
 
 
-# the gallery's pictures (genflow/evaluate/gallery.py), each under its own heading
-GALLERY_SECTIONS = (("real_vs_generated.png", "Real beside generated"),
-                    ("nearest.png", "Nearest training rows: is a sample memorised?"),
-                    ("reconstructions.png", "Reconstructions"))
-
-
 def _gallery(samples: dict[str, Path]) -> list[str]:
     parts = []
-    for file, heading in GALLERY_SECTIONS:
+    for file, _, heading in PICTURES:  # each of the gallery's pictures under its own heading
         found = {name: gallery_dir(png) / file for name, png in samples.items() if (gallery_dir(png) / file).exists()}
         if found:
             parts += [f"<h3>{heading}</h3><div>"] + [_figure(name, png) for name, png in found.items()] + ["</div>"]
