@@ -28,13 +28,14 @@ help:
 	@echo "make repro-mnist / repro-fashion-mnist / repro-cifar10   DCGAN, WGAN-GP, VAE on your downloaded files,"
 	@echo "                     sized for GPUs (presets/<name>/README.md: the files, the CPU override)"
 
+# A venv whose creation was interrupted has a python but no pip: made again, not reused.
+# torch-fidelity is the FID parity test's reference implementation; --no-deps: its torchvision
+# requirement resolves to a CUDA build whose ops do not load beside the CPU torch
+# (tests/test_inception_parity.py). (Comments in a recipe would be echoed by make.)
 $(STAMP): pyproject.toml constraints.txt
-	# a venv whose creation was interrupted has a python but no pip: made again, not reused
 	$(BIN)/python -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(PIP) -c constraints.txt torch==2.13.0
 	$(PIP) -c constraints.txt -e '.[dev]'
-	# the FID parity test's reference implementation; --no-deps: its torchvision requirement
-	# resolves to a CUDA build whose ops do not load beside the CPU torch (tests/test_inception_parity.py)
 	$(PIP) -c constraints.txt --no-deps torch-fidelity==0.4.0
 	touch $(STAMP)
 
