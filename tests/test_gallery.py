@@ -81,3 +81,22 @@ def test_gallery_of_an_encoder_model_has_all_three_pictures(cvae_evaluated):
     for png in gallery.iterdir():
         width, height = _size(png)
         assert width > 100 and height > 50
+
+
+def test_reconstructions_of_a_reference_split_smaller_than_the_grid_leave_blank_tiles(tmp_path):
+    """3 real rows for a 4-column grid of 2 row pairs: the 5 missing tiles are blank, not an
+    IndexError (a tiny test split, or a small image folder of the user's)."""
+    from types import SimpleNamespace
+
+    from genflow.evaluate.gallery import reconstructions
+    from genflow.models.registry import build
+
+    params = config.validate(tiny_params_dict())
+    model = build(params.models["vae_digits"], (1, 8, 8), 10).eval()
+    ref = SimpleNamespace(real=torch.rand(3, 1, 8, 8) * 2 - 1, real_c=None)
+    with torch.no_grad():
+        reconstructions(model, ref, tmp_path / "r.png", "tiny", grid_size=4)
+    full = SimpleNamespace(real=torch.rand(8, 1, 8, 8) * 2 - 1, real_c=None)
+    with torch.no_grad():
+        reconstructions(model, full, tmp_path / "full.png", "tiny", grid_size=4)
+    assert _size(tmp_path / "r.png") == _size(tmp_path / "full.png")  # the same grid, partly blank

@@ -132,10 +132,11 @@ def reconstructions(model, ref, path: Path, title: str, grid_size: int) -> None:
     c_dim = model.spec.c_dim
     cols = c_dim or grid_size
     index = class_columns(ref.real_c, c_dim, RECONSTRUCTION_ROWS) if c_dim else torch.arange(cols * RECONSTRUCTION_ROWS)
-    index = index[index >= 0] if not c_dim else index
+    index[index >= len(ref.real)] = -1  # a reference split smaller than the grid: blank tiles
     real = _pick(ref.real, index)
     labels = None if not c_dim else torch.arange(len(index)) % c_dim
     recon = model.reconstruct(real, labels).clamp(-1, 1)
+    recon[index < 0] = real[index < 0]  # a blank tile stays blank under it
     pairs = torch.stack([real.unflatten(0, (-1, cols)), recon.unflatten(0, (-1, cols))], 1).flatten(0, 2)
     grid = grid_array(pairs, cols, tile_scale(real))
     _panels([("rows in pairs: real, then reconstructed", grid)], path, title)
