@@ -136,6 +136,9 @@ def test_plugin_family_trains_through_dvc_repro(plugin_site, tmp_path):
     run = p.repo / "models" / "tinygan_ring8" / "seed_0"
     meta = json.loads((run / "meta.json").read_text())
     assert meta["model"] == "tinygan" and meta["step"] == 20
+    # the plugin's code is no DVC dependency: the run says which package trained it
+    assert meta["plugin"] == {"family": "tinygan", "package": "genflow-plugin-example 0.1.0",
+                              "target": "genflow_plugin_example.spec:TinyGanSpec"}
     log = (run / "train_log.csv").read_text().splitlines()
     assert {"step", "D_loss", "G_loss"} <= set(log[0].split(",")) and len(log) == 1 + 20 // 5
     card = json.loads((p.repo / "export" / "tinygan_ring8" / "model_card.json").read_text())

@@ -130,6 +130,16 @@ def validate_spec(spec: dict) -> BaseModel:
     return spec_class(spec["model"]).model_validate(spec)
 
 
+def provenance(family: str) -> dict[str, str]:
+    """What a run of ``family`` records of the plugin that provides it (its package and version,
+    its entry point): the plugin's code is not part of genflow's code revision, nor a DVC
+    dependency, so its metadata must say which one trained it. {} for a built-in family."""
+    if family in SPEC_BY_MODEL or family not in installed():
+        return {}
+    plugin = installed()[family]
+    return {"plugin": {"family": plugin.name, "package": plugin.package, "target": plugin.target}}
+
+
 def network_class(name: str) -> object:
     """The network class plugin family ``name`` names (imported now, for the registry to check)."""
     plugin = installed()[name]

@@ -18,6 +18,7 @@ from genflow.data.loader import load_split
 from genflow.errors import ConfigError, DataError, DivergenceError
 from genflow.io import atomic_dir, write_json
 from genflow.models import registry
+from genflow.models.plugins import provenance as plugin_provenance
 from genflow.models.plugins import validate_spec
 from genflow.train import checkpoint, init_from
 from genflow.train.checkpoint_store import Candidates, CheckpointStore, resume
@@ -61,7 +62,8 @@ def checkpoint_meta(config: WorkerConfig) -> dict[str, Any]:
     return {"name": config.name, "model": config.spec["model"], "spec": config.spec, "seed": config.seed,
             "code_revision": config.code_revision, "data_manifest_sha256": config.data_manifest_sha256,
             "data_shape": config.data_shape, "num_classes": config.num_classes,
-            "world_size": distributed()[1], **({"init_from": config.init_from} if config.init_from else {})}
+            "world_size": distributed()[1], **({"init_from": config.init_from} if config.init_from else {}),
+            **plugin_provenance(config.spec["model"])}
 
 
 def load_trained(model_dir: str | Path):
