@@ -16,6 +16,7 @@ from scipy import stats
 from genflow import config, launch
 from genflow.errors import GenflowError
 from genflow.evaluate.protocol import evaluate_model
+from genflow.metrics.catalog import BY_NAME
 from genflow.report.stats import per_seed_values
 from genflow.study.analysis import bootstrap_band, expected_best_curve
 from genflow.study.report import PICTURES, ModelResult, write_study_report
@@ -49,7 +50,7 @@ def write_sweep(folder: Path, model: str, scores: list, stopped=frozenset(), sea
     records = trial_records(scores, set(stopped))
     pq.write_table(trials_table(records, ["train.lr_g", "width"], metric), folder / "trials.parquet")
     scored = [r for r in records if r["value"] is not None]
-    best = min(scored, key=lambda r: r["value"])
+    best = min(scored, key=lambda r: r["value"], default={"value": None, "trial_id": None, "config": None})
     summary = {"sweep": f"study-{model}", "model": model, "metric": metric, "mode": "min", "trials": len(records),
                "complete": sum(r["status"] == "complete" for r in records),
                "stopped": sum(r["status"] == "stopped" for r in records),
@@ -182,3 +183,85 @@ def test_every_picture_is_a_png_and_reproducible(study, details, tmp_path):
     assert again == body  # the same inputs (by content) give the same study.json ...
     for name in (*PICTURES, "study.md", "study.json"):  # ... and the same bytes
         assert (tmp_path / "out" / name).read_bytes() == (out / name).read_bytes(), name
+
+
+def with_values(template: Path, values: dict[str, list[float]], path: Path) -> Path:
+    """A copy of a real details.json whose seeds hold ``values`` (metric -> one value per seed)."""
+    body = json.loads(template.read_text())
+    for metric in BY_NAME:  # the template's own means would stand in for a metric without per-seed values
+        body.pop(metric, None), body.pop(f"{metric}_std", None)
+    seeds = [str(s) for s in range(len(next(iter(values.values()))))]
+    body["per_seed"] = {s: {k: v[i] for k, v in values.items()} for i, s in enumerate(seeds)}
+    body.update({k: float(np.mean(v)) for k, v in values.items()})
+    body["n_seeds"], body["protocol"]["seeds"] = len(seeds), [int(s) for s in seeds]
+    path.write_text(json.dumps(body))
+    return path
+
+
+TUNED = {"a": {"fid": [10.0, 11.0, 12.0], "precision": [0.60, 0.62, 0.64]},
+         "b": {"fid": [14.0, 15.0, 17.0], "precision": [0.55, 0.60, 0.62]},
+         "c": {"fid": [11.0, 13.0, 12.5], "precision": [0.70, 0.72, 0.71]}}
+DEFAULT = {"a": [20.0, 21.0, 22.0], "b": [16.0, 17.0, 18.0], "c": [19.0, 19.5, 20.0]}
+
+
+@pytest.fixture
+def three_models(details, tmp_path) -> list[ModelResult]:
+    """Three models with chosen per-seed values; c searched by TPE under ASHA, which stopped 2 trials."""
+    models = []
+    for name in TUNED:
+        tpe = name == "c"
+        sweep = write_sweep(tmp_path / name, name, [20.0 + i + (name == "b") for i in range(6)],
+                            stopped={1, 4} if tpe else set(), search="tpe" if tpe else "random",
+                            scheduler="asha" if tpe else "fifo")
+        tuned = with_values(details["gan_tuned"], TUNED[name], tmp_path / f"{name}.tuned.json")
+        default = with_values(details["gan_default"], {"fid": DEFAULT[name]}, tmp_path / f"{name}.default.json")
+        models.append(ModelResult(name, "gan", *sweep, tuned, default))
+    return models
+
+
+def test_three_models_known_p_values_holm_bh_and_a_changed_ranking(three_models, tmp_path):
+    body = write_study_report("s", "digits", "fid", "min", three_models, tmp_path / "out", {})
+    final = body["comparison"]
+    assert final["winner"] == "a" and final["order"] == ["a", "c", "b"] and final["metrics"] == ["fid", "precision"]
+    got = {(r["model"], r["metric"]): r for r in final["rows"] if r["model"] != "a"}
+    # Welch p by hand (welch_by_hand); Holm: sorted 0.006458 (c, precision) x4, 0.019855 (b, fid) x3,
+    # 0.234209 (c, fid) x2, 0.293483 (b, precision) x1, then the running maximum; BH: x4/j, running
+    # minimum from the top
+    expected = {("c", "precision"): (0.006457589, 0.025830357, 0.025830357),
+                ("b", "fid"): (0.019855118, 0.059565353, 0.039710235),
+                ("c", "fid"): (0.234208523, 0.468417046, 0.293483398),
+                ("b", "precision"): (0.293483398, 0.468417046, 0.293483398)}
+    for key, (p, p_holm, p_bh) in expected.items():
+        a, b = TUNED[key[0]][key[1]], TUNED["a"][key[1]]
+        assert welch_by_hand(a, b) == pytest.approx(p, abs=1e-9)
+        assert (got[key]["p"], got[key]["p_holm"], got[key]["p_bh"]) == pytest.approx((p, p_holm, p_bh), abs=1e-8)
+    assert [k for k, r in got.items() if r["significant"]] == [("c", "precision")]
+    ranking = body["tuned_vs_default"]["ranking"]
+    assert ranking == {"default": ["b", "c", "a"], "tuned": ["a", "c", "b"], "changed": True}
+    md = (tmp_path / "out" / "study.md").read_text()
+    assert "Not significantly better than any other model after Holm's correction" in md
+    assert "**the ranking changed**" in md and "| precision ↑ | `c` | 0.71 ± 0.025 | 3 | 0.006 | **0.026** |" in md
+    caveats = " ".join(body["caveats"])
+    assert "did not have the same budget" in caveats and "ASHA stopped trials early (`c` 2 of 6)" in caveats
+    assert "`c`: searched with TPE" in caveats and "seed(s)" not in caveats  # three seeds: no power caveat
+
+
+def test_bad_inputs_name_the_file(three_models, tmp_path):
+    a = three_models[0]
+    with pytest.raises(GenflowError, match=r"summary.json: the sweep tuned fid \(min\), the study compares modes"):
+        write_study_report("s", "digits", "modes", "max", [a], tmp_path / "o1", {})
+    with pytest.raises(GenflowError, match="higher is better, so its mode is max"):
+        write_study_report("s", "digits", "modes", "min", [a], tmp_path / "o2", {})
+    missing = ModelResult("a", "gan", a.trials, a.summary, tmp_path / "nope.details.json", None)
+    with pytest.raises(GenflowError, match="nope.details.json: not found"):
+        write_study_report("s", "digits", "fid", "min", [missing], tmp_path / "o3", {})
+    no_fid = with_values(a.tuned, {"precision": [0.5, 0.6]}, tmp_path / "no_fid.json")
+    with pytest.raises(GenflowError, match="no_fid.json: no fid value for any seed"):
+        write_study_report("s", "digits", "fid", "min", [ModelResult("a", "gan", a.trials, a.summary, no_fid, None)],
+                           tmp_path / "o4", {})
+    with pytest.raises(GenflowError, match="each once"):
+        write_study_report("s", "digits", "fid", "min", [a, a], tmp_path / "o5", {})
+    failed = write_sweep(tmp_path / "failed", "a", [None, None])
+    with pytest.raises(GenflowError, match="none of its 2 trials has a fid score"):
+        write_study_report("s", "digits", "fid", "min", [ModelResult("a", "gan", *failed, a.tuned, None)],
+                           tmp_path / "o6", {})
