@@ -167,6 +167,9 @@ def test_tuned_vs_default_and_the_markdown(study, details):
     assert f"**Winner: `{winner}`**, test fid {tuned['mean']:.4g} ± {tuned['ci']:.2g}" in md
     assert "no score is from an early-stopped trial" in md and "f00d" in md
     assert "| `gan_digits` | 7 of 8 |" in md and "| `vae_digits` | not run |" in md
+    assert "| `gan_digits` | gan | 22 | 19.75 (15.75–35.5) | 29 % | 12.5 |" in md  # Lucic's spread, by hand
+    assert "Most sensitive by this measure: `gan_digits`" in md and "gan 29 % (1 model), vae 50 % (1 model)" in md
+    assert "Only 2 seeds per retrained model" in md
 
 
 def test_every_picture_is_a_png_and_reproducible(study, details, tmp_path):
@@ -243,7 +246,7 @@ def test_three_models_known_p_values_holm_bh_and_a_changed_ranking(three_models,
     assert "**the ranking changed**" in md and "| precision ↑ | `c` | 0.71 ± 0.025 | 3 | 0.006 | **0.026** |" in md
     caveats = " ".join(body["caveats"])
     assert "did not have the same budget" in caveats and "ASHA stopped trials early (`c` 2 of 6)" in caveats
-    assert "`c`: searched with TPE" in caveats and "seed(s)" not in caveats  # three seeds: no power caveat
+    assert "`c`: searched with TPE" in caveats and "seeds per retrained model" not in caveats  # three seeds: no power caveat
 
 
 def test_bad_inputs_name_the_file(three_models, tmp_path):

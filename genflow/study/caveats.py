@@ -49,7 +49,8 @@ def _seeds(study: dict[str, Any]) -> list[str]:
     fewest = min(s["n"] for s in study["tuned"].values())
     if fewest >= 3:
         return []
-    return [f"Only {fewest} seed(s) per retrained model: Welch's test needs two per side and has little power "
+    return [f"Only {fewest} seed{'s' if fewest > 1 else ''} per retrained model: Welch's test needs two per side "
+            "and has little power "
             "below three; a difference not called significant here is not shown to be absent."]
 
 

@@ -47,7 +47,7 @@ def verdict(study: dict[str, Any]) -> list[str]:
     winner = final["winner"]
     rows = [r for r in final["rows"] if r["metric"] == metric and r["model"] != winner]
     line = (f"**Winner: `{winner}`**, test {metric} {_mean_ci(study['tuned'][winner])} (mean ± 95 % CI over "
-            f"{study['tuned'][winner]['n']} seeds).")
+            f"{study['tuned'][winner]['n']} seed{'s' if study['tuned'][winner]['n'] > 1 else ''}).")
     if rows:
         beaten = [f"`{r['model']}`" for r in rows if r["significant"]]
         tied = [f"`{r['model']}`" for r in rows if not r["significant"]]
@@ -80,20 +80,29 @@ def _sensitivity_key(spread: dict[str, Any], name: str) -> tuple:
     return spread["near_best_share"], -relative_iqr, name
 
 
+def _by_family(models: dict[str, dict[str, Any]]) -> str:
+    shares: dict[str, list[float]] = {}
+    for m in models.values():
+        shares.setdefault(m["family"], []).append(m["spread"]["near_best_share"])
+    return "Share of trials within 10 % of the best, averaged per family: " + ", ".join(
+        f"{family} {100 * sum(v) / len(v):.0f} % ({len(v)} model{'s' if len(v) > 1 else ''})"
+        for family, v in sorted(shares.items())) + "."
+
+
 def sensitivity(study: dict[str, Any]) -> list[str]:
     lines = ["## Sensitivity: scores over the search space (Lucic et al. 2018)", "",
              f"Every trial's val {study['metric']}. A model whose good settings are rare (few trials within "
              f"{study['protocol']['near_best'] * 100:.0f} % of its best, a wide interquartile range) is sensitive to "
              "its hyperparameters: a hand-picked setting says little about it.", "",
-             "| model | median | IQR (25 %–75 %) | within 10 % of the best | best |", "|---|---|---|---|---|"]
+             "| model | family | median | IQR (25 %–75 %) | within 10 % of the best | best |", "|---|---|---|---|---|---|"]
     for name, m in study["models"].items():
         s = m["spread"]
-        lines.append(f"| `{name}` | {_num(s['median'])} | {_num(s['iqr'])} ({_num(s['q25'])}–{_num(s['q75'])}) | "
+        lines.append(f"| `{name}` | {m['family']} | {_num(s['median'])} | {_num(s['iqr'])} ({_num(s['q25'])}–{_num(s['q75'])}) | "
                      f"{s['near_best_share'] * 100:.0f} % | {_num(s['best'])} |")
     most = min(study["models"], key=lambda n: _sensitivity_key(study["models"][n]["spread"], n))
     share = study["models"][most]["spread"]["near_best_share"]
     return lines + ["", f"Most sensitive by this measure: `{most}` ({share * 100:.0f} % of its trials near its best; "
-                        "a tie goes to the wider IQR relative to the median).",
+                        "a tie goes to the wider IQR relative to the median). " + _by_family(study["models"]),
                     "", "![trial scores per model](sensitivity.png)", ""]
 
 
