@@ -268,3 +268,19 @@ def test_bad_inputs_name_the_file(three_models, tmp_path):
     with pytest.raises(GenflowError, match="none of its 2 trials has a fid score"):
         write_study_report("s", "digits", "fid", "min", [ModelResult("a", "gan", *failed, a.tuned, None)],
                            tmp_path / "o6", {})
+
+
+def test_one_model_one_seed_no_hand_set_run(details, tmp_path):
+    """The smallest study: nothing to test or rank, and the report says so instead of failing."""
+    sweep = write_sweep(tmp_path / "a", "a", [3.0, 2.0, None, 4.0])
+    tuned = with_values(details["gan_tuned"], {"fid": [2.5]}, tmp_path / "a.json")
+    body = write_study_report("s", "digits", "fid", "min", [ModelResult("a", "gan", *sweep, tuned, None)],
+                              tmp_path / "out", {})
+    assert body["comparison"]["winner"] == "a" and all(r["p"] is None for r in body["comparison"]["rows"])
+    # scores 2, 3, 4: the best of n is 2 with probability 1 - (2/3)^n, 4 with (1/3)^n, else 3
+    assert body["models"]["a"]["expected_best"] == pytest.approx([3.0, (2 * 5 + 3 * 3 + 4) / 9, (2 * 19 + 3 * 7 + 4) / 27])
+    md = (tmp_path / "out" / "study.md").read_text()
+    assert "**Winner: `a`**, test fid 2.5 (mean ± 95 % CI over 1 seed)." in md
+    assert "hand-set one" not in md and "Only 1 seed per retrained model" in md
+    assert "Fewer than two models have a hand-set run" in md
+    assert all((tmp_path / "out" / picture).read_bytes()[:8] == PNG for picture in PICTURES)

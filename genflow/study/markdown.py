@@ -33,12 +33,14 @@ def _direction(mode: str) -> str:
 
 def header(study: dict[str, Any]) -> list[str]:
     b = study["budget"]
+    ran = [r["model"] for r in study["tuned_vs_default"]["rows"] if r["default"] is not None]
+    hand_set = ", and its hand-set one from params.yaml" if ran else ""
     equal = "the same budget for every model" if b["equal"] else "**budgets differ between models** (see caveats)"
     return [f"# Study `{study['study']}`: {len(study['models'])} models on `{study['dataset']}`, tuned by "
             f"{study['metric']} ({_direction(study['mode'])})", "",
             f"**Budget**: {b['trials']} trials × {b['steps_per_trial']} training steps per model ({equal}); "
             f"search `{b['search']}`, scheduler `{b['scheduler']}`; trials scored by {study['metric']} on the val "
-            f"split. Each model's best configuration, and its hand-set one from params.yaml, retrained over "
+            f"split. Each model's best configuration{hand_set}, retrained over "
             f"{len(b['seeds'])} seeds ({', '.join(map(str, b['seeds']))}) and evaluated on the test split.", ""]
 
 
