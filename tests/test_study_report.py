@@ -112,7 +112,8 @@ def study(details, tmp_path_factory) -> tuple[dict, Path]:
 def test_expected_best_and_spread_are_analysis_figures(study):
     body, out = study
     assert json.loads((out / "study.json").read_text()) == body
-    gan = body["models"]["gan_digits"]
+    assert [m["name"] for m in body["models"]] == ["gan_digits", "vae_digits"]
+    gan, vae = body["models"]
     scored = [s for s in GAN_SCORES if s is not None]  # the failed trial is left out
     assert gan["scores"] == scored and (gan["trials"], gan["scored"], gan["failed"]) == (8, 7, 1)
     assert np.allclose(gan["expected_best"], expected_best_curve(scored, "min"))
@@ -120,7 +121,7 @@ def test_expected_best_and_spread_are_analysis_figures(study):
     assert np.allclose(gan["band"]["lower"], lower) and np.allclose(gan["band"]["upper"], upper)
     assert gan["expected_best"][0] == pytest.approx(np.mean(scored)) and gan["spread"]["best"] == 12.5
     assert gan["spread"]["near_best_share"] == pytest.approx(2 / 7)  # 12.5 and 13.5 are within 10 % of 12.5
-    assert body["models"]["vae_digits"]["spread"]["near_best_share"] == pytest.approx(4 / 8)  # 23 .. 25.3
+    assert vae["spread"]["near_best_share"] == pytest.approx(4 / 8)  # 23 .. 25.3
     assert body["budget"] == {**body["budget"], "trials": 8, "steps_per_trial": STEPS, "search": "random",
                               "scheduler": "fifo", "seeds": [0, 1], "equal": True}
 
@@ -278,7 +279,7 @@ def test_one_model_one_seed_no_hand_set_run(details, tmp_path):
                               tmp_path / "out", {})
     assert body["comparison"]["winner"] == "a" and all(r["p"] is None for r in body["comparison"]["rows"])
     # scores 2, 3, 4: the best of n is 2 with probability 1 - (2/3)^n, 4 with (1/3)^n, else 3
-    assert body["models"]["a"]["expected_best"] == pytest.approx([3.0, (2 * 5 + 3 * 3 + 4) / 9, (2 * 19 + 3 * 7 + 4) / 27])
+    assert body["models"][0]["expected_best"] == pytest.approx([3.0, (2 * 5 + 3 * 3 + 4) / 9, (2 * 19 + 3 * 7 + 4) / 27])
     md = (tmp_path / "out" / "study.md").read_text()
     assert "**Winner: `a`**, test fid 2.5 (mean ± 95 % CI over 1 seed)." in md
     assert "hand-set one" not in md and "Only 1 seed per retrained model" in md

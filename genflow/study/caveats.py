@@ -56,5 +56,5 @@ def _seeds(study: dict[str, Any]) -> list[str]:
 
 def lines(study: dict[str, Any]) -> list[str]:
     """Every caveat that applies to ``study`` (study.json's body without its caveats)."""
-    models, budget = study["models"], study["budget"]
+    models, budget = {m["name"]: m for m in study["models"]}, study["budget"]
     return _budget(budget) + _asha(models, budget) + _search(models) + _seeds(study)

@@ -22,6 +22,10 @@ def _mean_ci(body: dict[str, Any] | None) -> str:
     return _num(body["mean"]) if body["ci"] is None else f"{_num(body['mean'])} ± {body['ci']:.2g}"
 
 
+def _by_name(study: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {m["name"]: m for m in study["models"]}
+
+
 def _label(metric: str) -> str:
     entry = catalog.BY_NAME.get(metric)
     return entry.label if entry else metric
@@ -67,7 +71,7 @@ def expected_best(study: dict[str, Any]) -> list[str]:
              "from the trials' scores; in brackets its "
              f"{study['protocol']['band']['level'] * 100:.0f} % bootstrap band over resamples of the trials.", "",
              "| model | trials scored | n = 1 (the mean) | n = N/2 | n = N | best trial |", "|---|---|---|---|---|---|"]
-    for name, m in study["models"].items():
+    for name, m in _by_name(study).items():
         n = m["scored"]
         cells = []
         for k in (1, max(1, n // 2), n):
@@ -97,14 +101,15 @@ def sensitivity(study: dict[str, Any]) -> list[str]:
              f"{study['protocol']['near_best'] * 100:.0f} % of its best, a wide interquartile range) is sensitive to "
              "its hyperparameters: a hand-picked setting says little about it.", "",
              "| model | family | median | IQR (25 %–75 %) | within 10 % of the best | best |", "|---|---|---|---|---|---|"]
-    for name, m in study["models"].items():
+    for name, m in _by_name(study).items():
         s = m["spread"]
         lines.append(f"| `{name}` | {m['family']} | {_num(s['median'])} | {_num(s['iqr'])} ({_num(s['q25'])}–{_num(s['q75'])}) | "
                      f"{s['near_best_share'] * 100:.0f} % | {_num(s['best'])} |")
-    most = min(study["models"], key=lambda n: _sensitivity_key(study["models"][n]["spread"], n))
-    share = study["models"][most]["spread"]["near_best_share"]
+    models = _by_name(study)
+    most = min(models, key=lambda n: _sensitivity_key(models[n]["spread"], n))
+    share = models[most]["spread"]["near_best_share"]
     return lines + ["", f"Most sensitive by this measure: `{most}` ({share * 100:.0f} % of its trials near its best; "
-                        "a tie goes to the wider IQR relative to the median). " + _by_family(study["models"]),
+                        "a tie goes to the wider IQR relative to the median). " + _by_family(models),
                     "", "![trial scores per model](sensitivity.png)", ""]
 
 

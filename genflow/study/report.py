@@ -91,7 +91,7 @@ def _inputs(models: list[ModelResult]) -> dict[str, dict[str, str | None]]:
 
 
 def _draw(study: dict[str, Any], tuned: dict[str, dict[str, Any]], out: Path) -> None:
-    metric, mode, models = study["metric"], study["mode"], study["models"]
+    metric, mode, models = study["metric"], study["mode"], {m["name"]: m for m in study["models"]}
     curves = {n: (m["expected_best"], m["band"]["lower"], m["band"]["upper"]) for n, m in models.items()}
     plots.expected_best({n: tuple(np.asarray(v, dtype=float) for v in c) for n, c in curves.items()}, metric, mode, BAND["level"],
                         out / "expected_best.png")
@@ -131,7 +131,7 @@ def write_study_report(name: str, dataset: str, metric: str, mode: str, models: 
         "budget": _budget(searches, tuned),
         "protocol": {"scores": "each trial's last val probe; failed and unscored trials left out",
                      "band": BAND, "near_best": analysis.NEAR_BEST, "split": "test"},
-        "models": searches,
+        "models": [{"name": n, **s} for n, s in searches.items()],  # in the study's order
         "tuned": {n: summary_json(s) for n, s in on_metric.items()},
         "comparison": final_comparison(tuned, metric, mode),
         "tuned_vs_default": tuned_vs_default(on_metric, defaults, mode),
