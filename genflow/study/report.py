@@ -5,7 +5,11 @@ stage's details.json of its tuned config (and of its hand-set one) retrained ove
 seeds, and writes into ``out/``:
 
 * ``study.json``  every figure below, with the provenance (code revision, params fingerprint, the
-  inputs' sha256);
+  inputs' sha256): ``budget`` (trials × steps, search, scheduler, seeds, and whether every model
+  had the same), ``models`` (per model in the study's order: trial counts, scores and statuses,
+  ``expected_best`` with its ``band``, ``spread``), ``tuned`` (test score over seeds),
+  ``comparison`` (the winner, every (model, metric) row with p, ``p_holm``, ``p_bh``),
+  ``tuned_vs_default`` (rows, and the hand-set roster's ranking before and after), ``caveats``;
 * ``study.md``  readable alone (genflow.study.markdown);
 * ``expected_best.png``, ``sensitivity.png``, ``tuned_vs_default.png``, ``comparison.png``
   (genflow.study.plots).
