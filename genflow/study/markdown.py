@@ -131,7 +131,16 @@ def tuned_vs_default(study: dict[str, Any]) -> list[str]:
         order = " > ".join(f"`{m}`" for m in rank["default"]), " > ".join(f"`{m}`" for m in rank["tuned"])
         lines += ["", f"Ranking of the hand-set roster: {order[0]}; after equal tuning: {order[1]} — "
                       + ("**the ranking changed**." if rank["changed"] else "the ranking survives tuning.")]
+    lines += ["", "The tuned configs (each sweep's best val trial):", ""]
+    for m in study["models"]:
+        overrides = m.get("best_overrides") or {}
+        values = ", ".join(f"`{k}` = {_value(v)}" for k, v in sorted(overrides.items())) or "–"
+        lines.append(f"- `{m['name']}` ({m['best_trial']}): {values}")
     return lines + ["", "![hand-set vs tuned](tuned_vs_default.png)", ""]
+
+
+def _value(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def final_table(study: dict[str, Any]) -> list[str]:
