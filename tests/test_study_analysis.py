@@ -81,7 +81,8 @@ def test_bootstrap_band_at_one_trial_is_the_percentile_interval_of_the_mean():
     scores = np.array([1.0, 2.0, 4.0, 8.0])
     lower, upper = bootstrap_band(scores, "max", reps=2000, seed=5)
     means = scores[np.random.default_rng(5).integers(0, 4, size=(2000, 4))].mean(axis=1)
-    assert lower[0] == pytest.approx(np.percentile(means, 2.5)) and upper[0] == pytest.approx(np.percentile(means, 97.5))
+    assert lower[0] == pytest.approx(np.percentile(means, 2.5))
+    assert upper[0] == pytest.approx(np.percentile(means, 97.5))
 
 
 def test_spread_by_hand():
@@ -105,7 +106,8 @@ def test_holm_by_hand_with_a_missing_test():
 
 def test_benjamini_hochberg_by_hand_and_against_scipy():
     p = [0.01, 0.04, float("nan"), 0.03, 0.2]
-    # sorted 0.01, 0.03, 0.04, 0.2: x4/1, x4/2, x4/3, x4/4 = 0.04, 0.06, 0.0533, 0.2; step-up min: 0.04, 0.0533, 0.0533, 0.2
+    # sorted 0.01, 0.03, 0.04, 0.2: x4/1, x4/2, x4/3, x4/4 = 0.04, 0.06, 0.0533, 0.2;
+    # step-up (running minimum from the top): 0.04, 0.0533, 0.0533, 0.2
     got = benjamini_hochberg(p)
     assert np.isnan(got[2])
     assert np.allclose(got[[0, 1, 3, 4]], [0.04, 0.16 / 3, 0.16 / 3, 0.2])

@@ -100,10 +100,12 @@ def sensitivity(study: dict[str, Any]) -> list[str]:
              f"Every trial's val {study['metric']}. A model whose good settings are rare (few trials within "
              f"{study['protocol']['near_best'] * 100:.0f} % of its best, a wide interquartile range) is sensitive to "
              "its hyperparameters: a hand-picked setting says little about it.", "",
-             "| model | family | median | IQR (25 %–75 %) | within 10 % of the best | best |", "|---|---|---|---|---|---|"]
+             "| model | family | median | IQR (25 %–75 %) | within 10 % of the best | best |",
+             "|---|---|---|---|---|---|"]
     for name, m in _by_name(study).items():
         s = m["spread"]
-        lines.append(f"| `{name}` | {m['family']} | {_num(s['median'])} | {_num(s['iqr'])} ({_num(s['q25'])}–{_num(s['q75'])}) | "
+        quartiles = f"{_num(s['iqr'])} ({_num(s['q25'])}–{_num(s['q75'])})"
+        lines.append(f"| `{name}` | {m['family']} | {_num(s['median'])} | {quartiles} | "
                      f"{s['near_best_share'] * 100:.0f} % | {_num(s['best'])} |")
     models = _by_name(study)
     most = min(models, key=lambda n: _sensitivity_key(models[n]["spread"], n))
@@ -150,7 +152,8 @@ def final_table(study: dict[str, Any]) -> list[str]:
              f"seeds. p: {final['test']}; adjusted over all {sum(r['p'] is not None for r in final['rows'])} "
              f"(model, metric) tests by Holm (family-wise) and Benjamini–Hochberg (false discovery rate); "
              f"**bold**: Holm-adjusted p < {final['alpha']}.", "",
-             "| metric | model | mean ± CI | seeds | p vs winner | p (Holm) | p (BH) |", "|---|---|---|---|---|---|---|"]
+             "| metric | model | mean ± CI | seeds | p vs winner | p (Holm) | p (BH) |",
+             "|---|---|---|---|---|---|---|"]
     for r in final["rows"]:
         holm = format_p(r.get("p_holm")) if r["model"] != final["winner"] else "(winner)"
         if r.get("significant"):

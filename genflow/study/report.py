@@ -96,12 +96,13 @@ def _inputs(models: list[ModelResult]) -> dict[str, dict[str, str | None]]:
 
 def _draw(study: dict[str, Any], tuned: dict[str, dict[str, Any]], out: Path) -> None:
     metric, mode, models = study["metric"], study["mode"], {m["name"]: m for m in study["models"]}
-    curves = {n: (m["expected_best"], m["band"]["lower"], m["band"]["upper"]) for n, m in models.items()}
-    plots.expected_best({n: tuple(np.asarray(v, dtype=float) for v in c) for n, c in curves.items()}, metric, mode, BAND["level"],
-                        out / "expected_best.png")
+    curves = {n: tuple(np.asarray(v, dtype=float) for v in (m["expected_best"], m["band"]["lower"], m["band"]["upper"]))
+              for n, m in models.items()}
+    plots.expected_best(curves, metric, mode, BAND["level"], out / "expected_best.png")
     plots.sensitivity({n: (m["scores"], m["statuses"]) for n, m in models.items()}, metric, mode,
                       out / "sensitivity.png")
-    pairs = {row["model"]: (_summary(row["default"]), _summary(row["tuned"])) for row in study["tuned_vs_default"]["rows"]}
+    pairs = {row["model"]: (_summary(row["default"]), _summary(row["tuned"]))
+             for row in study["tuned_vs_default"]["rows"]}
     plots.tuned_vs_default(pairs, metric, mode, out / "tuned_vs_default.png")
     final = study["comparison"]
     panels = []
