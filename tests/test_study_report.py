@@ -166,7 +166,7 @@ def test_tuned_vs_default_and_the_markdown(study, details):
     winner = body["comparison"]["winner"]
     tuned = body["tuned"][winner]
     assert "tuned by fid (lower is better)" in md
-    assert "8 trials × 40 training steps per model" in md and "search `random`, scheduler `fifo`" in md
+    assert "the same for every model: 8 trials × 40 training steps, search `random`, scheduler `fifo`" in md
     assert "2 seeds (0, 1)" in md
     assert f"**Winner: `{winner}`**, test fid {tuned['mean']:.4g} ± {tuned['ci']:.2g}" in md
     assert "no score is from an early-stopped trial" in md and "f00d" in md
@@ -248,7 +248,7 @@ def test_three_models_known_p_values_holm_bh_and_a_changed_ranking(three_models,
     assert ranking == {"default": ["b", "c", "a"], "tuned": ["a", "c", "b"], "changed": True}
     md = (tmp_path / "out" / "study.md").read_text()
     assert "Not significantly better than any other model after Holm's correction" in md
-    assert "**the ranking changed**" in md and "| precision ↑ | `c` | 0.71 ± 0.025 | 3 | 0.006 | **0.026** |" in md
+    assert "**not the same for every model**" in md and "**the ranking changed**" in md and "| precision ↑ | `c` | 0.71 ± 0.025 | 3 | 0.006 | **0.026** |" in md
     caveats = " ".join(body["caveats"])
     assert "did not have the same budget" in caveats and "ASHA stopped trials early (`c` 2 of 6)" in caveats
     assert "`c`: searched with TPE" in caveats

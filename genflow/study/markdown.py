@@ -38,14 +38,17 @@ def _direction(mode: str) -> str:
 def header(study: dict[str, Any]) -> list[str]:
     b = study["budget"]
     ran = [r["model"] for r in study["tuned_vs_default"]["rows"] if r["default"] is not None]
-    hand_set = ", and its hand-set one from params.yaml" if ran else ""
-    equal = "the same budget for every model" if b["equal"] else "**budgets differ between models** (see caveats)"
+    hand_set = ", and its hand-set one from params.yaml," if ran else ""
+    if b["equal"]:
+        budget = (f"**Budget**: the same for every model: {b['trials']} trials × {b['steps_per_trial']} training "
+                  f"steps, search `{b['search']}`, scheduler `{b['scheduler']}`")
+    else:
+        budget = "**Budget**: **not the same for every model** (each model's is listed under Caveats)"
+    seeds = f"{len(b['seeds'])} seeds ({', '.join(map(str, b['seeds']))})" if b["equal"] else "its seeds"
     return [f"# Study `{study['study']}`: {len(study['models'])} models on `{study['dataset']}`, tuned by "
             f"{study['metric']} ({_direction(study['mode'])})", "",
-            f"**Budget**: {b['trials']} trials × {b['steps_per_trial']} training steps per model ({equal}); "
-            f"search `{b['search']}`, scheduler `{b['scheduler']}`; trials scored by {study['metric']} on the val "
-            f"split. Each model's best configuration{hand_set}, retrained over "
-            f"{len(b['seeds'])} seeds ({', '.join(map(str, b['seeds']))}) and evaluated on the test split.", ""]
+            f"{budget}; trials scored by {study['metric']} on the val split. Each model's best "
+            f"configuration{hand_set} retrained over {seeds} and evaluated on the test split.", ""]
 
 
 def verdict(study: dict[str, Any]) -> list[str]:
