@@ -53,7 +53,7 @@ def expected_best(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], 
         ax.fill_between(n, lower, upper, color=line.get_color(), alpha=0.2, linewidth=0)
     ax.set_xlabel("trials (hyperparameter configurations drawn)")
     ax.set_ylabel(f"expected best val {metric}")
-    ax.set_title(f"expected best {metric} ({_direction(mode)}), {level:.0%} bootstrap band", fontsize=10)
+    ax.set_title(f"expected best {metric} ({_direction(mode)}), {level * 100:.0f} % bootstrap band", fontsize=10)
     _log_scale_if_wide(ax, [v for c in curves.values() for v in np.concatenate(c)])
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
