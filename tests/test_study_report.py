@@ -124,8 +124,11 @@ def test_expected_best_and_spread_are_analysis_figures(study):
     assert gan["expected_best"][0] == pytest.approx(np.mean(scored)) and gan["spread"]["best"] == 12.5
     assert gan["spread"]["near_best_share"] == pytest.approx(2 / 7)  # 12.5 and 13.5 are within 10 % of 12.5
     assert vae["spread"]["near_best_share"] == pytest.approx(4 / 8)  # 23 .. 25.3
-    assert body["budget"] == {**body["budget"], "trials": 8, "steps_per_trial": STEPS, "search": "random",
-                              "scheduler": "fifo", "seeds": [0, 1], "equal": True}
+    budget = {k: body["budget"][k] for k in ("trials", "steps_per_trial", "search", "scheduler", "seeds", "equal")}
+    assert budget == {"trials": 8, "steps_per_trial": STEPS, "search": "random", "scheduler": "fifo",
+                      "seeds": [0, 1], "equal": True}
+    assert set(body["provenance"]["inputs"]["vae_digits"]) == {"trials", "summary", "tuned", "default"}
+    assert body["provenance"]["inputs"]["vae_digits"]["default"] is None and body["provenance"]["params_fingerprint"]
 
 
 def test_comparison_is_welch_against_the_winner_with_holm_by_hand(study, details):
