@@ -25,6 +25,7 @@ LAYERS = [
     ("genflow.sweep",),
     ("genflow.export",),
     ("genflow.report",),
+    ("genflow.study",),  # the study report reads the sweeps' and evaluate's outputs and the report's statistics
     ("genflow.integrations",),
     ("genflow.launch",),
     ("genflow.cli",),
@@ -131,4 +132,4 @@ def test_top_level_is_a_handful_of_modules_and_one_package_per_stage():
     assert top == TOP_LEVEL
     # config: the params schema and its strict reading, which every stage shares
     assert packages == {"config", "data", "featurenet", "models", "train", "evaluate", "metrics", "sweep", "export",
-                        "report", "integrations"}
+                        "report", "study", "integrations"}
