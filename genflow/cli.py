@@ -44,6 +44,11 @@ def cmd_describe(args) -> None:
 
         print(describe(SweepSpec, tag="sweep"))
         return
+    if args.name == "study":
+        from genflow.study.spec import StudySpec
+
+        print(describe(StudySpec, tag="study"))
+        return
     if args.name == "data":
         print("\n\n".join(describe(cls, tag="source") for cls in DATA_SPECS))
         return
@@ -354,7 +359,7 @@ def parser() -> argparse.ArgumentParser:
     add("models", cmd_models, "print the registered model names, one per line")
     c = add("describe", cmd_describe, "list the keys of a model family or data source, with defaults and ranges")
     c.add_argument("name", nargs="?", help="a model family (gan, vae, vaegan...; default: all families), "
-                   "a data source (idx, sprites...), 'data' for every source, or 'sweep'")
+                   "a data source (idx, sprites...), 'data' for every source, 'sweep' or 'study'")
     add("validate", cmd_validate, "check params.yaml and exit")
     c = add("prepare", cmd_prepare, "build data/prepared/<dataset> (Parquet shards + manifest)")
     c.add_argument("--dataset", required=True)

@@ -57,7 +57,7 @@ class StudyBudget(_Strict):
     grace_steps: int = Field(ge=1, le=MAX_STEPS, description="ASHA: no trial stops before this many steps")
     seed: Seed = Field(description="seeds the sampler and every trial's training")
     preset: Literal["wide", "narrow"] = Field(description="each family's search space (Lucic et al. 2018)")
-    metric: Literal[tuple(METRIC_MODES)] | None = Field(None, description="probe metric on val; default: the "
+    metric: Literal[(*METRIC_MODES, None)] = Field(None, description="probe metric on val; default: the "
                                                         "dataset's headline (fid on images, modes on mixtures)")
     seeds: int = Field(ge=1, le=1000, description="seeds the winners and the hand-set configs are retrained with")
     probe_samples: int = Field(1000, ge=10, le=1_000_000)
