@@ -182,7 +182,8 @@ def test_the_study_runs_end_to_end_and_records_its_provenance(study):
         assert run["params_fingerprint"] == summary["params_fingerprint"] and run["code_revision"]
         details = json.loads((base / "metrics" / f"gan_digits-{variant}.details.json").read_text())
         assert sorted(details["per_seed"]) == ["1", "2"] and details["fid"] > 0  # the study's seeds, on test
-        assert details["protocol"]["code_revision"]
+        assert details["protocol"]["code_revision"] and details["study_run"]["variant"] == variant
+        assert details["study_run"]["params_fingerprint"] == summary["params_fingerprint"]
         trained = json.loads((base / "models" / "gan_digits" / variant / "seed_1" / "resolved_params.json").read_text())
         assert trained["train"]["steps"] == 300 and trained["train"]["eval_every"] == 0
         if variant == "tuned":  # the winner's values, not the hand-set ones

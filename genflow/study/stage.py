@@ -125,9 +125,14 @@ def evaluate(study: str, model: str, variant: str, params: Params, data_root: Pa
     spec = study_of(params, study, model)
     config.check_prepared_data(params, data_root, evaluate=model)
     paths = StudyPaths(study, root)
-    return launch.evaluate(model, params, paths.run(model, variant), data_root / spec.dataset,
-                           models_root / "featurenet" / spec.dataset, paths.metrics(model, variant),
-                           paths.samples(model, variant))
+    metrics = launch.evaluate(model, params, paths.run(model, variant), data_root / spec.dataset,
+                              models_root / "featurenet" / spec.dataset, paths.metrics(model, variant),
+                              paths.samples(model, variant))
+    # the protocol names the code revision and the weights; the run names the study's params
+    run = json.loads((paths.run(model, variant) / "study_run.json").read_text())
+    metrics["study_run"] = {k: run[k] for k in ("study", "variant", "params_fingerprint", "code_revision")}
+    write_json(paths.details(model, variant), metrics)
+    return metrics
 
 
 def report(study: str, params: Params, root: Path) -> dict:
