@@ -78,17 +78,15 @@ def params_fingerprint(params: Params, study: str, model: str) -> str:
 def sweep(study: str, model: str, params: Params, data_root: Path, featurenet_root: Path, root: Path) -> dict:
     """The model's sweep under the study's budget -> studies/<study>/sweeps/<model>/."""
     spec = study_of(params, study, model)
-    source = params.data[spec.dataset].source
-    name, sweep_spec_ = sweep_name(study, model), sweep_spec(spec, model, source)
+    name, searched = sweep_name(study, model), sweep_spec(spec, model, params.data[spec.dataset].source)
     facts = config.prepared_facts(spec.dataset, data_root)
-    problems = check_sweep(name, sweep_spec_, params.models, spec_by_model(), facts) if facts else []
+    problems = check_sweep(name, searched, params.models, spec_by_model(), facts) if facts else []
     if problems:  # before Ray starts, as the sweep stage checks them
         raise ConfigError(f"studies.{study} does not fit the prepared data in {data_root} (model {model}):\n  "
                           + "\n  ".join(problems))
-    provenance = {"study": study, "params_fingerprint": params_fingerprint(params, study, model)}
     paths = StudyPaths(study, root)
-    return launch.sweep(name, params, data_root, featurenet_root, paths.sweep(model), spec=sweep_spec_,
-                        provenance=provenance,
+    return launch.sweep(name, params, data_root, featurenet_root, paths.sweep(model), spec=searched,
+                        provenance={"study": study, "params_fingerprint": params_fingerprint(params, study, model)},
                         metrics_out=paths.base / "metrics" / f"{model}-sweep.json")
 
 
