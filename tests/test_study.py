@@ -80,6 +80,9 @@ def test_the_default_study_is_valid_generated_and_its_own_dvc_project():
                            text=True, timeout=120)
     assert check.returncode == 0, check.stderr
     assert (PRESET / ".dvc" / "config").is_file()
+    status = subprocess.run([str(Path(sys.executable).parent / "dvc"), "status", "--json"], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert status.returncode == 0 and "presets/study" not in status.stdout, status.stderr  # not in the root's
     # its prepare and featurenet stages are the root's, listing at least the root's code deps
     root, preset = (yaml.safe_load((p / "dvc.yaml").read_text())["stages"] for p in (REPO, PRESET))
     for name in ("prepare", "featurenet"):
