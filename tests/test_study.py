@@ -60,6 +60,22 @@ def test_bad_studies_exit_2_naming_the_key(tmp_path, capsys, change, message):
     assert message in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("argv,message", [
+    (["report", "--study", "nope"], "unknown study 'nope'; params.yaml's studies section defines: tiny"),
+    (["sweep", "--study", "tiny"], "genflow study sweep: give --model"),
+    (["train", "--study", "tiny", "--model", "gan_digits"], "give --variant (tuned or default)"),
+    (["sweep", "--study", "tiny", "--model", "vae_digits"], "studies.tiny.models: no model 'vae_digits'"),
+    # a model added to params.yaml but not to dvc.yaml's stage lists: its outputs are missing
+    (["report", "--study", "tiny"], "run python stages/study_blocks.py"),
+])
+def test_study_commands_refuse_bad_input_with_exit_2(tmp_path, monkeypatch, capsys, argv, message):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(study_params(["gan_digits"])))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["study", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
 def test_every_model_gets_the_same_budget_and_default_metric():
     from genflow.study.spec import sweep_spec
 

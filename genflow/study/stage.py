@@ -142,6 +142,10 @@ def report(study: str, params: Params, root: Path) -> dict:
     results, experiments = [], {}
     for model in spec.models:
         summary_path, default = paths.sweep(model) / "summary.json", paths.details(model, "default")
+        missing = [p for p in (summary_path, paths.details(model, "tuned")) if not p.exists()]
+        if missing:  # a model added to the study whose stages dvc.yaml does not list yet
+            raise ConfigError(f"studies.{study}.models: {model} has no {missing[0]}; after adding a model to a "
+                              "study, run python stages/study_blocks.py (from the repository root), then dvc repro")
         summary = json.loads(summary_path.read_text())
         experiments[model] = summary["experiment"]  # the sweep's Ray experiment: its params fingerprint
         results.append(ModelResult(name=model, family=summary["base_spec"]["model"],
