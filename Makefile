@@ -3,6 +3,7 @@
 #   make test    same set-up, then the whole test suite
 #   make repro-systems   the StyleGAN / CycleGAN / super-resolution preset (presets/systems)
 #   make repro-mixtures  PacGAN's Table 1 on its 2-D ring and grid (presets/mixtures)
+#   make study           the default equal-budget study: digits GAN losses + VAE (presets/study)
 #   make repro-mnist, repro-fashion-mnist, repro-cifar10   your downloaded files on a GPU cluster
 #                        (presets/<name>/README.md: where the files go, the CPU override)
 SHELL := /bin/bash
@@ -17,7 +18,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export RAY_USAGE_STATS_ENABLED := 0
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install repro repro-systems repro-mixtures repro-mnist repro-fashion-mnist repro-cifar10 test \
+.PHONY: install repro repro-systems repro-mixtures repro-mnist repro-fashion-mnist repro-cifar10 study test \
 	clean-runs help
 
 help:
@@ -25,6 +26,7 @@ help:
 	@echo "make test    set up .venv and run the test suite"
 	@echo "make repro-systems   the StyleGAN / CycleGAN / super-resolution preset (presets/systems/README.md)"
 	@echo "make repro-mixtures  PacGAN's Table 1: GAN, PacGAN2-4 on ring and grid, 5 seeds (presets/mixtures/README.md)"
+	@echo "make study          the default equal-budget study: every model tuned alike, then compared (presets/study/README.md)"
 	@echo "make repro-mnist / repro-fashion-mnist / repro-cifar10   DCGAN, WGAN-GP, VAE on your downloaded files,"
 	@echo "                     sized for GPUs (presets/<name>/README.md: the files, the CPU override)"
 
@@ -56,6 +58,10 @@ repro-mixtures: $(STAMP)
 # repro-systems, one local Ray head for the run unless RAY_ADDRESS names your cluster
 repro-mnist repro-fashion-mnist repro-cifar10: repro-%: $(STAMP)
 	cd presets/$(subst -,_,$*) && ../../infra/local/with-ray.sh $(abspath $(BIN))/dvc repro
+
+# the default equal-budget study (issue 28): the same layout, one local Ray head for its sweeps
+study: $(STAMP)
+	cd presets/study && ../../infra/local/with-ray.sh $(abspath $(BIN))/dvc repro
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

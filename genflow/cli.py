@@ -44,6 +44,11 @@ def cmd_describe(args) -> None:
 
         print(describe(SweepSpec, tag="sweep"))
         return
+    if args.name == "study":
+        from genflow.study.spec import StudySpec
+
+        print(describe(StudySpec, tag="study"))
+        return
     if args.name == "data":
         print("\n\n".join(describe(cls, tag="source") for cls in DATA_SPECS))
         return
@@ -115,6 +120,27 @@ def cmd_sweep(args) -> None:
     launch.sweep(args.sweep, params, args.data_root, Path(args.models_root) / "featurenet",
                 Path(args.out or f"sweeps/{args.sweep}"),
                 metrics_out=Path(args.metrics_root) / "sweeps" / f"{args.sweep}.json")
+
+
+def cmd_study(args) -> None:
+    """One stage of an equal-budget study (presets/study/dvc.yaml runs them; genflow/study/stage.py)."""
+    from genflow.study import stage
+
+    if args.step != "report" and not args.model:
+        raise GenflowError(f"genflow study {args.step}: give --model (one of the study's models)")
+    if args.step in ("train", "evaluate") and not args.variant:
+        raise GenflowError(f"genflow study {args.step}: give --variant (tuned or default)")
+    data_root, models_root, root = Path(args.data_root), Path(args.models_root), Path(".")
+    if args.step == "train":  # loads params itself: the winner's values become overrides
+        stage.train(args.study, args.model, args.variant, args.params, args.set, data_root, models_root, root)
+        return
+    params = _params(args)
+    if args.step == "sweep":
+        stage.sweep(args.study, args.model, params, data_root, models_root / "featurenet", root)
+    elif args.step == "evaluate":
+        stage.evaluate(args.study, args.model, args.variant, params, data_root, models_root, root)
+    else:
+        stage.report(args.study, params, root)
 
 
 def cmd_evaluate(args) -> None:
@@ -333,7 +359,7 @@ def parser() -> argparse.ArgumentParser:
     add("models", cmd_models, "print the registered model names, one per line")
     c = add("describe", cmd_describe, "list the keys of a model family or data source, with defaults and ranges")
     c.add_argument("name", nargs="?", help="a model family (gan, vae, vaegan...; default: all families), "
-                   "a data source (idx, sprites...), 'data' for every source, or 'sweep'")
+                   "a data source (idx, sprites...), 'data' for every source, 'sweep' or 'study'")
     add("validate", cmd_validate, "check params.yaml and exit")
     c = add("prepare", cmd_prepare, "build data/prepared/<dataset> (Parquet shards + manifest)")
     c.add_argument("--dataset", required=True)
@@ -351,6 +377,14 @@ def parser() -> argparse.ArgumentParser:
             "-> sweeps/<name>/")
     c.add_argument("--sweep", required=True, help="a key of params.yaml's sweeps section")
     c.add_argument("--out")
+    c = add("study", cmd_study, "one stage of an equal-budget study of params.yaml's studies section: a model's "
+            "sweep, the training or evaluation of its tuned or default config over the study's seeds, the report "
+            "-> studies/<study>/")
+    c.add_argument("step", choices=("sweep", "train", "evaluate", "report"))
+    c.add_argument("--study", required=True, help="a key of params.yaml's studies section")
+    c.add_argument("--model", help="one of the study's models (sweep, train, evaluate)")
+    c.add_argument("--variant", choices=("tuned", "default"), help="train, evaluate: the sweep's winner or the "
+                   "model's hand-set config")
     c = add("evaluate", cmd_evaluate, "compute a trained model's metrics and sample picture")
     c.add_argument("--model", required=True)
     c = add("fid", cmd_fid, "score images against a prepared dataset's split in evaluate's feature space and "

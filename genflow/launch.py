@@ -121,9 +121,12 @@ def sample_draw(params: Params):
 
 
 def sweep(name: str, params: Params, data_root: str | Path, featurenet_root: str | Path, out: str | Path,
-          log=print, metrics_out: str | Path | None = None) -> dict[str, Any]:
+          log=print, metrics_out: str | Path | None = None, spec=None,
+          provenance: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run (or resume) sweep ``name`` of params.yaml on Ray Tune and write ``out`` (sweeps/<name>/),
-    and its best score as a DVC metrics file in ``metrics_out`` (metrics/sweeps/<name>.json)."""
+    and its best score as a DVC metrics file in ``metrics_out`` (metrics/sweeps/<name>.json).
+    ``spec``: a SweepSpec that params.yaml's sweeps section does not hold (a study's sweep of one
+    model, genflow/study/spec.py), recorded with ``provenance`` added to its summary."""
     from genflow.integrations.ray_tune import JOURNAL, run_sweep, study_name
     from genflow.integrations.optuna_plots import draw_study_plots
     from genflow.integrations.tune_ledger import trial_records
@@ -131,14 +134,14 @@ def sweep(name: str, params: Params, data_root: str | Path, featurenet_root: str
     from genflow.sweep.space import METRIC_MODES, resolved_space
     from genflow.train.worker_config import worker_config
 
-    sweep_spec = params.sweeps[name]
+    sweep_spec = spec or params.sweeps[name]
     base = worker_config(sweep_spec.model, params, data_root, sweep_spec.seed)
     experiment = run_sweep(name, sweep_spec, base, Path(featurenet_root) / sweep_spec.dataset, params.ray, log)
     steps = sweep_spec.steps or base.spec["train"]["steps"]
     keys = sorted(resolved_space(sweep_spec, base.spec))
     records = trial_records(experiment / JOURNAL, study_name(name), experiment / "ledger", sweep_spec, steps, keys)
     provenance = {"experiment": experiment.name, "data_manifest_sha256": base.data_manifest_sha256,
-                  "base_spec": base.spec, "steps_per_trial": steps}
+                  "base_spec": base.spec, "steps_per_trial": steps, **(provenance or {})}
 
     def draw_study(folder: Path) -> None:  # Optuna's own plots, from the journal, into sweeps/<name>/optuna/
         draw_study_plots(experiment / JOURNAL, study_name(name), sweep_spec.metric, METRIC_MODES[sweep_spec.metric],

@@ -10,6 +10,7 @@ from typing import Any
 from genflow.data.specs import DataFacts
 from genflow.errors import excerpt
 from genflow.models.plugins import spec_by_model
+from genflow.study.spec import check_study
 from genflow.sweep.space import check_sweep
 
 
@@ -24,6 +25,7 @@ class Entries:
     data: dict[str, Any] = field(default_factory=dict)
     models: dict[str, Any] = field(default_factory=dict)
     sweeps: dict[str, SweepSpec] = field(default_factory=dict)
+    studies: dict[str, StudySpec] = field(default_factory=dict)
     ray: RaySpec | None = None
     evaluate: EvaluateSpec | None = None
     report: ReportSpec | None = None
@@ -32,8 +34,8 @@ class Entries:
 
     @classmethod
     def of(cls, params: Params) -> "Entries":
-        return cls(dict(params.data), dict(params.models), dict(params.sweeps), params.ray, params.evaluate,
-                   params.report, {"data": set(params.data), "models": set(params.models)})
+        return cls(dict(params.data), dict(params.models), dict(params.sweeps), dict(params.studies), params.ray,
+                   params.evaluate, params.report, {"data": set(params.data), "models": set(params.models)})
 
     def whole(self, where: str) -> bool:
         """Whether entry ``where`` (``models.<name>``...) validated with every key as written."""
@@ -54,7 +56,7 @@ def cross_field_problems(entries: Entries) -> list[str]:
     """Every problem between entries: report baselines, models against their data, sweeps
     against their models, the evaluation protocol against the data."""
     return (_baseline_problems(entries) + _model_data_problems(entries) + _sweep_problems(entries)
-            + _evaluate_problems(entries))
+            + _study_problems(entries) + _evaluate_problems(entries))
 
 
 def _baseline_problems(e: Entries) -> list[str]:
@@ -94,6 +96,19 @@ def _sweep_problems(e: Entries) -> list[str]:
         facts = e.facts(whole_models[sweep.model].dataset) if sweep.model in whole_models else None
         problems += kept(check_sweep(name, sweep, whole_models, spec_by_model(), facts),
                           e.dropped.get(f"sweeps.{name}"))
+    return problems
+
+
+def _study_problems(e: Entries) -> list[str]:
+    """Each study against its dataset and models; its budget checked as each model's sweep once
+    that model validated as written (its own problems are named otherwise)."""
+    whole_models = {name: spec for name, spec in e.models.items() if e.whole(f"models.{name}")}
+    problems = []
+    for name, study in e.studies.items():
+        if study.dataset in e.names["data"] and study.dataset not in e.data:
+            continue  # the dataset's own problems are named; the study is checked once they are fixed
+        problems += kept(check_study(name, study, e.data, whole_models, e.names["models"], spec_by_model(),
+                                     e.facts(study.dataset)), e.dropped.get(f"studies.{name}"))
     return problems
 
 

@@ -17,6 +17,7 @@ from genflow.config.across import Entries, cross_field_problems
 from genflow.data.specs import SPEC_BY_SOURCE, DataFacts, DataSpec, Seed
 from genflow.models.plugins import installed, model_spec_union
 from genflow.models.specs import SPEC_BY_MODEL, ModelSpec
+from genflow.study.spec import StudySpec
 from genflow.sweep.space import SweepSpec
 
 # discriminator values of the built-in data / model unions (they appear in pydantic's error
@@ -140,6 +141,8 @@ class Params(Strict):
     evaluate: EvaluateSpec
     models: dict[Annotated[str, Field(pattern=NAME_PATTERN)], ModelSpec]
     sweeps: dict[Annotated[str, Field(pattern=NAME_PATTERN)], SweepSpec] = Field(default_factory=dict)
+    # equal-budget studies (genflow/study/spec.py); their stages: presets/study/dvc.yaml
+    studies: dict[Annotated[str, Field(pattern=NAME_PATTERN)], StudySpec] = Field(default_factory=dict)
     report: ReportSpec = Field(default_factory=ReportSpec)
 
     @model_validator(mode="after")

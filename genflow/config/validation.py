@@ -20,6 +20,7 @@ from genflow.config.schema import (NAME_PATTERN, RUN_BY_VALIDATE, EvaluateSpec, 
 from genflow.data.specs import SPEC_BY_SOURCE, DataFacts
 from genflow.errors import ConfigError, excerpt
 from genflow.models.plugins import installed_note, spec_by_model
+from genflow.study.spec import StudySpec
 from genflow.sweep.space import SweepSpec, check_sweep
 
 
@@ -102,6 +103,9 @@ def _allowed_keys(params: dict[str, Any]) -> dict[str, list[str]]:
         if cls:
             allowed[f"data.{name}"] = list(cls.model_fields)
     allowed.update({f"sweeps.{name}": list(SweepSpec.model_fields) for name, _ in _entries(params, "sweeps")})
+    for name, _ in _entries(params, "studies"):
+        allowed[f"studies.{name}"] = list(StudySpec.model_fields)
+        allowed[f"studies.{name}.budget"] = list(StudySpec.model_fields["budget"].annotation.model_fields)
     for name, entry in _entries(params, "models"):
         cls = spec_by_model().get(_tag(entry, "model"))
         if cls:
@@ -144,7 +148,8 @@ _SECTIONS = {"featurenet": FeatureNetSpec, "ray": RaySpec, "evaluate": EvaluateS
 
 def _keyed() -> dict[str, tuple]:
     """The sections of named entries: the key that picks each entry's class, and those classes."""
-    return {"data": ("source", SPEC_BY_SOURCE), "models": ("model", spec_by_model()), "sweeps": (None, None)}
+    return {"data": ("source", SPEC_BY_SOURCE), "models": ("model", spec_by_model()), "sweeps": (None, SweepSpec),
+            "studies": (None, StudySpec)}
 
 
 def _validated_entries(raw: dict[str, Any], errors: list[dict[str, Any]]) -> tuple[Entries, list[str]]:
@@ -161,7 +166,7 @@ def _validated_entries(raw: dict[str, Any], errors: list[dict[str, Any]]) -> tup
         problems += found
     for section, (tag, classes) in _keyed().items():
         for name, entry in _entries(raw, section):
-            cls = SweepSpec if classes is None else classes.get(_tag(entry, tag))
+            cls = classes if tag is None else classes.get(_tag(entry, tag))  # (untagged: one class)
             if cls is None or not re.match(NAME_PATTERN, str(name)):
                 continue
             spec, found = _validate_alone(cls, entry, f"{section}.{name}", refused, entries)
