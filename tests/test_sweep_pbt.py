@@ -246,3 +246,32 @@ def test_a_killed_pbt_sweep_is_refused_on_rerun_keeping_its_record(ray_session, 
     assert f"Delete {experiment} to run the sweep afresh" in output and "Traceback" not in output
     assert not (tmp_path / "out").exists()
     assert {path.name: path.stat().st_size for path in (experiment / "ledger").iterdir() if path.is_file()} == sizes
+
+
+@pytest.mark.slow
+def test_a_pbt_sweep_whose_members_all_ended_writes_its_outputs_without_training_again(
+        ray_session, prepared_dir, features_dir, tmp_path):
+    """Killed after its last member ended but before its outputs were written: the rerun is not
+    refused (nothing is unfinished) and trains nothing (each member started in run 1 only)."""
+    from genflow.integrations.ray_tune import run_sweep
+
+    raw = with_pbt(trials=2, steps=40)
+    raw["ray"]["storage_path"] = str(tmp_path / "storage")
+    params = config.validate(raw)
+    from genflow.train.worker_config import worker_config
+
+    sweep = params.sweeps["gan_ring8"]
+    base = worker_config("gan_ring8", params, prepared_dir, sweep.seed)
+    experiment = run_sweep("gan_ring8", sweep, base, features_dir / "ring8", params.ray, log=quiet)
+    ended = sorted(path.name for path in (experiment / "ledger").glob("*.done.json"))
+    assert ended == ["trial_0001.done.json", "trial_0002.done.json"]
+
+    from genflow.launch import sweep as sweep_model
+
+    lines: list[str] = []
+    summary = sweep_model("gan_ring8", params, prepared_dir, features_dir, tmp_path / "out", log=lines.append)
+    assert any("2 trial(s) ended, 0 to run again" in line and "0 to propose" in line for line in lines), lines
+    assert not any("finished at step" in line for line in lines), lines  # Tune never ran a trial
+    table = pq.read_table(tmp_path / "out" / "trials.parquet").to_pylist()
+    assert summary["complete"] == 2 and [row["runs"] for row in table] == [[1], [1]]
+    assert all(row["history_step"] == [20, 40] for row in table)
