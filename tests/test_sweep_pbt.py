@@ -41,6 +41,7 @@ def with_pbt(**changes) -> dict:
     ({"perturbation_interval": 30}, "perturbation_interval: must be a multiple of report_every (20)"),
     ({"perturbation_interval": 60}, "sweeps.gan_ring8.perturbation_interval: must be below the trial's 60 steps"),
     ({"trials": 1}, "sweeps.gan_ring8.trials: PBT needs a population of at least 2"),
+    ({"max_concurrent": 2}, "sweeps.gan_ring8.max_concurrent: PBT runs as many members at once as cpus_per_trial"),
     ({"quantile_fraction": 0.6}, "sweeps.gan_ring8.quantile_fraction"),
 ])
 def test_bad_pbt_sweeps_are_rejected_naming_the_key(changes, message):

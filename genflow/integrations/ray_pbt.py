@@ -83,15 +83,17 @@ def scheduler(sweep: SweepSpec, space: dict, steps: int) -> GenflowPBT:
                       custom_explore_fn=ClipToRange(explored), synch=True, log_config=False)
 
 
-def population(opened, space: dict, size: int, width: int) -> tuple[BasicVariantGenerator, dict[str, Any]]:
+def population(opened, space: dict, size: int) -> tuple[BasicVariantGenerator, dict[str, Any]]:
     """The initial population: ``size`` proposals of the seeded sampler (asked now, kept in the
     journal), handed to Tune as fixed configs (with a param space naming their keys, which Tune
-    requires of fixed configs), ``width`` at a time."""
+    requires of fixed configs). All of them at once: a generator's limit would hold members
+    back until others *finished*, and PBT pauses and rotates members itself when the CPUs
+    (``cpus_per_trial``) hold fewer than the population."""
     distributions = {key: distribution(dim) for key, dim in space.items()}
     for _ in range(size - len(opened.study.trials)):
         opened.study.ask(distributions)
     points = [{**trial.params, TRIAL_KEY: trial.number} for trial in opened.study.trials[:size]]
-    return BasicVariantGenerator(points_to_evaluate=points, max_concurrent=width), dict.fromkeys(points[0])
+    return BasicVariantGenerator(points_to_evaluate=points), dict.fromkeys(points[0])
 
 
 class PbtRecord:

@@ -279,10 +279,10 @@ def _tuner(name: str, sweep: SweepSpec, base: WorkerConfig, featurenet_dir: str 
              "featurenet_dir": str(Path(featurenet_dir).resolve()), "attempt": plan["attempt"]}
     space = resolved_space(sweep, base.spec)
     if sweep.scheduler == "pbt":  # Ray's PBT takes no searcher: the population is drawn up front
-        searcher, param_space = ray_pbt.population(plan["study"], space, sweep.trials, plan["width"])
+        searcher, param_space = ray_pbt.population(plan["study"], space, sweep.trials)
         trainable, scheduler, kept = ray_pbt.trainable(sweep, fixed), ray_pbt.scheduler(sweep, space, steps), \
             ray_pbt.checkpoint_config()
-        width = None  # the population's generator holds the limit (Tune ignores this one with it)
+        width = None  # the CPUs bound it (Tune ignores a limit with a fixed-config generator)
     else:
         trainable, param_space = _trainable(sweep, fixed, ray_spec, experiment, experiment.name), {}
         searcher = JournalSearcher(plan["study"], space, sweep, steps, plan["rerun"])

@@ -115,6 +115,9 @@ def check_pbt(where: str, sweep, space: dict[str, Dimension], steps: int) -> lis
     if sweep.workers_per_trial != 0:
         problems.append(f"{where}.workers_per_trial: PBT trials train in their own process (0); a trial on "
                         f"Ray Train workers cannot load another trial's checkpoint yet; got {sweep.workers_per_trial}")
+    if sweep.max_concurrent:
+        problems.append(f"{where}.max_concurrent: PBT runs as many members at once as cpus_per_trial lets the "
+                        f"cluster hold, and rotates the rest at each round; use cpus_per_trial (got {sweep.max_concurrent})")
     if sweep.trials < 2:
         problems.append(f"{where}.trials: PBT needs a population of at least 2 trials; got {sweep.trials}")
     if sweep.interval >= steps:
