@@ -93,7 +93,7 @@ def run_seed(args, work: Path, seed: int) -> dict:
         params = yaml.safe_load((work / "params.yaml").read_text())
         params["sweeps"] = {name: sweep}
         (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        out = work / "sweeps" / name
+        out, load = work / "sweeps" / name, round(os.getloadavg()[0], 1)
         wall = genflow(work, "sweep", "--sweep", name, "--out", str(out), "--set",
                        f"ray.storage_path={work / 'storage'}", log=work / f"{name}.log")
         rows = pq.read_table(out / "trials.parquet").to_pylist()
@@ -102,7 +102,8 @@ def run_seed(args, work: Path, seed: int) -> dict:
         entry[method] = {"wall_s": round(wall, 1), "total_steps": sum(r["steps"] for r in rows), "trials": len(rows),
                          "statuses": {s: summary[s] for s in ("complete", "stopped", "failed")},
                          "best_final_fid": summary["best_value"], "best_trial": summary["best_trial"],
-                         "best_overrides": summary["best_overrides"], "curve": curve,
+                         "best_overrides": summary["best_overrides"], "curve": curve, "load_avg_before": load,
+                         "rows": [[r["trial_id"], r["status"], r["steps"], r["fid"]] for r in rows],
                          **({"exploits": summary["pbt"]["exploits"], "best_history": summary["pbt"]["best_history"]}
                             if method == "pbt" else {})}
         print(f"seed {seed} {method}: {wall:.1f} s, {entry[method]['total_steps']} steps, best final FID "
@@ -167,13 +168,13 @@ def main() -> None:
     prepare(work)
     results = {"model": MODEL, "settings": {k: v for k, v in vars(args).items() if k not in ("work", "out", "figure")},
                "seeds": {}}
-    for seed in args.seeds:
+    for seed in args.seeds:  # written after each seed: a run cut short keeps the seeds it finished
         results["seeds"][str(seed)] = run_seed(args, work, seed)
-    results.update(total_wall_s=round(time.perf_counter() - started, 1), date=time.strftime("%Y-%m-%d %H:%M UTC",
-                   time.gmtime()), machine=f"{os.uname().machine}, {os.cpu_count()} cores, load avg at end "
-                   f"{os.getloadavg()[0]:.1f}", python=sys.version.split()[0])
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    plot(results, args.figure)
+        results.update(total_wall_s=round(time.perf_counter() - started, 1), date=time.strftime(
+                       "%Y-%m-%d %H:%M UTC", time.gmtime()), machine=f"{os.uname().machine}, {os.cpu_count()} "
+                       f"cores, load avg (1 min) {os.getloadavg()[0]:.1f}", python=sys.version.split()[0])
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        plot(results, args.figure)
     for seed, entry in results["seeds"].items():
         p, t = entry["pbt"], entry["tpe_asha"]
         print(f"| {seed} | {entry['equal_compute_steps']} | {p['best_probe_fid_at_equal_compute']:.4g} | "
