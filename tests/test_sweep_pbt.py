@@ -183,6 +183,9 @@ def test_pbt_sweep_exploits_explores_records_and_reruns_the_same(ray_session, pr
     assert best["trial_id"] == summary["best_trial"] and summary["pbt"]["best_history"] == by_id[best["trial_id"]][
         "pbt_history"]
     assert "PBT: the values the best trial ended with" in (out / "best_params.yaml").read_text()
+    for row in table:  # every trial's changes in the summary too
+        assert [(c["step"], c["donor"], c["values"]["train.lr_g"]) for c in summary["pbt"]["histories"][row["trial_id"]]] \
+            == [(c["step"], c["donor"], c["train.lr_g"]) for c in row["pbt_history"]]
     states = [json.loads(line).get("state") for line in (out / "study.journal").read_text().splitlines()]
     assert states.count(1) == 4  # every member told to Optuna as COMPLETE
 

@@ -105,12 +105,17 @@ def pbt_history_column(records: list[dict[str, Any]], space_keys: list[str]) -> 
 
 
 def pbt_summary(sweep, records: list[dict[str, Any]], best: dict[str, Any]) -> dict[str, Any]:
-    """What summary.json says of a PBT sweep: its settings, how many exploits, and the best
-    trial's schedule (its score is that of the schedule, not of its final values alone)."""
+    """What summary.json says of a PBT sweep: its settings, how many exploits, the best trial's
+    schedule (its score is that of the schedule, not of its final values alone) and every
+    trial's changes (step, donor, values; trials.parquet's pbt_history has the rest)."""
     exploits = [row for r in records for row in r.get("pbt_history", []) if row["donor"] is not None]
+    shown = ("step", "donor", "donor_state_sha256", "applied")
     return {"perturbation_interval": sweep.interval, "quantile_fraction": sweep.quantile_fraction,
             "resample_probability": sweep.resample_probability, "exploits": len(exploits),
-            "best_history": best.get("pbt_history", [])}
+            "best_history": best.get("pbt_history", []),
+            "histories": {r["trial_id"]: [{"step": row["step"], "donor": row["donor"],
+                                           "values": {k: v for k, v in row.items() if k not in shown}}
+                                          for row in r.get("pbt_history", [])] for r in records}}
 
 
 def best_params(name: str, sweep, best: dict[str, Any], n_trials: int) -> str:
