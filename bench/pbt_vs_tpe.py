@@ -129,6 +129,7 @@ def plot(results: dict, path: Path) -> None:
                     label=f"{label}, search seed {seed}")
     ax.set_xlabel("compute: training steps summed over trials")
     ax.set_ylabel("best val FID reached (lower is better)")
+    ax.set_yscale("log")  # the first probes score 400-800, the good ones 40-70
     ax.set_title(f"{MODEL}: PBT vs TPE + ASHA, same CPUs")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -161,7 +162,11 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="work directory (default: a new temporary one)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "pbt_vs_tpe.json")
     parser.add_argument("--figure", type=Path, default=REPO / "docs" / "results" / "pbt_vs_tpe.png")
+    parser.add_argument("--replot", action="store_true", help="only redraw the figure from --out's JSON")
     args = parser.parse_args()
+    if args.replot:
+        plot(json.loads(args.out.read_text()), args.figure)
+        return
     work = args.work or Path(tempfile.mkdtemp(prefix="genflow-pbt-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
