@@ -147,8 +147,10 @@ def sweep(name: str, params: Params, data_root: str | Path, featurenet_root: str
         draw_study_plots(experiment / JOURNAL, study_name(name), sweep_spec.metric, METRIC_MODES[sweep_spec.metric],
                          folder, log=lambda line: log(f"[sweep {name}] {line}"))
 
+    # PBT: the journal holds each member's initial values only, and its score comes from a schedule
+    # of values, so Optuna's importances and slices would credit the initial draw; none are drawn
     summary = write_outputs(out, name, sweep_spec, records, keys, experiment / JOURNAL, provenance, log,
-                            draw_study=draw_study)
+                            draw_study=draw_study if sweep_spec.scheduler != "pbt" else None)
     if metrics_out is not None:
         write_json(metrics_out, sweep_metrics(summary))
     if "://" not in params.ray.storage_path:  # the results are in DVC now; drop the resume state

@@ -40,6 +40,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from genflow.config import fingerprint
 from genflow.errors import ConfigError
+from genflow.integrations import ray_pbt
 from genflow.integrations.ray_session import init_ray, storage_path, worker_bar
 from genflow.integrations.ray_train import run_from
 # JOURNAL: genflow.launch imports it from here
@@ -276,13 +277,22 @@ def _tuner(name: str, sweep: SweepSpec, base: WorkerConfig, featurenet_dir: str 
     steps, ledger = sweep.steps or base.steps, experiment / LEDGER
     fixed = {"base": base.to_dict(), "sweep": sweep.model_dump(mode="json"), "ledger": str(ledger),
              "featurenet_dir": str(Path(featurenet_dir).resolve()), "attempt": plan["attempt"]}
-    searcher = JournalSearcher(plan["study"], resolved_space(sweep, base.spec), sweep, steps, plan["rerun"])
+    space = resolved_space(sweep, base.spec)
+    if sweep.scheduler == "pbt":  # Ray's PBT takes no searcher: the population is drawn up front
+        searcher, param_space = ray_pbt.population(plan["study"], space, sweep.trials)
+        trainable, scheduler, kept = ray_pbt.trainable(sweep, fixed), ray_pbt.scheduler(sweep, space, steps), \
+            ray_pbt.checkpoint_config()
+        width = None  # the CPUs bound it (Tune ignores a limit with a fixed-config generator)
+    else:
+        trainable, param_space = _trainable(sweep, fixed, ray_spec, experiment, experiment.name), {}
+        searcher = JournalSearcher(plan["study"], space, sweep, steps, plan["rerun"])
+        scheduler, kept, width = _scheduler(sweep, steps, ledger, plan["ended"]), None, plan["width"]
     return tune.Tuner(
-        _trainable(sweep, fixed, ray_spec, experiment, experiment.name), param_space={},
-        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=_scheduler(sweep, steps, ledger, plan["ended"]),
-                                    num_samples=len(plan["rerun"]) + plan["new"], max_concurrent_trials=plan["width"],
+        trainable, param_space=param_space,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
+                                    num_samples=len(plan["rerun"]) + plan["new"], max_concurrent_trials=width,
                                     reuse_actors=sweep.workers_per_trial == 0, trial_dirname_creator=trial_dirname),
-        run_config=tune.RunConfig(name="tune", storage_path=str(tune_dir), verbose=0,
+        run_config=tune.RunConfig(name="tune", storage_path=str(tune_dir), verbose=0, checkpoint_config=kept,
                                   callbacks=[Ledger(name, sweep.metric, sweep.trials, ledger, plan["attempt"], log)],
                                   failure_config=tune.FailureConfig(max_failures=0)))
 
@@ -294,6 +304,8 @@ def _plan(name: str, sweep: SweepSpec, experiment: Path, steps: int, log) -> dic
     opened = open_study(experiment / JOURNAL, study_name(name), sweep)
     study = opened.study
     rerun = reconcile(opened, experiment / LEDGER, sweep, steps)
+    if sweep.scheduler == "pbt" and rerun:
+        refuse_pbt_resume(name, experiment, len(study.trials) - len(rerun), len(rerun))
     plan = {"attempt": attempt, "study": opened, "rerun": rerun, "width": concurrency(sweep),
             "ended": [trial_key(t.number) for t in study.trials if t.number not in rerun],
             "new": max(0, sweep.trials - len(study.trials))}
@@ -324,4 +336,18 @@ def run_sweep(name: str, sweep: SweepSpec, base: WorkerConfig, featurenet_dir: s
         # end-of-run "Failed to fetch metrics" warning would only alarm
         logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
         tuner.fit()
+    if sweep.scheduler == "pbt":  # no searcher told Optuna how each member ended: the ledger does
+        reconcile(plan["study"], experiment / LEDGER, sweep, sweep.steps or base.steps)
     return experiment
+
+
+def refuse_pbt_resume(name: str, experiment: Path, ended: int, unfinished: int) -> None:
+    """A killed PBT sweep is not resumed: its members' exploits were decided on the scores of the
+    whole population at each round, by a scheduler whose state only Ray's pickles hold (which
+    genflow never restores); resuming each member alone would continue a population that PBT
+    never decided on. Nothing is deleted: the record stays for inspection."""
+    raise ConfigError(f"sweeps.{name}: a PBT sweep was interrupted here ({ended} trial(s) ended, {unfinished} "
+                      f"unfinished; record in {experiment}). A PBT population cannot be resumed: its exploit "
+                      f"decisions depend on every member's scores at each round and on Ray's scheduler state, "
+                      f"which genflow never restores. Delete {experiment} to run the sweep afresh "
+                      f"(docs/sweeps.md, 'Population Based Training')")

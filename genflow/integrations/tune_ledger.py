@@ -45,6 +45,7 @@ from ray import tune
 from ray.tune.search import Searcher
 
 from genflow.io import owner_tag, pid_alive, write_json
+from genflow.sweep.pbt import history_table_rows, read_history
 from genflow.sweep.space import Dimension, SweepSpec
 from genflow.sweep.trial import failure_reason, metric_mode
 
@@ -440,6 +441,12 @@ def trial_records(journal: Path, study_name: str, ledger: Path, sweep, steps: in
             "config": {k: trial.params.get(k) for k in space_keys},
             "runs": [run["attempt"] for run in starts(ledger, key) if isinstance(run.get("attempt"), int)],
         })
+        if sweep.scheduler == "pbt":  # the values it ended with, and how it came by them
+            history = read_history(ledger, key)
+            records[-1]["pbt_history"] = history_table_rows(history, space_keys)
+            records[-1]["history_state_sha256"] = [r.get("state_sha256") for r in rows if r.get(sweep.metric) is not None]
+            if history:
+                records[-1]["config"] = {k: history[-1]["values"].get(k) for k in space_keys}
     for order, record in enumerate(sorted(records, key=lambda r: (r["finished_at"], r["number"])), 1):
         record["finished_order"] = order
     return records

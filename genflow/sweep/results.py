@@ -84,7 +84,38 @@ def trials_table(records: list[dict[str, Any]], space_keys: list[str], metric: s
     }
     for key in space_keys:  # one column per searched key, typed by its values
         columns[f"config.{key}"] = pa.array([r["config"].get(key) for r in records])
+    if any("pbt_history" in r for r in records):  # PBT: config.<key> are the values a trial ended with
+        columns["pbt_history"] = pbt_history_column(records, space_keys)
+        # the sha256 of the checkpoint each probe scored: what an exploit's donor_state_sha256 names
+        columns["history_state_sha256"] = pa.array([r.get("history_state_sha256", []) for r in records],
+                                                   pa.list_(pa.string()))
     return pa.table(columns)
+
+
+def pbt_history_column(records: list[dict[str, Any]], space_keys: list[str]) -> pa.Array:
+    """Each trial's config changes: the step, the donor whose checkpoint it copied (null for the
+    initial draw), that checkpoint's sha256, what the engine then trained with (JSON), and every
+    searched key's value from that step on."""
+    fields = [pa.field("step", pa.int64()), pa.field("donor", pa.string()), pa.field("donor_state_sha256", pa.string()),
+              pa.field("applied", pa.string())]
+    for key in space_keys:
+        values = [row[key] for r in records for row in r.get("pbt_history", []) if row.get(key) is not None]
+        fields.append(pa.field(key, pa.array(values).type if values else pa.null()))
+    return pa.array([r.get("pbt_history", []) for r in records], pa.list_(pa.struct(fields)))
+
+
+def pbt_summary(sweep, records: list[dict[str, Any]], best: dict[str, Any]) -> dict[str, Any]:
+    """What summary.json says of a PBT sweep: its settings, how many exploits, the best trial's
+    schedule (its score is that of the schedule, not of its final values alone) and every
+    trial's changes (step, donor, values; trials.parquet's pbt_history has the rest)."""
+    exploits = [row for r in records for row in r.get("pbt_history", []) if row["donor"] is not None]
+    shown = ("step", "donor", "donor_state_sha256", "applied")
+    return {"perturbation_interval": sweep.interval, "quantile_fraction": sweep.quantile_fraction,
+            "resample_probability": sweep.resample_probability, "exploits": len(exploits),
+            "best_history": best.get("pbt_history", []),
+            "histories": {r["trial_id"]: [{"step": row["step"], "donor": row["donor"],
+                                           "values": {k: v for k, v in row.items() if k not in shown}}
+                                          for row in r.get("pbt_history", [])] for r in records}}
 
 
 def best_params(name: str, sweep, best: dict[str, Any], n_trials: int) -> str:
@@ -94,6 +125,9 @@ def best_params(name: str, sweep, best: dict[str, Any], n_trials: int) -> str:
             "overrides": {k: best["config"][k] for k in sorted(best["config"])}}
     header = (f"# genflow sweep {name!r}: the best of {n_trials} trials by {sweep.metric} ({mode}) on the val split.\n"
               f"# Train with it: genflow train --model {sweep.model} --best-params sweeps/{name}/best_params.yaml\n")
+    if sweep.scheduler == "pbt":
+        header += ("# PBT: the values the best trial ended with; its score came from a schedule of values and copied\n"
+                   "# checkpoints (summary.json, pbt.best_history), which training from scratch with these does not repeat.\n")
     return header + yaml.safe_dump(body, sort_keys=False)
 
 
@@ -180,6 +214,8 @@ def write_outputs(out: str | Path, name: str, sweep, records: list[dict[str, Any
                    "wall_s_sum": round(sum(r["wall_s"] or 0.0 for r in records), 3),
                    "search": sweep.search, "scheduler": sweep.scheduler, "asha_stopped": sweep.asha_stopped,
                    "code_revision": code_revision(), **provenance}
+        if sweep.scheduler == "pbt":
+            summary["pbt"] = pbt_summary(sweep, records, best)
         write_json(tmp / "summary.json", summary)
     log(f"[sweep {name}] {counts['complete']} complete, {counts['stopped']} stopped early, {counts['failed']} "
         f"failed; best {sweep.metric}={best['value']:.5g} ({best['trial_id']}: {json.dumps(best['config'])})")

@@ -50,13 +50,22 @@ class SweepSpec(_Strict):
     metric: Literal[tuple(METRIC_MODES)] = Field("fid", description="probe metric on the val split; "
                                                  "fid/kid/reverse_kl are minimised, modes/high_quality maximised")
     search: Literal["tpe", "random"] = Field("tpe", description="Optuna's TPE (seeded) or random sampling")
-    scheduler: Literal["asha", "fifo"] = Field("asha", description="asha stops weak trials early; fifo never")
+    scheduler: Literal["asha", "fifo", "pbt"] = Field(
+        "asha", description="asha stops weak trials early; fifo never; pbt: Population Based Training (the "
+        "trials are the population; weak ones copy a strong one's checkpoint and perturb its lr / betas / "
+        "n_critic / r1_gamma; docs/sweeps.md)")
     trials: int = Field(16, ge=1, le=100_000)
     steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="training steps of a full trial (default: the "
                               "model's)")
     report_every: int = Field(200, ge=1, le=MAX_STEPS, description="steps between probes (the metric ASHA compares)")
     grace_steps: int = Field(200, ge=1, le=MAX_STEPS, description="ASHA: no trial stops before this many steps")
     reduction_factor: int = Field(3, ge=2, le=100, description="ASHA: 1/eta of the trials go on at each rung")
+    perturbation_interval: int | None = Field(None, ge=1, le=MAX_STEPS, description="pbt: steps between "
+                                              "exploit/explore rounds, a multiple of report_every (default: it)")
+    quantile_fraction: float = Field(0.25, gt=0.0, le=0.5, description="pbt: the bottom fraction of the "
+                                     "population copies the top fraction")
+    resample_probability: float = Field(0.25, ge=0.0, le=1.0, description="pbt: chance that explore draws an "
+                                        "explored key afresh from its range instead of perturbing it")
     asha_stopped: Literal["pruned", "complete"] = Field(
         "pruned", description="how an ASHA-stopped trial is told to Optuna (docs/sweeps.md explains)")
     seed: Seed = Field(0, description="seeds the sampler and every trial's training")
@@ -72,9 +81,49 @@ class SweepSpec(_Strict):
 
     @model_validator(mode="after")
     def _grace_within_budget(self):
-        if self.steps is not None and self.grace_steps > self.steps:
+        if self.steps is not None and self.grace_steps > self.steps and self.scheduler != "pbt":  # ASHA's
             raise ValueError(f"grace_steps: must not exceed steps ({self.steps}); got {self.grace_steps}")
+        if self.perturbation_interval is not None and self.perturbation_interval % self.report_every:
+            raise ValueError(f"perturbation_interval: must be a multiple of report_every ({self.report_every}): PBT "
+                             f"decides on probe scores; got {self.perturbation_interval}")
         return self
+
+    @property
+    def interval(self) -> int:
+        """pbt: steps between exploit/explore rounds."""
+        return self.perturbation_interval or self.report_every
+
+
+# what explore may change in a running trial, and where it takes effect (genflow.train.engine
+# rebuilds the phases and losses from the trial's spec; Engine.apply_settings sets the
+# optimisers' lr and betas, which loading a checkpoint would otherwise restore)
+EXPLORABLE = ("train.lr_g", "train.lr_d", "train.lr", "train.beta1", "train.beta2", "train.n_critic", "r1_gamma")
+
+
+def explored_keys(space: dict[str, Dimension]) -> list[str]:
+    """The searched keys PBT perturbs: those of EXPLORABLE that the family's preset (or
+    ``space``) searches."""
+    return [key for key in EXPLORABLE if key in space]
+
+
+def check_pbt(where: str, sweep, space: dict[str, Dimension], steps: int) -> list[str]:
+    """Problems of a ``scheduler: pbt`` sweep, each naming its key."""
+    problems = []
+    if not explored_keys(space):
+        problems.append(f"{where}.space: PBT explores {', '.join(EXPLORABLE)}; this sweep searches none of them "
+                        f"(searched: {', '.join(sorted(space)) or 'nothing'})")
+    if sweep.workers_per_trial != 0:
+        problems.append(f"{where}.workers_per_trial: PBT trials train in their own process (0); a trial on "
+                        f"Ray Train workers cannot load another trial's checkpoint yet; got {sweep.workers_per_trial}")
+    if sweep.max_concurrent:
+        problems.append(f"{where}.max_concurrent: PBT runs as many members at once as cpus_per_trial lets the "
+                        f"cluster hold, and rotates the rest at each round; use cpus_per_trial (got {sweep.max_concurrent})")
+    if sweep.trials < 2:
+        problems.append(f"{where}.trials: PBT needs a population of at least 2 trials; got {sweep.trials}")
+    if sweep.interval >= steps:
+        problems.append(f"{where}.perturbation_interval: must be below the trial's {steps} steps, or PBT never "
+                        f"acts; got {sweep.interval}")
+    return problems
 
 
 def resolved_space(sweep: SweepSpec, model_spec: dict[str, Any]) -> dict[str, Dimension]:
@@ -129,6 +178,8 @@ def check_sweep(name: str, sweep: SweepSpec, models: dict[str, Any], spec_by_mod
     steps = sweep.steps or base.train.steps
     if sweep.scheduler == "asha" and sweep.grace_steps > steps:
         problems.append(f"{where}.grace_steps: must not exceed the trial's {steps} steps; got {sweep.grace_steps}")
+    if sweep.scheduler == "pbt":
+        problems += check_pbt(where, sweep, space, steps)
     problems += _check_probe_data(where, sweep, facts)
     trial = _TrialCheck(spec_by_model[base_dict["model"]], sweep.model, trial_spec(base_dict, sweep), facts,
                         max(1, sweep.workers_per_trial))

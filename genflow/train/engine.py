@@ -130,6 +130,15 @@ class Engine:
         if self.monitor is not None and self.monitor.active:
             self.monitor.load_state_dict(state["monitor"])
 
+    def apply_settings(self) -> None:
+        """Set every optimiser's learning rate and Adam betas to this engine's spec. A loaded
+        optimiser state brings back the values it was saved with (load_state_dict restores the
+        param_groups whole): PBT loads a donor's state under perturbed values (genflow.sweep.pbt).
+        The rest of a spec (n_critic, loss weights) already took effect when the engine was built."""
+        for phase, optimizer in zip(self.phases, self.optimizers):
+            for group in optimizer.param_groups:
+                group["lr"], group["betas"] = phase.lr, (self.train.beta1, self.train.beta2)
+
     # -- one step --------------------------------------------------------------
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
