@@ -24,7 +24,7 @@ from genflow.models import registry
 from genflow.train import worker as training
 from genflow.train.worker_config import worker_config
 
-from conftest import quiet, tiny_params_dict
+from conftest import conditional_params_dict, quiet, tiny_params_dict
 
 SAMPLE_KEYS = ("fid", "kid", "precision", "recall", "density", "coverage")
 
@@ -130,12 +130,12 @@ def test_discrete_modes_on_hand_made_collapse():
         discrete_modes(np.array([1000]), 1000)
 
 
-def test_conditional_model_gets_class_metrics_and_their_floors(prepared_dir, features_dir, tmp_path):
-    raw = tiny_params_dict()
-    raw["models"] = {"cgan": {**raw["models"]["gan_digits"], "c_dim": 10}}
-    params = config.validate(raw)
-    _train(params, "cgan", prepared_dir, tmp_path)
-    metrics = _evaluate(params, "cgan", prepared_dir, features_dir, tmp_path)
+def test_conditional_model_gets_class_metrics_and_their_floors(conditional_dir, prepared_dir, features_dir, tmp_path):
+    params = config.validate(conditional_params_dict())
+    # CAS and the linear probes are test_augmentation's and test_representation's: not measured here
+    spec = params.evaluate.model_copy(update={"augmentation_epochs": 0, "linear_probe": False})
+    metrics = evaluate_model(conditional_dir / "cgan_digits", prepared_dir / "digits", features_dir / "digits", spec,
+                             tmp_path / "cgan.json", tmp_path / "cgan.png", log=quiet)
     assert 0 <= metrics["class_accuracy"] <= 1
     # the floor is the classifier's accuracy on the reference rows (real, unseen by it)
     x, c = sample_rows(load_split(prepared_dir / "digits", "test"), 200, params.evaluate.seed)
