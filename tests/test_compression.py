@@ -243,8 +243,9 @@ def test_evaluate_writes_the_metrics_and_the_report_shows_them(trained_dir, prep
     from genflow.evaluate.protocol import evaluate_model
     from genflow.report.build import build_report
 
+    spec = params.evaluate.model_copy(update={"linear_probe": False})  # the probes are test_representation's
     for name in ("vae_digits", "gan_digits"):
-        evaluate_model(trained_dir / name, prepared_dir / "digits", features_dir / "digits", params.evaluate,
+        evaluate_model(trained_dir / name, prepared_dir / "digits", features_dir / "digits", spec,
                        tmp_path / "metrics" / f"{name}.json", tmp_path / "samples" / f"{name}.png", log=quiet)
     details = json.loads((tmp_path / "metrics" / "vae_digits.details.json").read_text())
     dims = 64
