@@ -135,6 +135,33 @@ def trained_dir(prepared_dir, tmp_path_factory) -> Path:
     return root / "models"
 
 
+def conditional_params_dict() -> dict:
+    """The tiny params with only cgan_digits and cvae_digits: conditional copies (c_dim 10) of the
+    tiny gan_digits and vae_digits, 2 steps each (the tests that use them need a conditional
+    network, not a good one)."""
+    raw = tiny_params_dict()
+    raw["models"] = {"cgan_digits": {**raw["models"]["gan_digits"], "c_dim": 10},
+                     "cvae_digits": {**raw["models"]["vae_digits"], "c_dim": 10}}
+    for spec in raw["models"].values():
+        spec["train"] = {**spec["train"], "steps": 2, "log_every": 2, "checkpoint_every": 2}
+    return raw
+
+
+@pytest.fixture(scope="session")
+def conditional_dir(prepared_dir, tmp_path_factory) -> Path:
+    """models/<name>/seed_0 for cgan_digits and cvae_digits (conditional_params_dict), trained
+    in-process once per session for every test file that exports, evaluates or draws one."""
+    from genflow.train import worker as training
+    from genflow.train.worker_config import worker_config
+
+    root = tmp_path_factory.mktemp("conditional")
+    params = config.validate(conditional_params_dict())
+    for name in params.models:
+        training.train_in_process(worker_config(name, params, prepared_dir), root / "models" / name / "seed_0",
+                                  root / "work")
+    return root / "models"
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray instance for the whole session (Ray start-up costs seconds)."""

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from genflow import cli, config
+from genflow import cli
 from genflow.data.loader import load_split
 from genflow.evaluate.model_metrics import likelihood_metrics
 from genflow.export import codec
@@ -22,7 +22,6 @@ from genflow.metrics.compression import (bits_per_dim, compression_metrics, kl_t
 from genflow.models import registry
 from genflow.models.specs import SPEC_BY_MODEL
 from genflow.train import worker as training
-from genflow.train.worker_config import worker_config
 
 from conftest import quiet, tiny_params_dict
 
@@ -116,15 +115,10 @@ def test_an_unused_latent_costs_almost_nothing():
 # -- the commands on real exports ---------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def exports(trained_dir, prepared_dir, tmp_path_factory):
-    """The tiny vae_digits and gan_digits exports, and a conditional VAE trained for 2 steps."""
+def exports(trained_dir, conditional_dir, prepared_dir, tmp_path_factory):
+    """The tiny vae_digits and gan_digits exports, and the conditional VAE's (2 steps)."""
     root = tmp_path_factory.mktemp("codec")
-    raw = tiny_params_dict()
-    raw["models"] = {"cvae_digits": {**raw["models"]["vae_digits"], "c_dim": 10}}
-    raw["models"]["cvae_digits"]["train"].update(steps=2, log_every=2, checkpoint_every=2)
-    training.train_in_process(worker_config("cvae_digits", config.validate(raw), prepared_dir),
-                              root / "trained" / "cvae_digits" / "seed_0", root / "work")
-    for name, source in (("vae_digits", trained_dir), ("gan_digits", trained_dir), ("cvae_digits", root / "trained")):
+    for name, source in (("vae_digits", trained_dir), ("gan_digits", trained_dir), ("cvae_digits", conditional_dir)):
         export_model(source / name, root / name, data_dir=prepared_dir / "digits", log=quiet)
     return root
 
@@ -249,8 +243,9 @@ def test_evaluate_writes_the_metrics_and_the_report_shows_them(trained_dir, prep
     from genflow.evaluate.protocol import evaluate_model
     from genflow.report.build import build_report
 
+    spec = params.evaluate.model_copy(update={"linear_probe": False})  # the probes are test_representation's
     for name in ("vae_digits", "gan_digits"):
-        evaluate_model(trained_dir / name, prepared_dir / "digits", features_dir / "digits", params.evaluate,
+        evaluate_model(trained_dir / name, prepared_dir / "digits", features_dir / "digits", spec,
                        tmp_path / "metrics" / f"{name}.json", tmp_path / "samples" / f"{name}.png", log=quiet)
     details = json.loads((tmp_path / "metrics" / "vae_digits.details.json").read_text())
     dims = 64

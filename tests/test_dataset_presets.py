@@ -154,7 +154,10 @@ def shrink(preset: str) -> list[str]:
     networks, budgets and sample counts. Nothing about the data: the preset reads its own paths."""
     keys = [*CPU_OVERRIDES, "featurenet.epochs=1", "featurenet.width=4", "evaluate.n_samples=32",
             "evaluate.n_real=16", "evaluate.kid_subsets=2", "evaluate.kid_subset_size=16",
-            "evaluate.path_samples=4", "evaluate.iwae_samples=2", "evaluate.grid_size=2"]
+            "evaluate.path_samples=4", "evaluate.iwae_samples=2", "evaluate.grid_size=2",
+            # the linear probes are test_representation's and the end-to-end pipeline test's (the
+            # presets' params.yaml do not name the key: `+` adds it)
+            "+evaluate.linear_probe=false"]
     for name in _params(preset).models:
         keys += [f"models.{name}.seeds=[0]", f"models.{name}.width=8"]
         keys += [f"models.{name}.train.{key}" for key in ("steps=2", "batch_size=8", "checkpoint_every=2",

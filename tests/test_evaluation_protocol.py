@@ -24,15 +24,19 @@ from genflow.models import registry
 from genflow.train import worker as training
 from genflow.train.worker_config import worker_config
 
-from conftest import quiet, tiny_params_dict
+from conftest import conditional_params_dict, quiet, tiny_params_dict
 
 SAMPLE_KEYS = ("fid", "kid", "precision", "recall", "density", "coverage")
+# the linear probes and CAS are test_representation's and test_augmentation's: off in the evaluations
+# here, which check other metrics (each costs seconds per evaluation)
+NOT_CHECKED_HERE = {"linear_probe": False, "augmentation_epochs": 0}
 
 
 def _evaluate(params, name, prepared, features, tmp_path):
     spec = params.models[name]
     return evaluate_model(tmp_path / "models" / name, prepared / spec.dataset, features / spec.dataset,
-                          params.evaluate, tmp_path / f"{name}.json", tmp_path / f"{name}.png", log=quiet)
+                          params.evaluate.model_copy(update=NOT_CHECKED_HERE), tmp_path / f"{name}.json",
+                          tmp_path / f"{name}.png", log=quiet)
 
 
 def _train(params, name, prepared, tmp_path):
@@ -43,7 +47,8 @@ def _train(params, name, prepared, tmp_path):
 def test_every_sample_metric_has_its_floor(trained_dir, prepared_dir, features_dir, tmp_path):
     params = config.validate(tiny_params_dict())
     metrics = evaluate_model(trained_dir / "vae_digits", prepared_dir / "digits", features_dir / "digits",
-                             params.evaluate, tmp_path / "m.json", tmp_path / "s.png", log=quiet)
+                             params.evaluate.model_copy(update=NOT_CHECKED_HERE), tmp_path / "m.json",
+                             tmp_path / "s.png", log=quiet)
     for key in SAMPLE_KEYS:
         assert math.isfinite(metrics[key]) and math.isfinite(metrics[f"{key}_floor"]), key
     assert metrics["fid_floor"] < metrics["fid"] and metrics["kid_floor"] < metrics["kid"]
@@ -130,12 +135,11 @@ def test_discrete_modes_on_hand_made_collapse():
         discrete_modes(np.array([1000]), 1000)
 
 
-def test_conditional_model_gets_class_metrics_and_their_floors(prepared_dir, features_dir, tmp_path):
-    raw = tiny_params_dict()
-    raw["models"] = {"cgan": {**raw["models"]["gan_digits"], "c_dim": 10}}
-    params = config.validate(raw)
-    _train(params, "cgan", prepared_dir, tmp_path)
-    metrics = _evaluate(params, "cgan", prepared_dir, features_dir, tmp_path)
+def test_conditional_model_gets_class_metrics_and_their_floors(conditional_dir, prepared_dir, features_dir, tmp_path):
+    params = config.validate(conditional_params_dict())
+    spec = params.evaluate.model_copy(update=NOT_CHECKED_HERE)
+    metrics = evaluate_model(conditional_dir / "cgan_digits", prepared_dir / "digits", features_dir / "digits", spec,
+                             tmp_path / "cgan.json", tmp_path / "cgan.png", log=quiet)
     assert 0 <= metrics["class_accuracy"] <= 1
     # the floor is the classifier's accuracy on the reference rows (real, unseen by it)
     x, c = sample_rows(load_split(prepared_dir / "digits", "test"), 200, params.evaluate.seed)
@@ -213,7 +217,7 @@ def test_inception_feature_space_from_a_local_file(trained_dir, prepared_dir, fe
     torch.save(FIDInception().state_dict(), weights)
     raw = tiny_params_dict()
     raw["evaluate"].update(n_samples=12, n_real=12, path_samples=0, kid_subset_size=6,
-                           inception_weights=str(weights))
+                           inception_weights=str(weights), **NOT_CHECKED_HERE)
     params = config.validate(raw)
     metrics = evaluate_model(trained_dir / "gan_digits", prepared_dir / "digits", features_dir / "digits",
                              params.evaluate, tmp_path / "m.json", tmp_path / "s.png", log=quiet)

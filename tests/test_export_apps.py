@@ -10,30 +10,23 @@ import pytest
 import torch
 from PIL import Image
 
-from genflow import cli, config
+from genflow import cli
 
 from genflow.data.loader import load_split
 from genflow.export.exported import ExportedModel
 from genflow.export.write import export_model, fixed_inputs
 from genflow.train import worker as training
-from genflow.train.worker_config import worker_config
 
-from conftest import quiet, tiny_params_dict
+from conftest import quiet
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 
 
 @pytest.fixture(scope="module")
-def exported(trained_dir, prepared_dir, tmp_path_factory):
+def exported(trained_dir, conditional_dir, prepared_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
-    raw = tiny_params_dict()
-    raw["models"] = {"cgan_digits": {**raw["models"]["gan_digits"], "c_dim": 10}}
-    raw["models"]["cgan_digits"]["train"].update(steps=2, log_every=2, checkpoint_every=2)
-    params = config.validate(raw)
-    training.train_in_process(worker_config("cgan_digits", params, prepared_dir),
-                              root / "trained" / "cgan_digits" / "seed_0", root / "work")
     for name, source in (("gan_digits", trained_dir), ("vae_digits", trained_dir), ("gan_ring8", trained_dir),
-                         ("cgan_digits", root / "trained")):
+                         ("cgan_digits", conditional_dir)):
         export_model(source / name, root / name, data_dir=prepared_dir / ("ring8" if "ring8" in name else "digits"),
                      log=quiet)
     return root
@@ -54,8 +47,8 @@ def run(*argv) -> int:
 
 
 @pytest.mark.parametrize("name", ["gan_digits", "vae_digits", "gan_ring8", "cgan_digits"])
-def test_onnx_generator_matches_eager(name, exported, trained_dir):
-    source = exported / "trained" if name == "cgan_digits" else trained_dir
+def test_onnx_generator_matches_eager(name, exported, trained_dir, conditional_dir):
+    source = conditional_dir if name == "cgan_digits" else trained_dir
     model, _, _ = training.load_trained(source / name / "seed_0")
     z, c = fixed_inputs(model.spec.z_dim, model.spec.c_dim, n=40)
     with torch.no_grad():

@@ -37,7 +37,7 @@ def setup(trained_dir, prepared_dir, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("fid")
     raw = tiny_params_dict()
-    raw["evaluate"].update(n_real=2500, path_samples=0)
+    raw["evaluate"].update(n_real=2500, path_samples=0, linear_probe=False)  # probes: test_representation
     raw["featurenet"].update(epochs=5, width=8)
     params_path = root / "params.yaml"
     params_path.write_text(json.dumps(raw))  # JSON is YAML, and has no anchors

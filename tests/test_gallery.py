@@ -11,10 +11,8 @@ from genflow.evaluate.gallery import (NEAREST_K, class_columns, gallery_dir, nea
                                       sample_layout)
 from genflow.evaluate.model_metrics import chunk_labels
 from genflow.evaluate.protocol import Reference, evaluate_model
-from genflow.train import worker as training
-from genflow.train.worker_config import worker_config
 
-from conftest import quiet, tiny_params_dict
+from conftest import conditional_params_dict, quiet, tiny_params_dict
 
 
 def test_sample_layout_puts_one_class_in_each_column():
@@ -49,14 +47,10 @@ def test_a_training_image_is_its_own_nearest_training_row(trained_dir, prepared_
 
 
 @pytest.fixture(scope="module")
-def cvae_evaluated(prepared_dir, features_dir, tmp_path_factory):
+def cvae_evaluated(conditional_dir, prepared_dir, features_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("cvae")
-    raw = tiny_params_dict()
-    raw["models"] = {"cvae": {**raw["models"]["vae_digits"], "c_dim": 10}}
-    params = config.validate(raw)
-    training.train_in_process(worker_config("cvae", params, prepared_dir), root / "models" / "cvae" / "seed_0",
-                              root / "work")
-    evaluate_model(root / "models" / "cvae", prepared_dir / "digits", features_dir / "digits", params.evaluate,
+    params = config.validate(conditional_params_dict())
+    evaluate_model(conditional_dir / "cvae_digits", prepared_dir / "digits", features_dir / "digits", params.evaluate,
                    root / "cvae.json", root / "samples" / "cvae.png", log=quiet)
     return root / "samples"
 

@@ -115,7 +115,15 @@ def pipeline(tmp_path_factory):
     p.first = p.run(str(p.repo / "infra" / "local" / "with-ray.sh"), "bash", "-c",
                     f'cp "$RAY_AUTH_TOKEN_PATH" {root / "head_token"} && dvc repro')
     p.first.output = p.first.stdout + p.first.stderr
+    # what test_forced_rerun_gives_byte_identical_metrics_and_report compares a `dvc repro -f` with (at
+    # the same commit: models record the code revision)
+    p.first_hashes, p.first_commit = _hashes(p.repo, FORCED_RERUN_OUTPUTS), _head(p)
     return p
+
+
+def _head(pipeline: Pipeline) -> str:
+    """The test repo's commit ('' before the first one)."""
+    return pipeline.run("git", "rev-parse", "-q", "--verify", "HEAD").stdout.strip()
 
 
 def test_repro_builds_everything(pipeline):
@@ -152,6 +160,28 @@ def test_repro_builds_everything(pipeline):
     trials = (repo / "sweeps" / "gan_ring8" / "trials.parquet")
     assert trials.exists() and (repo / "sweeps" / "gan_ring8" / "best_params.yaml").exists()
     assert_optuna_plots_drawn(repo / "sweeps" / "gan_ring8", html, pipeline.first.output)
+
+
+# the outputs a forced rerun must reproduce byte for byte
+FORCED_RERUN_OUTPUTS = ("metrics/*.json", "reports/comparison.md", "reports/plots/*.png", "samples/*.png",
+                        "models/*/seed_*/*", "export/*/*")
+
+
+def test_forced_rerun_gives_byte_identical_metrics_and_report(pipeline):
+    """`dvc repro -f` on the machine and code revision of the first run, as `make repro` runs it
+    (one local Ray head): the same metric files, report tables and pictures, checkpoints and
+    exports as the first run, byte for byte. (Placed before the tests that commit: the models,
+    metrics details and model cards record the commit.)"""
+    if _head(pipeline) != pipeline.first_commit:
+        raise RuntimeError("precondition: the test repo must be at the commit of the first run")
+    assert pipeline.first.returncode == 0, pipeline.first.output[-5000:]
+    forced = pipeline.run(str(pipeline.repo / "infra" / "local" / "with-ray.sh"), "dvc", "repro", "-f")
+    forced.output = forced.stdout + forced.stderr
+    assert forced.returncode == 0, forced.output[-3000:]
+    before, after = pipeline.first_hashes, _hashes(pipeline.repo, FORCED_RERUN_OUTPUTS)
+    assert len(before) > 20 and before.keys() == after.keys()
+    changed = sorted(k for k in before if before[k] != after[k])
+    assert not changed, changed
 
 
 def assert_optuna_plots_drawn(sweep: Path, html: str, output: str) -> None:
@@ -514,20 +544,3 @@ def _hashes(repo: Path, patterns: tuple[str, ...]) -> dict[str, str]:
 
     return {str(p.relative_to(repo)): hashlib.sha256(p.read_bytes()).hexdigest()
             for pattern in patterns for p in sorted(repo.glob(pattern)) if p.is_file()}
-
-
-def test_forced_rerun_gives_byte_identical_metrics_and_report(pipeline):
-    """`dvc repro -f` twice on one machine and one code revision: the same metric files, report
-    tables and pictures, checkpoints and exports, byte for byte."""
-    pipeline.write_params(pipeline.params)  # the params of the first run (other tests changed them)
-    patterns = ("metrics/*.json", "reports/comparison.md", "reports/plots/*.png", "samples/*.png",
-                "models/*/seed_*/*", "export/*/*")
-    runs = []
-    for _ in range(2):
-        forced = pipeline.dvc("repro", "-f")
-        assert forced.returncode == 0, forced.output[-3000:]
-        runs.append(_hashes(pipeline.repo, patterns))
-    before, after = runs
-    assert len(before) > 20 and before.keys() == after.keys()
-    changed = sorted(k for k in before if before[k] != after[k])
-    assert not changed, changed

@@ -32,6 +32,7 @@ def systems(ray_session, prepared_dir, features_dir, tmp_path_factory):
     raw = tiny_params_dict()
     raw["models"] = {"gan_digits": raw["models"]["gan_digits"], **SYSTEMS}
     raw["ray"].update(num_workers=1, storage_path=str(root / "work"))
+    raw["evaluate"]["linear_probe"] = False  # test_representation's; not what these tests check
     params = config.validate(raw)
     for name in params.models:
         ray_spec = params.ray
