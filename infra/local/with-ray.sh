@@ -36,7 +36,8 @@ if [ -n "${RAY_ADDRESS:-}" ]; then exec "$@"; fi  # a cluster is already given: 
 command -v ray >/dev/null || { echo "with-ray.sh: no 'ray' on PATH (activate .venv or run via make)" >&2; exit 2; }
 
 port=${GENFLOW_RAY_PORT:-$((20000 + RANDOM % 20000))}
-cpus=${GENFLOW_RAY_CPUS:-$(nproc)}
+# nproc honours OMP_NUM_THREADS (1 in the tests, often set by users): the CPUs this process may use instead
+cpus=${GENFLOW_RAY_CPUS:-$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)}
 workdir=$(mktemp -d "${TMPDIR:-/tmp}/genflow-ray.XXXXXX")
 # Ray 2.60 starts local clusters with token auth; clients must be told to use the token too.
 export RAY_AUTH_MODE=token RAY_USAGE_STATS_ENABLED=0 RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=${RAY_TRAIN_HEALTH_CHECK_INTERVAL_S:-0.5}
