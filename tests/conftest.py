@@ -5,8 +5,13 @@ import atexit
 import copy
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+import threading
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -238,3 +243,38 @@ def interrupted_after_step_15(params, prepared_dir: Path, out: Path, monkeypatch
     work = Path(params.ray.storage_path) / run_name(worker_config("gan_ring8", params, prepared_dir))
     assert [p.name for p in CheckpointStore(work).checkpoints()] == ["step_000000015", "step_000000010"]
     return work
+
+
+def sweep_stage(params_path: Path, prepared: Path, features: Path, out: Path, address: str) -> subprocess.Popen:
+    """The gan_ring8 sweep stage as its own process group on the session's Ray (a test may kill it)."""
+    # RAY_DEDUP_LOGS=0: Ray folds worker lines that differ only in numbers, which the tests count
+    env = {**os.environ, "RAY_ADDRESS": address, "RAY_AUTH_MODE": "token", "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": str(REPO), "RAY_DEDUP_LOGS": "0"}
+    cmd = [sys.executable, str(REPO / "stages" / "sweep.py"), "--sweep", "gan_ring8", "--params", str(params_path),
+           "--data-root", str(prepared), "--models-root", str(features.parent), "--out", str(out)]
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def kill_when(proc: subprocess.Popen, done: Callable[[list[str]], bool], timeout: float) -> list[str]:
+    """Read ``proc``'s output until ``done(lines so far)``, then SIGKILL its whole process group
+    (as a machine that loses power would: no clean-up runs); the lines read. Fails the test if
+    ``done`` never holds within ``timeout`` seconds, with the output's tail."""
+    lines: list[str] = []
+    reached = threading.Event()
+
+    def read():
+        for line in proc.stdout:
+            lines.append(line)
+            if done(lines):
+                reached.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert reached.wait(timeout=timeout), "".join(lines)[-3000:]
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    reader.join(timeout=10)
+    return lines

@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from conftest import REPO, tiny_params_dict
+from conftest import REPO, kill_when, tiny_params_dict
 from genflow import cli, config
 
 PRESET = REPO / "presets" / "study"
@@ -139,23 +137,7 @@ class Project:
         """`dvc repro`, SIGKILLed (with everything it started) once a line contains ``after``."""
         proc = subprocess.Popen(["dvc", "repro"], cwd=self.dir, env=self.env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        lines, seen = [], threading.Event()
-
-        def read():
-            for line in proc.stdout:
-                lines.append(line)
-                if after in line:
-                    seen.set()
-
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        try:
-            assert seen.wait(timeout=600), "".join(lines)[-3000:]
-        finally:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=60)
-        reader.join(timeout=10)
-        return lines
+        return kill_when(proc, lambda lines: after in lines[-1], timeout=600)
 
 
 def ran(output: str) -> set[str]:

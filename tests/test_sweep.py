@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,7 @@ from genflow import config
 from genflow.errors import ConfigError
 from genflow.sweep.space import SweepSpec, resolved_space, set_dotted
 
-from conftest import REPO, quiet, tiny_params_dict
+from conftest import REPO, kill_when, quiet, sweep_stage, tiny_params_dict
 
 SWEEP = {"model": "gan_ring8", "dataset": "ring8", "preset": "narrow", "trials": 6, "steps": 60,
          "report_every": 20, "grace_steps": 20, "probe_samples": 200, "probe_real": 200,
@@ -375,16 +373,6 @@ def test_diverging_trial_is_recorded_and_the_sweep_completes(ray_session, tmp_pa
     assert states.count(3) == len(failed)  # Optuna's FAIL: TPE does not learn from them
 
 
-def _stage(params_path: Path, prepared: Path, features: Path, out: Path, address: str) -> subprocess.Popen:
-    # RAY_DEDUP_LOGS=0: Ray folds worker lines that differ only in numbers, which the test counts
-    env = {**os.environ, "RAY_ADDRESS": address, "RAY_AUTH_MODE": "token", "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": str(REPO), "RAY_DEDUP_LOGS": "0"}
-    cmd = [sys.executable, str(REPO / "stages" / "sweep.py"), "--sweep", "gan_ring8", "--params", str(params_path),
-           "--data-root", str(prepared), "--models-root", str(features.parent), "--out", str(out)]
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-
-
 @pytest.mark.slow
 def test_killed_sweep_resumes_without_losing_or_repeating_trials(ray_session, prepared_dir, features_dir, tmp_path):
     raw = with_sweep(trials=8, steps=400, report_every=40, grace_steps=40, max_concurrent=2)
@@ -396,28 +384,12 @@ def test_killed_sweep_resumes_without_losing_or_repeating_trials(ray_session, pr
     features.symlink_to(features_dir)
     address = ray_session.get_runtime_context().gcs_address
 
-    first = _stage(params_path, prepared_dir, features, tmp_path / "out", address)
-    lines: list[str] = []
-    two_done = threading.Event()
-
-    def read():
-        for line in first.stdout:
-            lines.append(line)
-            if sum("finished at step" in seen for seen in lines) >= 2:
-                two_done.set()
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
-        assert two_done.wait(timeout=300), "".join(lines)[-3000:]
-    finally:
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait(timeout=60)
-    reader.join(timeout=10)
+    first = sweep_stage(params_path, prepared_dir, features, tmp_path / "out", address)
+    lines = kill_when(first, lambda seen: sum("finished at step" in line for line in seen) >= 2, timeout=300)
     before = {line.split(" trial ", 1)[1].split()[0]: line for line in lines if "finished at step" in line}
     assert not (tmp_path / "out").exists()
 
-    second = _stage(params_path, prepared_dir, features, tmp_path / "out", address)
+    second = sweep_stage(params_path, prepared_dir, features, tmp_path / "out", address)
     output, _ = second.communicate(timeout=600)
     assert second.returncode == 0, output[-5000:]
     assert "[sweep gan_ring8] resuming" in output

@@ -4,11 +4,6 @@ trials.parquet and summary.json, reproducibility on rerun, and a killed PBT swee
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -20,7 +15,7 @@ from genflow.errors import ConfigError
 from genflow.sweep.dimension import Dimension
 from genflow.sweep.space import resolved_space
 
-from conftest import REPO, quiet, tiny_params_dict
+from conftest import kill_when, quiet, sweep_stage, tiny_params_dict
 
 PBT = {"model": "gan_ring8", "dataset": "ring8", "preset": "narrow", "trials": 4, "steps": 60, "report_every": 20,
        "scheduler": "pbt", "quantile_fraction": 0.5, "cpus_per_trial": 0.5, "probe_samples": 200,
@@ -197,15 +192,6 @@ def test_pbt_sweep_exploits_explores_records_and_reruns_the_same(ray_session, pr
     assert [row["history_fid"] for row in again] == [row["history_fid"] for row in table]
 
 
-def _stage(params_path: Path, prepared: Path, features: Path, out: Path, address: str) -> subprocess.Popen:
-    env = {**os.environ, "RAY_ADDRESS": address, "RAY_AUTH_MODE": "token", "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": str(REPO), "RAY_DEDUP_LOGS": "0"}
-    cmd = [sys.executable, str(REPO / "stages" / "sweep.py"), "--sweep", "gan_ring8", "--params", str(params_path),
-           "--data-root", str(prepared), "--models-root", str(features.parent), "--out", str(out)]
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-
-
 @pytest.mark.slow
 def test_a_killed_pbt_sweep_is_refused_on_rerun_keeping_its_record(ray_session, prepared_dir, features_dir,
                                                                    tmp_path):
@@ -220,30 +206,14 @@ def test_a_killed_pbt_sweep_is_refused_on_rerun_keeping_its_record(ray_session, 
     features.symlink_to(features_dir)
     address = ray_session.get_runtime_context().gcs_address
 
-    first = _stage(params_path, prepared_dir, features, tmp_path / "out", address)
-    lines: list[str] = []
-    probed = threading.Event()
-
-    def read():
-        for line in first.stdout:
-            lines.append(line)
-            if sum("probe fid" in seen for seen in lines) >= 6:
-                probed.set()
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
-        assert probed.wait(timeout=300), "".join(lines)[-3000:]
-    finally:
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait(timeout=60)
-    reader.join(timeout=10)
+    first = sweep_stage(params_path, prepared_dir, features, tmp_path / "out", address)
+    kill_when(first, lambda seen: sum("probe fid" in line for line in seen) >= 6, timeout=300)
     experiment = next((tmp_path / "storage").glob("sweep-gan_ring8-*"))
     recorded = sorted((experiment / "ledger").glob("trial_*.jsonl"))
     assert recorded and not (tmp_path / "out").exists()
     sizes = {path.name: path.stat().st_size for path in (experiment / "ledger").iterdir() if path.is_file()}
 
-    second = _stage(params_path, prepared_dir, features, tmp_path / "out", address)
+    second = sweep_stage(params_path, prepared_dir, features, tmp_path / "out", address)
     output, _ = second.communicate(timeout=300)
     assert second.returncode == 2, output[-3000:]
     assert "a PBT sweep was interrupted here" in output and "cannot be resumed" in output, output[-3000:]
