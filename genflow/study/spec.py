@@ -107,12 +107,10 @@ def sweep_name(study: str, model: str) -> str:
 
 def sweep_spec(study: StudySpec, model: str, source: str) -> SweepSpec:
     """The sweep of one model of the study: the shared budget, nothing of the model's own."""
-    b = study.budget
-    return SweepSpec(model=model, dataset=study.dataset, metric=study_metric(study, source), search=b.search,
-                     scheduler=b.scheduler, trials=b.trials, steps=b.steps, report_every=b.report_every,
-                     grace_steps=b.grace_steps, seed=b.seed, preset=b.preset, probe_samples=b.probe_samples,
-                     probe_real=b.probe_real, cpus_per_trial=b.cpus_per_trial, workers_per_trial=b.workers_per_trial,
-                     max_concurrent=b.max_concurrent)
+    # every budget key is a sweep key of the same name, but the study's own two: the metric
+    # (resolved per dataset) and the retrain seeds
+    return SweepSpec(model=model, dataset=study.dataset, metric=study_metric(study, source),
+                     **study.budget.model_dump(exclude={"metric", "seeds"}))
 
 
 def check_study(name: str, study: StudySpec, data: dict[str, Any], models: dict[str, Any], model_names: set[str],
